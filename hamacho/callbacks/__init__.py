@@ -1,0 +1,1 @@
+"""Lightning callbacks that apply the post-processing functions and write results."""

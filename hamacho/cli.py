@@ -1,0 +1,171 @@
+"""The `hamacho` command: thin click commands over :mod:`hamacho.train` and :mod:`hamacho.inference`.
+
+Every error a user can cause ends as one ``Error: ...`` line and a non-zero exit code; ``--debug`` (or
+``HAMACHO_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from hamacho import __version__
+from hamacho.config import BACKBONES, MODEL_NAMES, build_config
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+_ON_LINUX = sys.platform.startswith("linux")
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hamacho")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors (also HAMACHO_DEBUG=1).")
+def cli(debug: bool) -> None:
+    """Hamacho: visual anomaly detection for industrial inspection.
+
+    Train on good images with `hamacho train`, then score new images with `hamacho inference`.
+    """
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.option("--model", "model_name", type=click.Choice(MODEL_NAMES), default=None,
+              help="Model to train (default: model.name of --config, else padim).")
+@click.option("--dataset-root", help="Category folder in MVTec AD layout (train/good, test/<type>, ground_truth/).")
+@click.option("--config", "config_file", help="YAML file with settings to change (see configs/).")
+@click.option("--image-size", type=int, help="Side of the square model input, a multiple of 32 [256].")
+@click.option("--backbone", type=click.Choice(BACKBONES), help="Feature extractor [padim: resnet18, "
+              "patchcore: wide_resnet50_2].")
+@click.option("--backbone-weights", help="imagenet (download), none (seeded random init) or a local "
+              "torchvision state-dict file [imagenet].")
+@click.option("--batch-size", type=int, help="Images per forward pass [32].")
+@click.option("--num-workers", type=int, hidden=not _ON_LINUX,
+              help="Data-loading processes, at most cpu_count - 2 [0].")
+@click.option("--seed", type=int, help="Seed for every random choice [0].")
+@click.option("--result-path", help="Results go to RESULT_PATH/<model>/<category>/ [results].")
+@click.option("--no-report", is_flag=True, default=False, help="Skip report.html and its figures.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.argument("overrides", nargs=-1)
+def train(model_name, dataset_root, config_file, image_size, backbone, backbone_weights, batch_size, num_workers,
+          seed, result_path, no_report, quiet, overrides) -> None:
+    """Fit a model on train/good, calibrate its threshold, test it and save a model file.
+
+    Any configuration key can be set after the options as key=value, e.g. dataset.batch_size=8.
+    """
+    from hamacho.report.results import decision_summary, format_metrics_table
+    from hamacho.train import run_training
+
+    options = {
+        "dataset.root": dataset_root,
+        "dataset.image_size": image_size,
+        "model.backbone": backbone,
+        "model.backbone_weights": backbone_weights,
+        "dataset.batch_size": batch_size,
+        "dataset.num_workers": num_workers,
+        "project.seed": seed,
+        "project.result_path": result_path,
+        "report.enabled": False if no_report else None,
+    }
+    config = build_config(model_name, config_file, options, overrides)
+    result = run_training(config, progress=not quiet, log=_echo_err)
+    t = result.timings
+    click.echo(
+        f"\nTrained {config.model.name} ({config.model.backbone}) on {result.summary['category']}: "
+        f"fit {t['fit_seconds']:.1f} s, calibration {t['calibration_seconds']:.1f} s, "
+        f"test {t['test_seconds']:.1f} s ({t['test_images_per_second']:.1f} images/s), "
+        f"peak memory {t['peak_rss_mb']:.0f} MiB"
+    )
+    cal = result.calibration
+    click.echo(f"Thresholds (raw score = normalized 0.5): image {cal['image_threshold']:.4g}, "
+               f"pixel {cal['pixel_threshold']:.4g}")
+    click.echo(format_metrics_table(result.metrics))
+    if result.rows:
+        click.echo(decision_summary(result.rows))
+    click.echo(f"Results: {result.output_dir}  (model file: {result.model_path.name})")
+
+
+@cli.command()
+@click.option("--model-path", required=True, help="Model file written by `hamacho train` (model.pt).")
+@click.option("--image-path", required=True, help="An image, a folder of images, or a dataset root.")
+@click.option("--save-path", help="Output folder [inference/ beside the model file].")
+@click.option("--image-threshold", type=float, default=0.5, show_default=True,
+              help="Normalized score at or above which an image is NG (0..1; 0.5 = trained threshold).")
+@click.option("--pixel-threshold", type=float, default=0.5, show_default=True,
+              help="Normalized value at or above which a pixel is defective (0..1).")
+@click.option("--batch-size", type=int, help="Images per forward pass [as trained].")
+@click.option("--save-heatmap", is_flag=True, help="Also write heatmaps at the original resolution.")
+@click.option("--save-segmentation", is_flag=True, help="Also write outlined defects at the original resolution.")
+@click.option("--only-wrong", is_flag=True, help="Write pictures only for wrongly decided labelled images.")
+@click.option("--no-images", is_flag=True, help="Write no report pictures (results.csv only).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size, save_heatmap,
+              save_segmentation, only_wrong, no_images, quiet) -> None:
+    """Score images with a trained model: OK/NG per image, heatmaps and results.csv.
+
+    A folder is searched recursively. A dataset root contributes its test/ images with their labels,
+    and then metrics are printed too. Unreadable images are listed in results.csv; the command fails
+    only when no image could be processed.
+    """
+    from hamacho.inference import run_inference
+    from hamacho.report.results import decision_summary, format_metrics_table
+
+    vis = {"report_images": not no_images}
+    vis.update({k: True for k, on in (("save_heatmap", save_heatmap), ("save_segmentation", save_segmentation),
+                                       ("only_wrong", only_wrong)) if on})
+    result = run_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
+                           visualization=vis, progress=not quiet, log=_echo_err)
+    click.echo(decision_summary(result.rows))
+    if result.metrics:
+        click.echo(format_metrics_table(result.metrics))
+    click.echo(f"Results: {result.output_dir}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI and turn every error into one line and an exit code."""
+    from hamacho.engine import Interrupted
+    from hamacho.errors import HamachoError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("HAMACHO_DEBUG", "") not in ("", "0")
+    try:
+        cli.main(args=args, prog_name="hamacho", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _echo_err("Interrupted.")
+        sys.exit(EXIT_INTERRUPTED)
+    except click.UsageError as exc:
+        hint = f" (see 'hamacho {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""
+        _echo_err(f"Error: {exc.format_message()}{hint}")
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        _echo_err(f"Error: {exc.format_message()}")
+        sys.exit(exc.exit_code)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        if debug:
+            raise
+        _echo_err(f"Interrupted{': ' + str(exc) if str(exc) else ''}. Files already written are complete; "
+                  "the model file is only written after calibration.")
+        sys.exit(EXIT_INTERRUPTED)
+    except HamachoError as exc:
+        if debug:
+            raise
+        _echo_err(f"Error: {exc}")
+        sys.exit(EXIT_ERROR)
+    except Exception as exc:  # anything unforeseen still ends as one line
+        if debug:
+            raise
+        text = str(exc).strip().splitlines()
+        _echo_err(f"Error: unexpected {type(exc).__name__}: {text[0] if text else ''} "
+                  "(run with --debug for the traceback, and please report it)")
+        sys.exit(EXIT_ERROR)
+
+
+if __name__ == "__main__":
+    main()

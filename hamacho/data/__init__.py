@@ -1,0 +1,1 @@
+"""Sample discovery, image reading, datasets and loaders."""

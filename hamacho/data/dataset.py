@@ -1,0 +1,77 @@
+"""Torch dataset over discovered samples. Unreadable files do not stop a run: they come back flagged."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from hamacho.data.discovery import Sample
+from hamacho.data.images import ImageReadError, read_image, read_mask, resize_image, resize_mask, to_tensor
+
+
+class AnomalyDataset(Dataset):
+    """Images resized to a square and normalised, with masks and labels.
+
+    Each item is a dict with ``image`` (3, S, S) float, ``mask`` (S, S) uint8, ``has_mask`` bool,
+    ``label`` int (-1 unknown), ``index`` int, ``valid`` bool (False when the image could not be read)
+    and ``error`` str (why the image or its mask could not be used; empty when all is well).
+    """
+
+    def __init__(self, samples: Sequence[Sample], image_size: int) -> None:
+        self.samples = list(samples)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        size = self.image_size
+        item: dict[str, Any] = {
+            "index": index,
+            "label": -1 if sample.label is None else sample.label,
+            "valid": True,
+            "error": "",
+            "has_mask": False,
+            "mask": torch.zeros(size, size, dtype=torch.uint8),
+        }
+        try:
+            image = read_image(sample.path)
+        except ImageReadError as exc:
+            item.update(valid=False, error=str(exc), image=torch.zeros(3, size, size))
+            return item
+        item["image"] = to_tensor(resize_image(image, size))
+        if sample.mask_path is not None:
+            try:
+                mask = read_mask(sample.mask_path)
+            except ImageReadError as exc:
+                item["error"] = f"mask ignored: {exc}"
+                return item
+            if mask.shape != image.shape[:2]:
+                item["error"] = (
+                    f"mask ignored: {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} "
+                    f"but the image is {image.shape[1]}x{image.shape[0]}"
+                )
+                return item
+            item["mask"] = torch.from_numpy(resize_mask(mask, size).astype("uint8"))
+            item["has_mask"] = True
+        elif sample.label == 0:
+            item["has_mask"] = True  # a good image's mask is all zeros
+        return item
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors and numbers, keep strings as lists."""
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(values[0], (bool, int)):
+            batch[key] = torch.tensor(values)
+        else:
+            batch[key] = values
+    return batch

@@ -1,0 +1,125 @@
+"""Reading and converting images and masks, identically for training and inference."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from hamacho.errors import DatasetError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageReadError(DatasetError):
+    """An image or mask file cannot be decoded."""
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence libpng/libjpeg messages that codecs print straight to file descriptor 2."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (embedded interpreters)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _decode(path: Path) -> np.ndarray:
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageReadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if data.size == 0:
+        raise ImageReadError(f"empty file (0 bytes): {path}")
+    with _quiet_stderr():
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ImageReadError(f"not a readable image (corrupt, truncated or another format): {path}")
+    return image
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return (image.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):
+        scale = 255.0 if float(np.nanmax(image)) <= 1.0 else 1.0
+        return np.clip(np.nan_to_num(image) * scale + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as RGB uint8 (H, W, 3).
+
+    Grayscale is replicated to three channels, alpha is dropped, 16-bit data is scaled by 1/257 and
+    floating-point data in 0..1 is scaled to 0..255.
+
+    Raises:
+        ImageReadError: The file is empty, corrupt, truncated or not an image.
+    """
+    image = _to_uint8(_decode(Path(path)))
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    channels = image.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if channels == 2:  # gray + alpha
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a ground-truth mask as bool (H, W); any non-zero pixel (in any channel) is defective."""
+    mask = _decode(Path(path))
+    if mask.ndim == 3:
+        mask = mask.max(axis=2)
+    return mask > 0
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to ``size`` x ``size``: area averaging when shrinking, bilinear when enlarging."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    shrinking = h * w > size * size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Resize a bool mask with nearest-neighbour interpolation."""
+    if mask.shape == (size, size):
+        return mask
+    return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> float (3, H, W) normalised with the ImageNet mean and std."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return tensor.sub_(mean).div_(std)
+
+
+def to_uint8_image(tensor: torch.Tensor) -> np.ndarray:
+    """Inverse of :func:`to_tensor`: float (3, H, W) -> RGB uint8 (H, W, 3)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=tensor.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=tensor.device).view(3, 1, 1)
+    image = (tensor * std + mean).clamp(0, 1).mul(255).round().byte()
+    return image.permute(1, 2, 0).cpu().numpy()

@@ -1,0 +1,1 @@
+"""Backbones, the AnomalyModule contract and the PaDiM and PatchCore models."""

@@ -1,0 +1,76 @@
+"""Per-position multivariate Gaussians fitted batch by batch, and Mahalanobis distances to them."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+
+class PositionGaussians(nn.Module):
+    """One Gaussian per spatial position over C-dimensional embeddings.
+
+    Fitting keeps running sums of shifted embeddings (shift = the first batch's mean, which keeps the
+    sums small and the final subtraction exact enough in float32), so memory is fixed by the number
+    of positions and channels, never by the number of training images. :meth:`finalize` turns the
+    sums into the mean and inverse covariances, in place.
+
+    Args:
+        num_positions: Spatial positions P (height x width of the embedding).
+        num_channels: Embedding size C.
+        epsilon: Added to the covariance diagonal before inversion.
+    """
+
+    def __init__(self, num_positions: int, num_channels: int, epsilon: float = 0.01) -> None:
+        super().__init__()
+        self.epsilon = epsilon
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        # While fitting: the shift; afterwards: the mean.
+        self.register_buffer("mean", torch.zeros(num_positions, num_channels))
+        # While fitting: the sum of shifted outer products; afterwards: the inverse covariance.
+        self.register_buffer("inv_covariance", torch.zeros(num_positions, num_channels, num_channels))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("_shifted_sum", torch.zeros(num_positions, num_channels), persistent=False)
+
+    @staticmethod
+    def _positions_first(embedding: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) -> contiguous (P, C, B), the layout batched matrix products want."""
+        return embedding.flatten(2).permute(2, 1, 0).contiguous()
+
+    @torch.no_grad()
+    def update(self, embedding: torch.Tensor) -> None:
+        """Add a batch of embeddings (B, C, h, w) to the running sums."""
+        if self.fitted:
+            raise RuntimeError("the Gaussians are already fitted")
+        x = self._positions_first(embedding)
+        if int(self.count) == 0:
+            self.mean.copy_(x.mean(dim=2))
+        x -= self.mean.unsqueeze(2)
+        self._shifted_sum += x.sum(dim=2)
+        self.inv_covariance.baddbmm_(x, x.transpose(1, 2))
+        self.count += x.shape[2]
+
+    @torch.no_grad()
+    def finalize(self, chunk: int = 256, progress: bool = True) -> None:
+        """Turn the sums into the mean and inverse covariances (a chunk of positions at a time)."""
+        n = int(self.count)
+        if n < 1:
+            raise RuntimeError("no embeddings were added")
+        positions, channels, _ = self.inv_covariance.shape
+        eye = torch.eye(channels, dtype=torch.float64, device=self.mean.device) * self.epsilon
+        starts = range(0, positions, chunk)
+        for start in tqdm(starts, desc="Inverting covariances", disable=not progress, leave=False):
+            block = self.inv_covariance[start : start + chunk]
+            total = self._shifted_sum[start : start + chunk].double()
+            scatter = block.double() - torch.einsum("pc,pd->pcd", total, total) / n
+            covariance = scatter / max(n - 1, 1) + eye
+            block.copy_(torch.linalg.inv(covariance))  # float64: stable for near-singular blocks
+        self.mean += self._shifted_sum / n
+        self._shifted_sum.zero_()
+        self.fitted.fill_(True)
+
+    def mahalanobis(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Distances (B, P) of embeddings (B, C, h, w) to each position's Gaussian."""
+        delta = self._positions_first(embedding) - self.mean.unsqueeze(2)  # (P, C, B)
+        squared = (torch.bmm(self.inv_covariance, delta) * delta).sum(dim=1)  # (P, B)
+        return squared.t().clamp(min=0).sqrt()

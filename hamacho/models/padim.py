@@ -1,0 +1,103 @@
+"""PaDiM (Defard et al., 2020): a Gaussian per patch position over multi-layer CNN features."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hamacho.models.anomaly_map import AnomalyMapGenerator
+from hamacho.models.backbone import FeatureExtractor
+from hamacho.models.gaussian import PositionGaussians
+
+# Channel subset sizes used in the paper.
+DEFAULT_NUM_FEATURES = {"resnet18": 100, "wide_resnet50_2": 550}
+# Stride of each ResNet stage relative to the input.
+LAYER_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
+
+
+class PadimModel(nn.Module):
+    """PaDiM as a plain module.
+
+    Args:
+        feature_extractor: Frozen backbone returning the configured layers.
+        image_size: Side of the square input images.
+        num_features: Size of the random channel subset (None: the paper's value for the backbone).
+        seed: Seed of the channel choice.
+        epsilon: Covariance regularisation (added to the diagonal).
+        blur_sigma: Sigma of the anomaly-map blur.
+        backbone: Name of the backbone (for the default ``num_features``).
+    """
+
+    def __init__(
+        self,
+        feature_extractor: FeatureExtractor,
+        image_size: int,
+        num_features: int | None,
+        seed: int,
+        epsilon: float = 0.01,
+        blur_sigma: float = 4.0,
+        backbone: str = "resnet18",
+    ) -> None:
+        super().__init__()
+        self.feature_extractor = feature_extractor
+        total = sum(feature_extractor.out_channels)
+        num_features = num_features or min(DEFAULT_NUM_FEATURES.get(backbone, 100), total)
+        if num_features > total:
+            raise ValueError(f"num_features {num_features} exceeds the {total} channels of the chosen layers")
+        generator = torch.Generator().manual_seed(seed)
+        indices = torch.randperm(total, generator=generator)[:num_features].sort().values
+        self.register_buffer("feature_indices", indices)
+        self.embedding_size = image_size // LAYER_STRIDES[feature_extractor.layers[0]]
+        self.gaussians = PositionGaussians(self.embedding_size**2, num_features, epsilon)
+        self.anomaly_map = AnomalyMapGenerator(image_size, blur_sigma)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) images -> (B, C, h, w) embeddings of the chosen channels.
+
+        Channels are selected per layer before upsampling, which gives the same embedding as
+        concatenating everything first but upsamples only the kept channels.
+        """
+        features = self.feature_extractor(images)
+        size = features[0].shape[-2:]
+        parts, offset = [], 0
+        for feature in features:
+            channels = feature.shape[1]
+            local = self.feature_indices[(self.feature_indices >= offset) & (self.feature_indices < offset + channels)]
+            offset += channels
+            if local.numel() == 0:
+                continue
+            selected = feature.index_select(1, local - (offset - channels))
+            if selected.shape[-2:] != size:
+                selected = F.interpolate(selected, size=size, mode="nearest")
+            parts.append(selected)
+        return torch.cat(parts, dim=1)
+
+    def update(self, images: torch.Tensor) -> None:
+        """Add training images to the running Gaussian statistics."""
+        self.gaussians.update(self.embed(images))
+
+    def fit(self, progress: bool = True) -> None:
+        """Invert the covariances."""
+        self.gaussians.finalize(progress=progress)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anomaly maps (B, S, S) and image scores (B,) = the maximum of each map."""
+        distances = self.gaussians.mahalanobis(self.embed(images))
+        side = self.embedding_size
+        maps = self.anomaly_map(distances.view(-1, side, side))
+        return maps, maps.flatten(1).amax(dim=1)
+
+
+def build_padim(model_cfg: dict, image_size: int, seed: int, feature_extractor: FeatureExtractor) -> PadimModel:
+    """PadimModel from the ``model`` section of the configuration."""
+    return PadimModel(
+        feature_extractor,
+        image_size=image_size,
+        num_features=model_cfg.get("num_features"),
+        seed=seed,
+        epsilon=float(model_cfg.get("covariance_epsilon", 0.01)),
+        blur_sigma=float(model_cfg.get("blur_sigma", 4.0)),
+        backbone=model_cfg["backbone"],
+    )
+

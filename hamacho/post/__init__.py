@@ -1,0 +1,1 @@
+"""Pure post-processing functions: thresholds, normalization and metrics."""

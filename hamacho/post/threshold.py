@@ -1,0 +1,104 @@
+"""Thresholds in raw score units: F1-optimal on labelled scores, or a fallback from good images only."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.classification import binary_precision_recall_curve
+
+
+def to_unit_range(values: torch.Tensor) -> torch.Tensor:
+    """Map values monotonically into [0, 1] by min-max scaling.
+
+    torchmetrics treats scores outside [0, 1] as logits and applies a sigmoid, which saturates
+    distances such as 25 and 30 to the same 1.0; scaling first keeps their order.
+    """
+    values = values.double()
+    low, high = values.min(), values.max()
+    span = high - low
+    return (values - low) / span if span > 0 else torch.zeros_like(values)
+
+
+def f1_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """The score that maximises F1 on the precision-recall curve (NG means score >= threshold).
+
+    Args:
+        scores: Raw scores, any range.
+        labels: 1 for defective, 0 for good; both classes should be present.
+
+    Returns:
+        One of ``scores``: the threshold with the highest F1.
+    """
+    scores = scores.flatten().double()
+    labels = labels.flatten().long()
+    precision, recall, thresholds = binary_precision_recall_curve(to_unit_range(scores), labels)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    best = int(torch.argmax(f1[: len(thresholds)]))
+    unit = float(thresholds[best])
+    low, high = float(scores.min()), float(scores.max())
+    approx = low + unit * (high - low)
+    # Snap back to the exact score the unit threshold came from (scaling round-trips are inexact).
+    return float(scores[torch.argmin((scores - approx).abs())])
+
+
+def fallback_threshold(good_scores: torch.Tensor, sigma: float = 3.0) -> float:
+    """Threshold when only good images are labelled: ``max(highest score, mean + sigma * std)``.
+
+    Every good calibration image then stays OK (its normalized score is at most 0.5), and a margin of
+    ``sigma`` standard deviations covers the spread of unseen good images.
+
+    Args:
+        good_scores: Scores of good calibration images (at least one).
+        sigma: Width of the margin in standard deviations.
+
+    Returns:
+        The threshold.
+    """
+    scores = good_scores.flatten().double()
+    if scores.numel() == 0:
+        raise ValueError("fallback_threshold needs at least one good score")
+    std = float(scores.std()) if scores.numel() > 1 else 0.0
+    return max(float(scores.max()), float(scores.mean()) + sigma * std)
+
+
+def calibrate(
+    image_scores: torch.Tensor,
+    labels: torch.Tensor,
+    pixel_scores: torch.Tensor | None,
+    pixel_labels: torch.Tensor | None,
+    fallback_sigma: float = 3.0,
+) -> tuple[dict[str, float], list[str]]:
+    """Image and pixel thresholds from labelled calibration scores.
+
+    * Good and defective images: image threshold = :func:`f1_threshold` on the image scores.
+    * Masks for some defective images too: pixel threshold = :func:`f1_threshold` on their pixels
+      (and the good images' pixels); otherwise the pixel threshold is the image threshold, so a pixel
+      is NG exactly when it would make its image NG.
+    * Good images only: :func:`fallback_threshold` for both.
+
+    Args:
+        image_scores: Raw scores of labelled images (N,).
+        labels: 0 good / 1 defective (N,).
+        pixel_scores: Map values of images with pixel labels, or None.
+        pixel_labels: Matching 0/1 pixel labels, or None.
+        fallback_sigma: Margin of the fallback threshold.
+
+    Returns:
+        ``{"image_threshold", "pixel_threshold"}`` and notes explaining the choice.
+    """
+    if image_scores.numel() == 0:
+        raise ValueError("no calibration scores")
+    goods = image_scores[labels == 0]
+    if labels.min() == labels.max():
+        if goods.numel() == 0:
+            raise ValueError("calibration needs at least one good image")
+        value = fallback_threshold(goods, fallback_sigma)
+        note = (
+            f"no defective calibration images: threshold = max(highest good score, mean + "
+            f"{fallback_sigma:g} std) over {goods.numel()} good image(s)"
+        )
+        return {"image_threshold": value, "pixel_threshold": value}, [note]
+    image_threshold = f1_threshold(image_scores, labels)
+    if pixel_scores is not None and pixel_labels is not None and bool(pixel_labels.any()):
+        return {"image_threshold": image_threshold, "pixel_threshold": f1_threshold(pixel_scores, pixel_labels)}, []
+    note = "no masks: the pixel threshold equals the image threshold"
+    return {"image_threshold": image_threshold, "pixel_threshold": image_threshold}, [note]

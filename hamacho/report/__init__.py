@@ -1,0 +1,1 @@
+"""Report images, result files and the HTML report."""

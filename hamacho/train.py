@@ -1,0 +1,135 @@
+"""`hamacho train` as a library call: fit, calibrate, save the model file, test and write results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from omegaconf import DictConfig, OmegaConf
+
+from hamacho.callbacks.calibration import CalibrationCallback
+from hamacho.callbacks.normalization import NormalizationCallback
+from hamacho.callbacks.results import ImageResult, ResultsCollector
+from hamacho.callbacks.visualizer import VisualizerCallback
+from hamacho.data.datamodule import AnomalyDataModule, make_splits
+from hamacho.data.discovery import discover_dataset
+from hamacho.engine import build_trainer, interruptible
+from hamacho.errors import ConfigError
+from hamacho.model_file import MODEL_FILENAME, save_model_file
+from hamacho.models.factory import build_module
+from hamacho.report.files import atomic_write_text, ensure_writable_dir
+from hamacho.report.results import write_metrics_json, write_results_csv
+from hamacho.resources import peak_rss_mb
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    output_dir: Path
+    model_path: Path
+    metrics: dict[str, float | None]
+    calibration: dict[str, float]
+    timings: dict[str, float]
+    rows: list[ImageResult]
+    summary: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def run_training(config: DictConfig, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
+    """Train, calibrate and test one model on one dataset root.
+
+    Args:
+        config: Validated configuration (see :func:`hamacho.config.build_config`).
+        progress: Show progress bars.
+        log: Where one-line messages go.
+
+    Returns:
+        Paths, metrics, thresholds and timings of the run.
+    """
+    cfg: dict[str, Any] = OmegaConf.to_container(config, resolve=True)  # type: ignore[assignment]
+    data_cfg, vis_cfg = cfg["dataset"], cfg["visualization"]
+    if not data_cfg["root"]:
+        raise ConfigError("no dataset given: pass --dataset-root DIR (or set dataset.root)")
+    layout = discover_dataset(data_cfg["root"])
+    seed = int(cfg["project"]["seed"])
+    splits = make_splits(layout, float(data_cfg["calibration_split"]), seed)
+    notes = list(layout.warnings) + list(splits.notes)
+    for note in notes:
+        log(f"note: {note}")
+    output_dir = ensure_writable_dir(
+        Path(cfg["project"]["result_path"]) / cfg["model"]["name"] / layout.category, "result folder"
+    )
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    module = build_module(cfg)
+    datamodule = AnomalyDataModule(splits, int(data_cfg["image_size"]), int(data_cfg["batch_size"]),
+                                   int(data_cfg["num_workers"]))
+    calibration = CalibrationCallback(float(cfg["threshold"]["fallback_sigma"]))
+    collector = ResultsCollector()
+    visualizer = VisualizerCallback(
+        output_dir,
+        report_images=vis_cfg["report_images"],
+        save_heatmap=vis_cfg["save_heatmap"],
+        save_segmentation=vis_cfg["save_segmentation"],
+        only_wrong=vis_cfg["only_wrong"],
+        alpha=float(vis_cfg["heatmap_alpha"]),
+    )
+    trainer = build_trainer(cfg["trainer"]["accelerator"], [calibration, NormalizationCallback(), visualizer,
+                                                             collector], progress)
+    timings: dict[str, float] = {}
+
+    start = time.perf_counter()
+    with interruptible(trainer, "fitting"):
+        trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
+    timings["fit_seconds"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with interruptible(trainer, "calibration"):
+        trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)
+    timings["calibration_seconds"] = time.perf_counter() - start
+    notes += calibration.notes
+
+    counts = layout.counts()
+    summary: dict[str, Any] = {
+        "model": cfg["model"]["name"],
+        "backbone": cfg["model"]["backbone"],
+        "backbone_weights": cfg["model"]["backbone_weights"],
+        "image_size": int(data_cfg["image_size"]),
+        "seed": seed,
+        "dataset": str(layout.root),
+        "category": layout.category,
+        "counts": counts,
+        "images_fitted": len(splits.train),
+        "images_calibrated": len(splits.calibration),
+        "calibration": module.calibration.as_dict(),
+        "notes": notes,
+    }
+    model_path = save_model_file(output_dir / MODEL_FILENAME, module, extra={"dataset": summary})
+    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(config))
+
+    start = time.perf_counter()
+    if splits.test:
+        with interruptible(trainer, "testing"):
+            trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
+    timings["test_seconds"] = time.perf_counter() - start
+    timings["test_images_per_second"] = len(splits.test) / timings["test_seconds"] if splits.test else 0.0
+    timings["peak_rss_mb"] = peak_rss_mb()
+
+    summary.update(metrics=collector.metrics, timings=timings, model_file=str(model_path))
+    write_results_csv(output_dir / "results.csv", collector.rows)
+    write_metrics_json(output_dir / "metrics.json", summary)
+    return TrainResult(
+        output_dir=output_dir,
+        model_path=model_path,
+        metrics=collector.metrics,
+        calibration=module.calibration.as_dict(),
+        timings=timings,
+        rows=collector.rows,
+        summary=summary,
+        notes=notes,
+    )
