@@ -19,36 +19,44 @@ def to_unit_range(values: torch.Tensor) -> torch.Tensor:
 
 
 def f1_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """The score that maximises F1 on the precision-recall curve (NG means score >= threshold).
+    """A threshold with the highest F1 on the precision-recall curve (NG means score >= threshold).
+
+    The F1-optimal cut lies between the lowest score called NG and the highest score below it; any
+    value in that gap gives the same decisions and the same F1 on these scores. The midpoint is
+    returned, so that an image scored at the cut is not flipped by float noise (a different batch
+    size changes scores in the sixth digit) and unseen images get the widest margin.
 
     Args:
         scores: Raw scores, any range.
         labels: 1 for defective, 0 for good; both classes should be present.
 
     Returns:
-        One of ``scores``: the threshold with the highest F1.
+        The threshold.
     """
     scores = scores.flatten().double()
     labels = labels.flatten().long()
     precision, recall, thresholds = binary_precision_recall_curve(to_unit_range(scores), labels)
     f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
     best = int(torch.argmax(f1[: len(thresholds)]))
-    unit = float(thresholds[best])
     low, high = float(scores.min()), float(scores.max())
-    approx = low + unit * (high - low)
+    approx = low + float(thresholds[best]) * (high - low)
     # Snap back to the exact score the unit threshold came from (scaling round-trips are inexact).
-    return float(scores[torch.argmin((scores - approx).abs())])
+    cut = float(scores[torch.argmin((scores - approx).abs())])
+    below = scores[scores < cut]
+    return (cut + float(below.max())) / 2 if below.numel() else cut
 
 
-def fallback_threshold(good_scores: torch.Tensor, sigma: float = 3.0) -> float:
-    """Threshold when only good images are labelled: ``max(highest score, mean + sigma * std)``.
+def fallback_threshold(good_scores: torch.Tensor, sigma: float = 3.0, margin: float = 0.01) -> float:
+    """Threshold when only good images are labelled: ``max(mean + sigma * std, highest * (1 + margin))``.
 
-    Every good calibration image then stays OK (its normalized score is at most 0.5), and a margin of
-    ``sigma`` standard deviations covers the spread of unseen good images.
+    Every good calibration image stays OK (its normalized score is below 0.5, with a ``margin``
+    relative gap so that float noise cannot flip the highest one), and ``sigma`` standard deviations
+    above the mean cover the spread of unseen good images.
 
     Args:
-        good_scores: Scores of good calibration images (at least one).
-        sigma: Width of the margin in standard deviations.
+        good_scores: Scores of good calibration images (at least one; scores are distances, >= 0).
+        sigma: Width of the statistical margin in standard deviations.
+        margin: Least relative gap above the highest good score.
 
     Returns:
         The threshold.
@@ -57,7 +65,8 @@ def fallback_threshold(good_scores: torch.Tensor, sigma: float = 3.0) -> float:
     if scores.numel() == 0:
         raise ValueError("fallback_threshold needs at least one good score")
     std = float(scores.std()) if scores.numel() > 1 else 0.0
-    return max(float(scores.max()), float(scores.mean()) + sigma * std)
+    highest = float(scores.max())
+    return max(float(scores.mean()) + sigma * std, highest + margin * abs(highest))
 
 
 def calibrate(
@@ -93,8 +102,8 @@ def calibrate(
             raise ValueError("calibration needs at least one good image")
         value = fallback_threshold(goods, fallback_sigma)
         note = (
-            f"no defective calibration images: threshold = max(highest good score, mean + "
-            f"{fallback_sigma:g} std) over {goods.numel()} good image(s)"
+            f"no defective calibration images: threshold = max(mean + {fallback_sigma:g} std, highest + 1%) "
+            f"of the scores of {goods.numel()} good image(s)"
         )
         return {"image_threshold": value, "pixel_threshold": value}, [note]
     image_threshold = f1_threshold(image_scores, labels)

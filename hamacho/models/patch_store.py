@@ -1,0 +1,99 @@
+"""Training patch embeddings gathered batch by batch within a memory budget.
+
+The coreset needs every training patch, but only as a low-dimensional random projection (128
+numbers instead of 1536 for wide_resnet50_2); the full embeddings are needed only for the few
+patches the coreset keeps. So the projections always stay in memory, and the full embeddings stay in
+memory only while they fit in the budget: beyond it they go to a temporary file, from which the
+chosen rows are read back at the end. The memory bank is then identical to the in-memory one (no
+effect on accuracy); the cost is disk space and sequential writes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class PatchStore:
+    """Append-only store of (n, D) float32 patch embeddings.
+
+    Args:
+        dim: Embedding size D.
+        projection: (D, p) projection matrix for coreset distances, or None to use the full embeddings
+            (which then always stay in memory).
+        budget_bytes: Most bytes of full embeddings kept in memory.
+    """
+
+    def __init__(self, dim: int, projection: torch.Tensor | None, budget_bytes: int) -> None:
+        self.dim = dim
+        self.projection = projection
+        self.budget_bytes = budget_bytes
+        self.count = 0
+        self._memory: list[torch.Tensor] = []
+        self._projected: list[torch.Tensor] = []
+        self._file = None
+        self._path: Path | None = None
+
+    @property
+    def spilled(self) -> bool:
+        """True once full embeddings are kept on disk."""
+        return self._file is not None
+
+    def add(self, patches: torch.Tensor) -> None:
+        """Append (n, D) embeddings."""
+        patches = patches.detach().float().cpu().contiguous()
+        if self.projection is not None:
+            self._projected.append(patches @ self.projection)
+            if not self.spilled and (self.count + patches.shape[0]) * self.dim * 4 > self.budget_bytes:
+                self._spill()
+        if self.spilled:
+            self._file.write(patches.numpy().tobytes())
+        else:
+            self._memory.append(patches)
+        self.count += patches.shape[0]
+
+    def _spill(self) -> None:
+        handle = tempfile.NamedTemporaryFile(prefix="hamacho-patches-", suffix=".f32", delete=False)
+        self._file, self._path = handle, Path(handle.name)
+        for block in self._memory:
+            handle.write(block.numpy().tobytes())
+        self._memory = []
+
+    def projected(self) -> torch.Tensor:
+        """(N, p) projections (or the full embeddings when there is no projection)."""
+        if self.projection is None:
+            return torch.cat(self._memory)
+        return torch.cat(self._projected)
+
+    def gather(self, indices: torch.Tensor) -> torch.Tensor:
+        """Full embeddings of the given rows, (len(indices), D)."""
+        if not self.spilled:
+            out = torch.empty(indices.shape[0], self.dim)
+            start = 0
+            for block in self._memory:  # no concatenation: that would double the peak memory
+                inside = (indices >= start) & (indices < start + block.shape[0])
+                out[inside] = block[indices[inside] - start]
+                start += block.shape[0]
+            return out
+        self._file.flush()
+        table = np.memmap(self._path, dtype=np.float32, mode="r", shape=(self.count, self.dim))
+        order = torch.argsort(indices)
+        rows = torch.from_numpy(np.array(table[indices[order].numpy()]))
+        del table
+        out = torch.empty_like(rows)
+        out[order] = rows
+        return out
+
+    def close(self) -> None:
+        """Free memory and delete the temporary file."""
+        self._memory, self._projected = [], []
+        if self._file is not None:
+            self._file.close()
+            self._path.unlink(missing_ok=True)
+            self._file = None
+
+    def __del__(self) -> None:
+        self.close()

@@ -1,0 +1,156 @@
+"""PatchCore (Roth et al., 2022): a coreset memory bank of locally aggregated patch features."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hamacho.models.anomaly_map import AnomalyMapGenerator
+from hamacho.models.backbone import FeatureExtractor
+from hamacho.models.coreset import greedy_coreset, random_projection
+from hamacho.models.knn import nearest_neighbors
+from hamacho.models.patch_store import PatchStore
+
+
+class PatchcoreModel(nn.Module):
+    """PatchCore as a plain module.
+
+    Args:
+        feature_extractor: Frozen backbone returning the configured layers.
+        image_size: Side of the square input images.
+        seed: Seed of the coreset (first centre and projection).
+        coreset_ratio: Share of training patches kept in the memory bank.
+        coreset_projection_dim: Random projection size for coreset distances (0: full features).
+        projection_dim: Channel count after adaptive average pooling over channels (None: keep all).
+        num_neighbors: Memory-bank neighbours used to re-weight the image score.
+        memory_budget_mb: Most memory for full training embeddings before they go to a temporary file.
+        blur_sigma: Sigma of the anomaly-map blur.
+    """
+
+    def __init__(
+        self,
+        feature_extractor: FeatureExtractor,
+        image_size: int,
+        seed: int,
+        coreset_ratio: float = 0.1,
+        coreset_projection_dim: int = 128,
+        projection_dim: int | None = None,
+        num_neighbors: int = 9,
+        memory_budget_mb: int = 4096,
+        blur_sigma: float = 4.0,
+    ) -> None:
+        super().__init__()
+        self.feature_extractor = feature_extractor
+        self.seed = seed
+        self.coreset_ratio = coreset_ratio
+        self.num_neighbors = num_neighbors
+        self.memory_budget_mb = memory_budget_mb
+        total = sum(feature_extractor.out_channels)
+        self.projection_dim = projection_dim if projection_dim and projection_dim < total else None
+        self.embedding_dim = self.projection_dim or total
+        self.coreset_projection_dim = coreset_projection_dim
+        self.register_buffer("memory_bank", torch.empty(0, self.embedding_dim))
+        self.register_buffer("_bank_sq_norms", torch.empty(0), persistent=False)
+        self.anomaly_map = AnomalyMapGenerator(image_size, blur_sigma)
+        self._store: PatchStore | None = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        """Size the memory bank from the file before loading it (its size is only known after fitting)."""
+        bank = state_dict.get(prefix + "memory_bank")
+        if bank is not None:
+            self.memory_bank = torch.empty_like(bank, device=self.memory_bank.device)
+            self._bank_sq_norms = torch.empty(0, device=self.memory_bank.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) images -> (B, D, h, w) locally aggregated, concatenated features."""
+        features = [F.avg_pool2d(f, kernel_size=3, stride=1, padding=1) for f in self.feature_extractor(images)]
+        size = features[0].shape[-2:]
+        features = [
+            f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+            for f in features
+        ]
+        embedding = torch.cat(features, dim=1)
+        if self.projection_dim:
+            b, d, h, w = embedding.shape
+            pooled = F.adaptive_avg_pool1d(embedding.permute(0, 2, 3, 1).reshape(-1, 1, d), self.projection_dim)
+            embedding = pooled.view(b, h, w, -1).permute(0, 3, 1, 2)
+        return embedding
+
+    @staticmethod
+    def _patches(embedding: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w) -> (B * h * w, D) contiguous rows."""
+        return embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
+
+    def update(self, images: torch.Tensor) -> None:
+        """Add the training images' patches to the store."""
+        if self._store is None:
+            projection = (
+                random_projection(self.embedding_dim, self.coreset_projection_dim, self.seed).to(images.device)
+                if 0 < self.coreset_projection_dim < self.embedding_dim
+                else None
+            )
+            self._store = PatchStore(self.embedding_dim, projection, self.memory_budget_mb * 1024 * 1024)
+        self._store.add(self._patches(self.embed(images)))
+
+    def fit(self, progress: bool = True) -> None:
+        """Choose the memory bank by greedy coreset selection."""
+        store = self._store
+        if store is None or store.count == 0:
+            raise RuntimeError("no training patches were added")
+        count = max(1, math.ceil(self.coreset_ratio * store.count))
+        indices = greedy_coreset(store.projected(), count, self.seed, progress=progress)
+        self.memory_bank = store.gather(indices).to(self.memory_bank.device)
+        self._bank_sq_norms = torch.empty(0, device=self.memory_bank.device)
+        store.close()
+        self._store = None
+
+    def _sq_norms(self) -> torch.Tensor:
+        if self._bank_sq_norms.numel() != self.memory_bank.shape[0]:
+            self._bank_sq_norms = (self.memory_bank * self.memory_bank).sum(dim=1)
+        return self._bank_sq_norms
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anomaly maps (B, S, S) and re-weighted image scores (B,)."""
+        if self.memory_bank.shape[0] == 0:
+            raise RuntimeError("the memory bank is empty: fit the model first")
+        embedding = self.embed(images)
+        batch, _, h, w = embedding.shape
+        patches = self._patches(embedding)
+        distances, locations = nearest_neighbors(patches, self.memory_bank, 1, self._sq_norms())
+        patch_scores = distances.view(batch, h * w)
+        image_scores = self._image_scores(patches.view(batch, h * w, -1), patch_scores, locations.view(batch, h * w))
+        return self.anomaly_map(patch_scores.view(batch, h, w)), image_scores
+
+    def _image_scores(self, patches: torch.Tensor, patch_scores: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
+        """Paper, eq. 7: the largest patch score, damped when its nearest bank entry sits in a dense region."""
+        if self.num_neighbors <= 1 or self.memory_bank.shape[0] == 1:
+            return patch_scores.amax(dim=1)
+        rows = torch.arange(patch_scores.shape[0], device=patch_scores.device)
+        worst = patch_scores.argmax(dim=1)
+        score = patch_scores[rows, worst]
+        nearest = self.memory_bank[locations[rows, worst]]
+        _, support = nearest_neighbors(nearest, self.memory_bank, self.num_neighbors, self._sq_norms())
+        distances = torch.linalg.vector_norm(patches[rows, worst].unsqueeze(1) - self.memory_bank[support], dim=2)
+        weights = 1.0 - torch.softmax(distances, dim=1)[:, 0]
+        return weights * score
+
+
+def build_patchcore(
+    model_cfg: dict, image_size: int, seed: int, feature_extractor: FeatureExtractor
+) -> PatchcoreModel:
+    """PatchcoreModel from the ``model`` section of the configuration."""
+    return PatchcoreModel(
+        feature_extractor,
+        image_size=image_size,
+        seed=seed,
+        coreset_ratio=float(model_cfg.get("coreset_ratio", 0.1)),
+        coreset_projection_dim=int(model_cfg.get("coreset_projection_dim", 128)),
+        projection_dim=model_cfg.get("projection_dim"),
+        num_neighbors=int(model_cfg.get("num_neighbors", 9)),
+        memory_budget_mb=int(model_cfg.get("memory_budget_mb", 4096)),
+        blur_sigma=float(model_cfg.get("blur_sigma", 4.0)),
+    )

@@ -1,0 +1,132 @@
+"""Backbone weights sources and the model file's safety checks."""
+
+import pickle
+import urllib.error
+import zipfile
+
+import pytest
+import torch
+import torchvision
+
+from hamacho.errors import BackboneError, ModelFileError
+from hamacho.model_file import FORMAT_VERSION, load_model_file, read_payload, save_model_file
+from hamacho.models.backbone import build_feature_extractor
+from hamacho.models.factory import build_module
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    torch.manual_seed(123)
+    net = torchvision.models.resnet18(weights=None)
+    torch.save(net.state_dict(), tmp_path / "r18.pth")
+    extractor = build_feature_extractor("resnet18", ["layer1", "layer2"], str(tmp_path / "r18.pth"), seed=0)
+    assert torch.equal(extractor.conv1.weight, net.conv1.weight)
+    assert torch.equal(extractor.layer2[0].conv1.weight, net.layer2[0].conv1.weight)
+    assert not hasattr(extractor, "layer3")
+
+
+def test_random_init_is_seeded():
+    a = build_feature_extractor("resnet18", ["layer1"], "none", seed=5)
+    b = build_feature_extractor("resnet18", ["layer1"], "none", seed=5)
+    c = build_feature_extractor("resnet18", ["layer1"], "none", seed=6)
+    assert torch.equal(a.conv1.weight, b.conv1.weight)
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+
+
+def test_weights_of_another_network_are_refused(tmp_path):
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(BackboneError, match="do not fit this backbone: shape of conv1.weight|tensors missing"):
+        build_feature_extractor("wide_resnet50_2", ["layer2"], str(tmp_path / "r18.pth"), seed=0)
+    (tmp_path / "junk.pth").write_bytes(b"nonsense")
+    with pytest.raises(BackboneError, match="not a torch state-dict file"):
+        build_feature_extractor("resnet18", ["layer1"], str(tmp_path / "junk.pth"), seed=0)
+    with pytest.raises(BackboneError, match="weights file not found"):
+        build_feature_extractor("resnet18", ["layer1"], str(tmp_path / "absent.pth"), seed=0)
+
+
+def test_offline_imagenet_download_fails_in_one_clear_line(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(BackboneError) as info:
+        build_feature_extractor("resnet18", ["layer1"], "imagenet", seed=0)
+    message = str(info.value)
+    assert "cannot download ImageNet weights for resnet18" in message
+    assert "--backbone-weights PATH" in message and "\n" not in message
+
+
+def _tiny_module():
+    config = {
+        "model": {"name": "padim", "backbone": "resnet18", "backbone_weights": "none",
+                  "layers": ["layer1", "layer2"], "num_features": 10, "covariance_epsilon": 0.01, "blur_sigma": 4.0},
+        "dataset": {"image_size": 32, "batch_size": 2, "num_workers": 0},
+        "project": {"seed": 3},
+    }
+    module = build_module(config)
+    with torch.no_grad():
+        module.model.update(torch.randn(4, 3, 32, 32))
+    module.model.fit(progress=False)
+    module.calibration.set(image_threshold=1.0, pixel_threshold=2.0, image_min=0.0, image_max=3.0,
+                           pixel_min=0.5, pixel_max=4.0)
+    return module
+
+
+def test_model_file_round_trip(tmp_path):
+    module = _tiny_module()
+    path = save_model_file(tmp_path / "model.pt", module, extra={"note": "x"})
+    loaded = load_model_file(path)
+    assert loaded.metadata["note"] == "x"
+    assert loaded.module.calibration.as_dict() == module.calibration.as_dict()
+    assert torch.equal(loaded.module.model.feature_indices, module.model.feature_indices)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded.module.model(x)[1], module.eval().model(x)[1])
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left behind
+
+
+def _rewrite(path, change):
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+
+
+def test_tampered_foreign_and_newer_files_are_refused(tmp_path):
+    path = save_model_file(tmp_path / "model.pt", _tiny_module())
+    edited = tmp_path / "edited.pt"
+    edited.write_bytes(path.read_bytes())
+    _rewrite(edited, lambda p: p["state_dict"]["calibration.image_threshold"].fill_(-5.0))
+    with pytest.raises(ModelFileError, match="damaged or was modified"):
+        read_payload(edited)
+    newer = tmp_path / "newer.pt"
+    newer.write_bytes(path.read_bytes())
+    _rewrite(newer, lambda p: p.update(format_version=FORMAT_VERSION + 1))
+    with pytest.raises(ModelFileError, match=f"uses model format {FORMAT_VERSION + 1}, written by a newer Hamacho"):
+        read_payload(newer)
+    foreign = tmp_path / "resnet.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), foreign)
+    with pytest.raises(ModelFileError, match="is not a Hamacho model file"):
+        read_payload(foreign)
+    truncated = tmp_path / "half.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match="not a Hamacho model file, or it is damaged"):
+        read_payload(truncated)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def test_pickled_code_in_a_model_file_never_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "hamacho-model", "payload": _Boom()}, evil)
+    assert zipfile.is_zipfile(evil)
+    with pytest.raises(ModelFileError):
+        read_payload(evil)
+    assert not (tmp_path / "PWNED").exists()
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(ModelFileError):
+        read_payload(raw)
+    assert not (tmp_path / "PWNED").exists()

@@ -1,0 +1,142 @@
+"""End-to-end: `hamacho train` then `hamacho inference`, through the command line."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import FAST, make_dataset
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _train(cli, root, out, model="padim", *extra):
+    result = cli("train", "--model", model, "--dataset-root", root, "--result-path", out, *FAST, *extra)
+    assert result.exit_code == 0, result.err
+    return out / model / root.name, result
+
+
+@pytest.mark.parametrize("model", ["padim", "patchcore"])
+def test_train_then_inference_round_trip(cli, any_dataset, tmp_path, model):
+    run_dir, result = _train(cli, any_dataset, tmp_path / "results", model)
+    for name in ("model.pt", "config.yaml", "metrics.json", "results.csv"):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    metrics = summary["metrics"]
+    for key in ("image_AUROC", "image_F1", "pixel_AUROC", "pixel_F1", "pixel_AUPRO"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+        assert f"{key}" in result.out
+    assert summary["timings"]["fit_seconds"] > 0 and summary["timings"]["peak_rss_mb"] > 0
+    train_rows = {r["name"]: r for r in _rows(run_dir / "results.csv")}
+    assert len(train_rows) == 6 and all(r["status"] == "ok" for r in train_rows.values())
+    for row in train_rows.values():
+        assert (run_dir / "images" / f"{row['name']}.png").is_file()
+        assert row["decision"] == ("NG" if float(row["normalized_score"]) >= 0.5 else "OK")
+
+    # One test image scored on its own gives the training run's score.
+    name, row = next(iter(sorted(train_rows.items())))
+    single = tmp_path / "single.png"
+    shutil.copy(row["file"], single)
+    out = tmp_path / "inf-single"
+    result = cli("inference", "--model-path", run_dir / "model.pt", "--image-path", single, "--save-path", out,
+                 "--quiet")
+    assert result.exit_code == 0, result.err
+    (inferred,) = _rows(out / "results.csv")
+    assert float(inferred["raw_score"]) == pytest.approx(float(row["raw_score"]), rel=1e-5)
+    assert float(inferred["normalized_score"]) == pytest.approx(float(row["normalized_score"]), abs=1e-5)
+    assert inferred["decision"] == row["decision"]
+    assert inferred["label"] == "" and (out / "images" / "single.png").is_file()
+
+    # The whole dataset root, with a batch size other than training's: same scores, labels and metrics.
+    result = cli("inference", "--model-path", run_dir / "model.pt", "--image-path", any_dataset, "--quiet",
+                 "--batch-size", "1")
+    assert result.exit_code == 0, result.err
+    default_out = run_dir / "inference"
+    for inferred in _rows(default_out / "results.csv"):
+        assert float(inferred["raw_score"]) == pytest.approx(float(train_rows[inferred["name"]]["raw_score"]),
+                                                             rel=1e-4)
+        assert inferred["label"] == train_rows[inferred["name"]]["label"]
+    inferred_metrics = json.loads((default_out / "metrics.json").read_text())["metrics"]
+    assert inferred_metrics["image_AUROC"] == pytest.approx(metrics["image_AUROC"], abs=1e-6)
+
+
+def test_inference_threshold_moves_the_cut(cli, dataset, tmp_path):
+    run_dir, _ = _train(cli, dataset, tmp_path / "r")
+    decisions = {}
+    for cut in ("0.0", "0.5", "1.0"):
+        out = tmp_path / f"cut{cut}"
+        result = cli("inference", "--model-path", run_dir / "model.pt", "--image-path", dataset / "test",
+                     "--save-path", out, "--image-threshold", cut, "--quiet", "--no-images")
+        assert result.exit_code == 0, result.err
+        rows = _rows(out / "results.csv")
+        for row in rows:
+            assert row["decision"] == ("NG" if float(row["normalized_score"]) >= float(cut) else "OK")
+        decisions[cut] = sum(r["decision"] == "NG" for r in rows)
+        assert not (out / "images").exists()
+    assert decisions["0.0"] == 6 and decisions["0.0"] >= decisions["0.5"] >= decisions["1.0"]
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1"])
+def test_threshold_outside_zero_to_one_is_refused(cli, dataset, tmp_path, value):
+    run_dir, _ = _train(cli, dataset, tmp_path / "r")
+    result = cli("inference", "--model-path", run_dir / "model.pt", "--image-path", dataset, "--image-threshold",
+                 value, "--save-path", tmp_path / "o")
+    assert result.exit_code == 1
+    assert result.err.strip() == f"Error: --image-threshold must be between 0 and 1 (normalized scale, 0.5 = " \
+                                 f"trained threshold), got {float(value)}"
+    assert not (tmp_path / "o").exists()
+
+
+def test_good_only_dataset_uses_the_fallback_and_flags_no_good_image(cli, tmp_path):
+    root = make_dataset(tmp_path / "goods", n_train=10, n_good=4, n_defect=0)
+    run_dir, result = _train(cli, root, tmp_path / "r")
+    rows = _rows(run_dir / "results.csv")
+    assert len(rows) == 4 and all(r["decision"] == "OK" for r in rows)
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert any("no defective calibration images" in n for n in summary["notes"])
+    assert summary["images_fitted"] == 10
+
+
+def test_train_good_only_holds_out_images(cli, tmp_path):
+    root = make_dataset(tmp_path / "trainonly", n_train=10, n_good=0, n_defect=0)
+    run_dir, result = _train(cli, root, tmp_path / "r")
+    assert "held out" in result.err
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["images_fitted"] == 9 and summary["images_calibrated"] == 1
+    (row,) = _rows(run_dir / "results.csv")
+    assert row["decision"] == "OK"
+
+
+def test_training_is_reproducible_with_a_seed(cli, dataset, tmp_path):
+    a, _ = _train(cli, dataset, tmp_path / "a", "patchcore", "--seed", "3")
+    b, _ = _train(cli, dataset, tmp_path / "b", "patchcore", "--seed", "3")
+    assert [r["raw_score"] for r in _rows(a / "results.csv")] == [r["raw_score"] for r in _rows(b / "results.csv")]
+
+
+def test_full_resolution_outputs_and_only_wrong(cli, dataset, tmp_path):
+    run_dir, _ = _train(cli, dataset, tmp_path / "r", "padim", "visualization.save_heatmap=true",
+                        "visualization.save_segmentation=true", "visualization.only_wrong=true")
+    rows = _rows(run_dir / "results.csv")
+    wrong = {r["name"] for r in rows if (r["decision"] == "NG") != (r["label"] == "defective")}
+    written = {str(p.relative_to(run_dir / "images").with_suffix("")) for p in (run_dir / "images").rglob("*.png")}
+    assert written == wrong
+    import cv2
+
+    for name in wrong:
+        heat = cv2.imread(str(run_dir / "heatmaps" / f"{name}.png"))
+        assert heat.shape[:2] == (96, 96)  # the original resolution, not the 64 px model input
+        assert (run_dir / "segmentation" / f"{name}.png").is_file()
+
+
+def test_python_dash_m_and_no_traceback_on_errors(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "hamacho", "train", "--dataset-root", str(tmp_path / "nope"),
+                             "--backbone-weights", "none"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"Error: dataset root not found: {tmp_path / 'nope'}"]
+    assert "Traceback" not in result.stderr

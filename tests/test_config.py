@@ -1,0 +1,80 @@
+"""Configuration: defaults, precedence, unknown keys and bad values."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from hamacho.config import build_config, default_config, max_num_workers
+from hamacho.errors import ConfigError
+
+
+def test_every_default_is_valid_and_documented():
+    for name in ("padim", "patchcore"):
+        cfg = build_config(name)
+        assert cfg.model.name == name
+        assert cfg.dataset.image_size == 256 and cfg.dataset.num_workers == 0
+    text = (default_config("padim"))
+    assert OmegaConf.select(text, "model.num_features") is None
+
+
+def test_precedence_file_then_options_then_overrides(tmp_path):
+    user = tmp_path / "my.yaml"
+    user.write_text("dataset:\n  batch_size: 4\n  image_size: 128\nmodel:\n  backbone: wide_resnet50_2\n")
+    cfg = build_config("padim", user, {"dataset.image_size": 64, "dataset.root": "/data/x y"},
+                       ["dataset.image_size=96", "visualization.only_wrong=true"])
+    assert cfg.dataset.batch_size == 4  # from the file
+    assert cfg.model.backbone == "wide_resnet50_2"
+    assert cfg.dataset.image_size == 96  # key=value wins over the named option
+    assert cfg.dataset.root == "/data/x y"
+    assert cfg.visualization.only_wrong is True
+
+
+def test_model_comes_from_the_config_file(tmp_path):
+    user = tmp_path / "pc.yaml"
+    user.write_text("model:\n  name: patchcore\n")
+    assert build_config(None, user).model.coreset_ratio == 0.1
+    with pytest.raises(ConfigError, match="contradicts"):
+        build_config("padim", user)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["dataset.bach_size=3"], "unknown config key 'dataset.bach_size' .*valid keys in section 'dataset': root, "
+                                  "image_size, batch_size"),
+        (["foo.bar=1"], "unknown config key 'foo'"),
+        (["dataset.image_size=100"], "positive multiple of 32"),
+        (["dataset.image_size=0"], "must be at least 32"),
+        (["dataset.batch_size=0"], "dataset.batch_size' must be at least 1"),
+        (["model.backbone=vgg"], "must be one of: resnet18, wide_resnet50_2"),
+        (["model.layers=[layer3,layer1]"], "shallow to deep"),
+        (["visualization.only_wrong=maybe"], "true or false"),
+        (["model.coreset_ratio=0"], "greater than 0"),
+        (["dataset"], "look like key=value"),
+        (["model.name=patchcore"], "cannot be changed"),
+    ],
+)
+def test_bad_overrides(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config("padim" if "coreset" not in overrides[0] else "patchcore", overrides=overrides)
+
+
+def test_bad_yaml_files(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml"):
+        build_config("padim", broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        build_config("padim", listing)
+    with pytest.raises(ConfigError, match="config file not found"):
+        build_config("padim", tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="is a folder"):
+        build_config("padim", tmp_path)
+
+
+def test_num_workers_capped_at_cpu_count_minus_two():
+    limit = max_num_workers()
+    assert build_config("padim", overrides=[f"dataset.num_workers={limit}"]).dataset.num_workers == limit
+    with pytest.raises(ConfigError, match=f"at most {limit} is allowed"):
+        build_config("padim", overrides=[f"dataset.num_workers={limit + 1}"])

@@ -1,0 +1,157 @@
+"""Dataset discovery, image conversion and calibration splits."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from hamacho.data.datamodule import make_splits
+from hamacho.data.dataset import AnomalyDataset
+from hamacho.data.discovery import discover_dataset, discover_inference_inputs
+from hamacho.data.images import ImageReadError, read_image, read_mask, resize_mask
+from hamacho.errors import DatasetError
+from tests.conftest import make_dataset, write_png
+
+
+def test_layout_discovery_labels_masks_and_unknown(tmp_path):
+    root = make_dataset(tmp_path / "d", n_train=4, n_good=2, n_defect=3)
+    write_png(root / "test" / "unknown" / "x.png", np.zeros((96, 96, 3), np.uint8))
+    (root / "train" / "good" / "notes.txt").write_text("not an image")
+    layout = discover_dataset(root)
+    assert len(layout.train) == 4 and all(s.label == 0 for s in layout.train)
+    kinds = {s.name: (s.label, s.defect_type, s.mask_path is not None) for s in layout.test}
+    assert kinds["good/000"] == (0, "good", False)
+    assert kinds["scratch/002"] == (1, "scratch", True)
+    assert kinds["unknown/x"] == (None, "unknown", False)
+    assert layout.counts() == {"train": {"good": 4}, "test": {"good": 2, "scratch": 3, "unknown": 1}}
+    assert len(layout.labelled_test) == 5
+    assert layout.warnings == []
+
+
+def test_masks_named_like_the_image_also_count(tmp_path):
+    root = make_dataset(tmp_path / "d", n_defect=1, masks=False)
+    write_png(root / "ground_truth" / "scratch" / "000.png", np.zeros((96, 96), np.uint8))
+    layout = discover_dataset(root)
+    assert layout.test[-1].mask_path.name == "000.png"
+
+
+def test_missing_and_orphan_masks_are_reported(tmp_path):
+    root = make_dataset(tmp_path / "d", n_defect=3)
+    (root / "ground_truth" / "scratch" / "001_mask.png").unlink()
+    write_png(root / "ground_truth" / "scratch" / "999_mask.png", np.zeros((96, 96), np.uint8))
+    layout = discover_dataset(root)
+    text = " | ".join(layout.warnings)
+    assert "1 image(s) in test/scratch have no mask" in text
+    assert "1 mask(s) without an image were ignored: ground_truth/scratch/999_mask.png" in text
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda r: None, "dataset root not found"),
+        (lambda r: r.write_text("x"), "dataset root must be a folder, but is a file"),
+        (lambda r: r.mkdir(), "dataset root is empty"),
+        (lambda r: (r / "test").mkdir(parents=True), "no train/good folder"),
+        (lambda r: (r / "train" / "good").mkdir(parents=True), "no images in"),
+        (lambda r: ((r / "train").mkdir(parents=True), (r / "train" / "good").write_text("")), "must be a folder"),
+    ],
+)
+def test_layout_errors(tmp_path, setup, message):
+    root = tmp_path / "root"
+    setup(root)
+    with pytest.raises(DatasetError, match=message):
+        discover_dataset(root)
+
+
+def test_inference_inputs_image_folder_and_dataset_root(tmp_path):
+    root = make_dataset(tmp_path / "d", n_train=2, n_good=1, n_defect=2)
+    samples, _ = discover_inference_inputs(root)
+    assert [s.label for s in samples] == [0, 1, 1]
+    folder = tmp_path / "loose"
+    write_png(folder / "a.png", np.zeros((8, 8, 3), np.uint8))
+    write_png(folder / "sub" / "b.jpg", np.zeros((8, 8, 3), np.uint8))
+    samples, _ = discover_inference_inputs(folder)
+    assert [s.name for s in samples] == ["a", "sub/b"] and all(s.label is None for s in samples)
+    single, _ = discover_inference_inputs(folder / "a.png")
+    assert single[0].name == "a"
+    with pytest.raises(DatasetError, match="not an image file"):
+        discover_inference_inputs(_touch(tmp_path / "x.txt"))
+    with pytest.raises(DatasetError, match="no images found"):
+        discover_inference_inputs(_mkdir(tmp_path / "empty"))
+
+
+def _touch(path: Path) -> Path:
+    path.write_text("x")
+    return path
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def test_image_conversions(tmp_path):
+    gray = (np.arange(64).reshape(8, 8) * 4).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "g.png"), gray)
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 2] = 200  # red in BGRA
+    rgba[..., 3] = 10
+    cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    deep = np.full((8, 8), 65535, np.uint16)
+    cv2.imwrite(str(tmp_path / "d.png"), deep)
+    g = read_image(tmp_path / "g.png")
+    assert g.shape == (8, 8, 3) and (g[..., 0] == gray).all() and (g[..., 2] == gray).all()
+    a = read_image(tmp_path / "a.png")
+    assert a.shape == (8, 8, 3) and a[0, 0].tolist() == [200, 0, 0]
+    d = read_image(tmp_path / "d.png")
+    assert d.dtype == np.uint8 and d.max() == 255
+
+
+def test_unreadable_images_are_refused_with_the_reason(tmp_path):
+    good = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "ok.png"), good)
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "zero.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    with pytest.raises(ImageReadError, match="empty file"):
+        read_image(tmp_path / "zero.png")
+    for name in ("cut.png", "text.jpg"):
+        with pytest.raises(ImageReadError, match="not a readable image"):
+            read_image(tmp_path / name)
+
+
+def test_masks_resize_with_nearest_neighbour_and_any_channel(tmp_path):
+    mask = np.zeros((10, 10, 3), np.uint8)
+    mask[2:5, 2:5, 1] = 1
+    cv2.imwrite(str(tmp_path / "m.png"), mask)
+    m = read_mask(tmp_path / "m.png")
+    assert m.dtype == bool and m.sum() == 9
+    small = resize_mask(m, 5)
+    assert set(np.unique(small.astype(np.uint8))) <= {0, 1}
+
+
+def test_dataset_flags_bad_image_and_mismatched_mask(tmp_path):
+    root = make_dataset(tmp_path / "d", n_train=2, n_good=1, n_defect=2)
+    (root / "test" / "scratch" / "000.png").write_bytes(b"")
+    write_png(root / "ground_truth" / "scratch" / "001_mask.png", np.zeros((10, 10), np.uint8))
+    layout = discover_dataset(root)
+    ds = AnomalyDataset(layout.test, 64)
+    items = {layout.test[i].name: ds[i] for i in range(len(ds))}
+    assert not items["scratch/000"]["valid"] and "empty file" in items["scratch/000"]["error"]
+    assert items["scratch/001"]["valid"] and not items["scratch/001"]["has_mask"]
+    assert "mask ignored" in items["scratch/001"]["error"] and "10x10" in items["scratch/001"]["error"]
+    assert items["good/000"]["has_mask"] and items["good/000"]["image"].shape == (3, 64, 64)
+
+
+def test_splits_hold_out_training_images_when_test_has_no_good(tmp_path):
+    root = make_dataset(tmp_path / "d", n_train=10, n_good=0, n_defect=2)
+    splits = make_splits(discover_dataset(root), 0.2, seed=0)
+    assert len(splits.train) == 8 and len(splits.calibration) == 4
+    assert not {s.path for s in splits.train} & {s.path for s in splits.calibration}
+    assert splits.test == [s for s in discover_dataset(root).test]
+    assert make_splits(discover_dataset(root), 0.2, seed=0).train == splits.train  # seeded
+    only_train = make_dataset(tmp_path / "e", n_train=10, n_good=0, n_defect=0)
+    splits = make_splits(discover_dataset(only_train), 0.2, seed=0)
+    assert splits.test == splits.calibration and len(splits.test) == 2

@@ -1,0 +1,180 @@
+"""Model building blocks: blur, Gaussians, coreset, nearest neighbours, batch independence."""
+
+import math
+
+import pytest
+import torch
+from torchvision.transforms.v2.functional import gaussian_blur
+
+from hamacho.models.anomaly_map import blur_matrix, gaussian_kernel_size
+from hamacho.models.backbone import build_feature_extractor
+from hamacho.models.coreset import greedy_coreset
+from hamacho.models.gaussian import PositionGaussians
+from hamacho.models.knn import nearest_neighbors
+from hamacho.models.padim import PadimModel
+from hamacho.models.patch_store import PatchStore
+from hamacho.models.patchcore import PatchcoreModel
+
+
+@pytest.mark.parametrize(("size", "sigma"), [(64, 4.0), (32, 4.0), (96, 1.5)])
+def test_blur_matrix_equals_torchvision_gaussian_blur(size, sigma):
+    x = torch.rand(3, 1, size, size, generator=torch.Generator().manual_seed(1))
+    k = gaussian_kernel_size(sigma)
+    reference = gaussian_blur(x, [k, k], [sigma, sigma])
+    matrix = blur_matrix(size, sigma)
+    assert torch.allclose(matrix @ x @ matrix.T, reference, atol=1e-5)
+
+
+def test_running_gaussians_equal_batch_statistics_whatever_the_batches():
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(23, 5, 2, 3, generator=g) * 3 + 7  # (N, C, h, w)
+    fitted = []
+    for sizes in ([23], [1] * 23, [10, 7, 6]):
+        gauss = PositionGaussians(6, 5, epsilon=0.01)
+        start = 0
+        for n in sizes:
+            gauss.update(data[start : start + n])
+            start += n
+        gauss.finalize(progress=False)
+        fitted.append(gauss)
+    flat = data.flatten(2).permute(2, 0, 1)  # (P, N, C)
+    for p in range(6):
+        cov = torch.cov(flat[p].T.double()) + 0.01 * torch.eye(5, dtype=torch.float64)
+        for gauss in fitted:
+            assert torch.allclose(gauss.mean[p].double(), flat[p].double().mean(0), atol=1e-4)
+            assert torch.allclose(gauss.inv_covariance[p].double(), torch.linalg.inv(cov), rtol=1e-3, atol=1e-4)
+    # Mahalanobis distance against a direct computation.
+    x = torch.randn(2, 5, 2, 3, generator=g)
+    d = fitted[0].mahalanobis(x)
+    delta = x.flatten(2)[0, :, 0].double() - flat[0].double().mean(0)
+    cov = torch.cov(flat[0].T.double()) + 0.01 * torch.eye(5, dtype=torch.float64)
+    assert d[0, 0].item() == pytest.approx(math.sqrt(delta @ torch.linalg.inv(cov) @ delta), rel=1e-3)
+
+
+def _naive_greedy(points, count, first):
+    chosen = [first]
+    dist = torch.cdist(points, points[first : first + 1]).squeeze(1)
+    for _ in range(count - 1):
+        new = int(torch.argmax(dist))
+        chosen.append(new)
+        dist = torch.minimum(dist, torch.cdist(points, points[new : new + 1]).squeeze(1))
+    return chosen
+
+
+def test_coreset_count_distinct_and_first_centre_included():
+    points = torch.randn(500, 8, generator=torch.Generator().manual_seed(3))
+    chosen = greedy_coreset(points, 50, seed=7)
+    assert chosen.shape == (50,)
+    assert len(set(chosen.tolist())) == 50
+    first = int(torch.randint(500, (1,), generator=torch.Generator().manual_seed(7)))
+    assert chosen[0].item() == first
+
+
+def test_coreset_matches_plain_greedy_selection():
+    points = torch.randn(400, 16, generator=torch.Generator().manual_seed(5))
+    chosen = greedy_coreset(points, 40, seed=2)
+    assert chosen.tolist() == _naive_greedy(points, 40, chosen[0].item())
+
+
+def test_coreset_covers_better_than_random():
+    g = torch.Generator().manual_seed(11)
+    # Clustered toy cloud: random picks miss the small clusters, k-center does not.
+    centres = torch.randn(12, 2, generator=g) * 10
+    sizes = [300] + [10] * 11
+    cloud = torch.cat([centres[i] + torch.randn(n, 2, generator=g) * 0.5 for i, n in enumerate(sizes)])
+    k = 24
+    coreset = greedy_coreset(cloud, k, seed=0)
+    random_pick = torch.randperm(cloud.shape[0], generator=g)[:k]
+
+    def coverage(idx):  # largest distance from any point to its nearest chosen point
+        return torch.cdist(cloud, cloud[idx]).min(dim=1).values.max().item()
+
+    assert coverage(coreset) < coverage(random_pick)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_knn_equals_cdist_reference_in_any_chunking(k):
+    g = torch.Generator().manual_seed(4)
+    bank, queries = torch.randn(300, 24, generator=g), torch.randn(70, 24, generator=g)
+    ref = torch.cdist(queries.double(), bank.double())
+    ref_d, ref_i = ref.topk(k, dim=1, largest=False)
+    for max_elements in (1 << 24, 300 * 7, 1):
+        d, i = nearest_neighbors(queries, bank, k, max_elements=max_elements)
+        assert torch.allclose(d.double(), ref_d, rtol=1e-6, atol=1e-6)
+        assert torch.equal(i, ref_i)
+
+
+def test_patch_store_spills_to_disk_with_identical_gather(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    blocks = [torch.randn(50, 16, generator=g) for _ in range(4)]
+    projection = torch.randn(16, 4, generator=g)
+    in_memory, spilled = PatchStore(16, projection, 1 << 30), PatchStore(16, projection, 60 * 16 * 4)
+    for block in blocks:
+        in_memory.add(block)
+        spilled.add(block)
+    assert spilled.spilled and not in_memory.spilled
+    idx = torch.tensor([199, 0, 77, 120, 51])
+    assert torch.equal(spilled.gather(idx), torch.cat(blocks)[idx])
+    assert torch.equal(in_memory.gather(idx), torch.cat(blocks)[idx])
+    assert torch.allclose(spilled.projected(), torch.cat(blocks) @ projection)
+    path = spilled._path
+    spilled.close()
+    assert not path.exists()
+
+
+def _images(n, size=64, seed=0):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _fitted(model, train):
+    with torch.no_grad():
+        for start in range(0, len(train), 4):
+            model.update(train[start : start + 4])
+        model.fit(progress=False)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["padim", "patchcore"])
+def test_scores_do_not_depend_on_batch_size(name):
+    layers = ["layer1", "layer2", "layer3"] if name == "padim" else ["layer2", "layer3"]
+    extractor = build_feature_extractor("resnet18", layers, "none", seed=0)
+    if name == "padim":
+        model = PadimModel(extractor, 64, None, seed=0)
+    else:
+        model = PatchcoreModel(extractor, 64, seed=0, coreset_ratio=0.25)
+    model = _fitted(model, _images(8))
+    test = _images(8, seed=1)
+    with torch.no_grad():
+        maps8, scores8 = model(test)
+        singles = [model(test[i : i + 1]) for i in range(8)]
+    maps1 = torch.cat([m for m, _ in singles])
+    scores1 = torch.cat([s for _, s in singles])
+    assert torch.allclose(scores1, scores8, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(maps1, maps8, rtol=1e-4, atol=1e-5)
+
+
+def test_patchcore_memory_bank_size_and_budget_spill_give_same_bank():
+    extractor = build_feature_extractor("resnet18", ["layer2", "layer3"], "none", seed=0)
+    train = _images(6)
+    a = _fitted(PatchcoreModel(extractor, 64, seed=0, coreset_ratio=0.1), train)
+    b = _fitted(PatchcoreModel(extractor, 64, seed=0, coreset_ratio=0.1, memory_budget_mb=1), train)
+    patches = 6 * 8 * 8  # layer2 of a 64 px image is 8x8
+    assert a.memory_bank.shape == (math.ceil(0.1 * patches), 384)
+    assert torch.equal(a.memory_bank, b.memory_bank)
+
+
+def test_patchcore_image_score_reweighting_matches_the_paper():
+    extractor = build_feature_extractor("resnet18", ["layer2", "layer3"], "none", seed=0)
+    model = _fitted(PatchcoreModel(extractor, 64, seed=0, coreset_ratio=0.2, num_neighbors=3), _images(4))
+    with torch.no_grad():
+        x = _images(1, seed=9)
+        _, score = model(x)
+        patches = model._patches(model.embed(x))
+        dist = torch.cdist(patches, model.memory_bank)
+        nn_dist, nn_idx = dist.min(dim=1)
+        worst = int(nn_dist.argmax())
+        star = model.memory_bank[nn_idx[worst]]
+        support = torch.cdist(star[None], model.memory_bank)[0].topk(3, largest=False).indices
+        d = torch.linalg.vector_norm(patches[worst] - model.memory_bank[support], dim=1)
+        expected = (1 - torch.exp(d[0]) / torch.exp(d).sum()) * nn_dist[worst]
+    assert score.item() == pytest.approx(expected.item(), rel=1e-4)

@@ -1,0 +1,138 @@
+"""Thresholds, normalization and metrics against hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hamacho.post.metrics import aupro, image_metrics, pixel_metrics
+from hamacho.post.normalization import decide, normalize
+from hamacho.post.threshold import calibrate, f1_threshold, fallback_threshold
+
+
+def test_f1_threshold_picks_the_best_cut():
+    # Sorted scores with labels: 1 g, 2 g, 3 d, 4 g, 5 d, 6 d.
+    # Cut at 3 -> TP 3, FP 1, FN 0: F1 = 6/7 = 0.857; cut at 5 -> TP 2, FP 0, FN 1: F1 = 0.8;
+    # cut at 2 -> TP 3 FP 2: 0.75.  Best: NG from 3 up; the threshold is midway to the score below.
+    scores = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    labels = torch.tensor([0, 0, 1, 0, 1, 1])
+    assert f1_threshold(scores, labels) == 2.5
+
+
+def test_f1_threshold_is_exact_for_large_raw_values():
+    # Distances far outside [0, 1]: a sigmoid would saturate them; the threshold must stay exact.
+    scores = torch.tensor([30.1, 31.7, 45.25, 52.5, 60.0])
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    assert f1_threshold(scores, labels) == pytest.approx((31.7 + 45.25) / 2)
+
+
+def test_f1_threshold_when_every_image_is_defective_at_the_lowest_score():
+    scores = torch.tensor([0.5, 0.7])
+    labels = torch.tensor([1, 1])
+    assert f1_threshold(scores, labels) == 0.5
+
+
+def test_fallback_threshold_hand_computed():
+    good = torch.tensor([1.0, 2.0, 3.0])  # mean 2, sample std 1
+    assert fallback_threshold(good, sigma=3.0) == pytest.approx(5.0)
+    assert fallback_threshold(good, sigma=0.0) == pytest.approx(3.03)  # 1 % above the highest good
+    assert fallback_threshold(torch.tensor([4.0]), sigma=3.0) == pytest.approx(4.04)
+
+
+def test_fallback_keeps_every_good_calibration_image_ok():
+    rng = torch.Generator().manual_seed(0)
+    good = torch.rand(40, generator=rng) * 10 + 20
+    thresholds, notes = calibrate(good, torch.zeros(40, dtype=torch.long), None, None, fallback_sigma=3.0)
+    t = thresholds["image_threshold"]
+    normalized = normalize(good, t, float(good.min()), float(good.max()))
+    assert not decide(normalized).any()
+    assert thresholds["pixel_threshold"] == t
+    assert "no defective" in notes[0]
+
+
+def test_calibrate_uses_pixels_when_masks_exist():
+    scores = torch.tensor([1.0, 2.0, 5.0, 6.0])
+    labels = torch.tensor([0, 0, 1, 1])
+    pixels = torch.tensor([0.1, 0.2, 0.3, 0.9, 0.95])
+    pixel_labels = torch.tensor([0, 0, 0, 1, 1])
+    thresholds, _ = calibrate(scores, labels, pixels, pixel_labels)
+    assert thresholds == {"image_threshold": 3.5, "pixel_threshold": pytest.approx(0.6)}
+    thresholds, notes = calibrate(scores, labels, None, None)
+    assert thresholds["pixel_threshold"] == 3.5 and "no masks" in notes[0]
+
+
+def test_normalize_hand_computed():
+    values = torch.tensor([0.0, 4.0, 6.0, 10.0, 30.0, -20.0])
+    out = normalize(values, threshold=6.0, min_value=2.0, max_value=12.0)
+    # (x - 6) / 10 + 0.5, clipped
+    expected = torch.tensor([0.0, 0.3, 0.5, 0.9, 1.0, 0.0])
+    assert torch.allclose(out, expected)
+    assert decide(out).tolist() == [False, False, True, True, True, False]
+    assert decide(out, 0.95).tolist() == [False, False, False, False, True, False]
+
+
+def test_normalize_degenerate_range_and_nan():
+    out = normalize(torch.tensor([5.0, 5.5, float("nan")]), threshold=5.0, min_value=5.0, max_value=5.0)
+    assert out[0] == 0.5 and out[1] == 1.0 and math.isnan(out[2])
+
+
+def test_image_metrics_hand_computed():
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8])
+    labels = torch.tensor([0, 0, 1, 1])
+    predicted = torch.tensor([False, True, True, True])
+    m = image_metrics(scores, labels, predicted)
+    # AUROC: pairs (d, g): (0.35>0.1) (0.35<0.4) (0.8>0.1) (0.8>0.4) -> 3/4
+    assert m["image_AUROC"] == pytest.approx(0.75)
+    # F1: TP 2, FP 1, FN 0 -> 4/5
+    assert m["image_F1"] == pytest.approx(0.8)
+
+
+def test_image_metrics_single_class_is_undefined():
+    m = image_metrics(torch.tensor([1.0, 2.0]), torch.tensor([0, 0]), torch.tensor([False, False]))
+    assert m == {"image_AUROC": None, "image_F1": None}
+
+
+def test_pixel_metrics_perfect_separation():
+    maps = torch.zeros(2, 4, 4)
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[1, 1:3, 1:3] = True
+    maps[1, 1:3, 1:3] = 5.0
+    m = pixel_metrics(maps, masks, maps > 1)
+    assert m["pixel_AUROC"] == pytest.approx(1.0)
+    assert m["pixel_F1"] == pytest.approx(1.0)
+    assert m["pixel_AUPRO"] == pytest.approx(1.0)
+
+
+def test_aupro_hand_made_case():
+    # One image, 10 pixels in a row: region A = pixels 0-1, region B = pixels 3-6, background 2 and 7-9.
+    mask = np.array([[1, 1, 0, 1, 1, 1, 1, 0, 0, 0]], dtype=np.uint8)
+    # Scores: region A pixels 0.9, 0.9; background pixel 2 gets 0.8; region B 0.7 x4; background 0.1.
+    scores = np.array([[0.9, 0.9, 0.8, 0.7, 0.7, 0.7, 0.7, 0.1, 0.1, 0.1]])
+    # Background pixels: 2, 7, 8, 9 (4 of them). Regions: A = {0,1}, B = {3,4,5,6}.
+    # Thresholds: >=0.9: FPR 0, PRO (1 + 0)/2 = 0.5
+    #             >=0.8: FPR 1/4, PRO 0.5
+    #             >=0.7: FPR 1/4, PRO 1.0
+    #             >=0.1: FPR 1, PRO 1.0
+    # Curve up to FPR 0.3: (0,0) -> (0,0.5) -> (0.25,0.5) -> (0.25,1) -> (0.3,1)
+    # Area = 0.25*0.5 + 0.05*1 = 0.175; normalised by 0.3 -> 0.58333...
+    assert aupro(scores, mask, fpr_limit=0.3) == pytest.approx(0.175 / 0.3)
+    # Up to FPR 1: + 0.7 * 1 -> (0.125 + 0.75) / 1 = 0.875
+    assert aupro(scores, mask, fpr_limit=1.0) == pytest.approx(0.875)
+
+
+def test_aupro_weighs_regions_equally_not_pixels():
+    # A big region found and a small region missed: PRO counts each region once.
+    mask = np.zeros((1, 10, 10), dtype=np.uint8)
+    mask[0, 0:5, 0:5] = 1  # 25 pixels
+    mask[0, 8, 8] = 1  # 1 pixel, separate region
+    scores = np.zeros((1, 10, 10))
+    scores[0, 0:5, 0:5] = 1.0
+    # At threshold 1: FPR 0, PRO 0.5; the next threshold (0) has FPR 1: the curve to 0.3 stays at 0.5
+    # except at FPR 0, so the area is 0.5 * 0.3 / 0.3 plus the interpolation towards PRO 1 at FPR 1.
+    expected = (0.3 * (0.5 + (0.5 + 0.5 * 0.3)) / 2) / 0.3
+    assert aupro(scores, mask) == pytest.approx(expected)
+
+
+def test_aupro_undefined_without_regions():
+    assert aupro(np.zeros((1, 4, 4)), np.zeros((1, 4, 4))) is None
