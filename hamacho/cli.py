@@ -150,8 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     except (Interrupted, KeyboardInterrupt) as exc:
         if debug:
             raise
-        _echo_err(f"Interrupted{': ' + str(exc) if str(exc) else ''}. Files already written are complete; "
-                  "the model file is only written after calibration.")
+        _echo_err(f"Interrupted: {exc}" if isinstance(exc, Interrupted) else "Interrupted.")
         sys.exit(EXIT_INTERRUPTED)
     except HamachoError as exc:
         if debug:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from hamacho.errors import HamachoError
 
@@ -39,6 +41,33 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's progress bars on stderr, so that stdout carries only results (and can be piped)."""
+
+    def _on_stderr(self, make):  # noqa: ANN001, ANN202
+        with contextlib.redirect_stdout(sys.stderr):
+            return make()
+
+    def init_train_tqdm(self):  # noqa: ANN201
+        return self._on_stderr(super().init_train_tqdm)
+
+    def init_validation_tqdm(self):  # noqa: ANN201
+        return self._on_stderr(super().init_validation_tqdm)
+
+    def init_test_tqdm(self):  # noqa: ANN201
+        return self._on_stderr(super().init_test_tqdm)
+
+    def init_predict_tqdm(self):  # noqa: ANN201
+        return self._on_stderr(super().init_predict_tqdm)
+
+    def close_all(self) -> None:
+        """Close open bars (after an interruption), so that the last line printed is ours."""
+        for name in ("_train_progress_bar", "_val_progress_bar", "_test_progress_bar", "_predict_progress_bar"):
+            bar = getattr(self, name, None)
+            if bar is not None:
+                bar.close()
+
+
 def build_trainer(accelerator: str, callbacks: Sequence[pl.Callback], progress: bool = True) -> pl.Trainer:
     """A Trainer for one pass over the data: no optimiser, no checkpoints, no logger.
 
@@ -57,17 +86,19 @@ def build_trainer(accelerator: str, callbacks: Sequence[pl.Callback], progress: 
         enable_model_summary=False,
         num_sanity_val_steps=0,
         enable_progress_bar=progress,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, StderrProgressBar()] if progress else list(callbacks),
     )
 
 
 @contextlib.contextmanager
-def interruptible(trainer: pl.Trainer, what: str) -> Iterator[None]:
-    """Turn Lightning's Ctrl-C handling (it prints and calls ``sys.exit(1)``) into :class:`Interrupted`."""
+def interruptible(trainer: pl.Trainer, message: str) -> Iterator[None]:
+    """Turn Lightning's Ctrl-C handling (it calls ``sys.exit(1)``) into :class:`Interrupted` with ``message``."""
     try:
         yield
     except (SystemExit, KeyboardInterrupt) as exc:
         if isinstance(exc, KeyboardInterrupt) or trainer.interrupted:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise Interrupted(f"interrupted during {what}") from None
+            if isinstance(trainer.progress_bar_callback, StderrProgressBar):
+                trainer.progress_bar_callback.close_all()
+            raise Interrupted(message) from None
         raise

@@ -16,7 +16,7 @@ from hamacho.data.discovery import discover_inference_inputs
 from hamacho.engine import build_trainer, interruptible
 from hamacho.errors import ConfigError, DatasetError
 from hamacho.model_file import load_model_file
-from hamacho.report.files import ensure_writable_dir
+from hamacho.report.files import check_writable_dir
 from hamacho.report.results import write_metrics_json, write_results_csv
 from hamacho.resources import peak_rss_mb
 
@@ -75,7 +75,7 @@ def run_inference(
     loaded = load_model_file(model_path)
     cfg = loaded.metadata["config"]
     samples, _ = discover_inference_inputs(image_path)
-    output_dir = ensure_writable_dir(save_path or Path(model_path).parent / "inference", "save path")
+    output_dir = check_writable_dir(save_path or loaded.path.parent / "inference", "save path")
     vis = {**cfg["visualization"], **(visualization or {})}
 
     datamodule = AnomalyDataModule(
@@ -98,7 +98,7 @@ def run_inference(
     ]
     trainer = build_trainer(cfg["trainer"]["accelerator"], callbacks, progress)
     start = time.perf_counter()
-    with interruptible(trainer, "inference"):
+    with interruptible(trainer, "interrupted during inference; results.csv was not written"):
         trainer.predict(loaded.module, dataloaders=datamodule.predict_dataloader(), return_predictions=False)
     seconds = time.perf_counter() - start
 
@@ -106,7 +106,7 @@ def run_inference(
     write_results_csv(output_dir / "results.csv", rows)
     unreadable = [r for r in rows if not r.decision]
     summary = {
-        "model_file": str(Path(model_path)),
+        "model_file": str(loaded.path),
         "image_path": str(image_path),
         "image_threshold": image_threshold,
         "pixel_threshold": pixel_threshold,

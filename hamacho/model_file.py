@@ -77,17 +77,25 @@ def save_model_file(path: str | Path, module: AnomalyModule, extra: dict[str, An
     return path
 
 
+def resolve_model_path(path: str | Path) -> Path:
+    """The model file itself, or ``model.pt`` inside a results folder given instead."""
+    path = Path(path)
+    if path.is_dir() and (path / MODEL_FILENAME).is_file():
+        return path / MODEL_FILENAME
+    return path
+
+
 def read_payload(path: str | Path) -> dict[str, Any]:
     """Read and verify a model file without building the model.
 
     Raises:
         ModelFileError: Missing, foreign, corrupt, edited or newer-format file.
     """
-    path = Path(path)
+    path = resolve_model_path(path)
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")
     if path.is_dir():
-        raise ModelFileError(f"model path is a folder, expected a model file such as {path / MODEL_FILENAME}")
+        raise ModelFileError(f"model path is a folder without {MODEL_FILENAME}: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -117,6 +125,7 @@ def load_model_file(path: str | Path) -> LoadedModel:
     """
     from hamacho.models.factory import build_module
 
+    path = resolve_model_path(path)
     payload = read_payload(path)
     metadata = payload["metadata"]
     try:
@@ -127,7 +136,7 @@ def load_model_file(path: str | Path) -> LoadedModel:
     except Exception as exc:
         raise ModelFileError(f"{path} does not fit its own configuration ({_reason(exc)})") from exc
     module.eval()
-    return LoadedModel(module=module, metadata=metadata, path=Path(path))
+    return LoadedModel(module=module, metadata=metadata, path=path)
 
 
 def _reason(exc: BaseException) -> str:

@@ -16,14 +16,40 @@ from hamacho.callbacks.normalization import NormalizationCallback
 from hamacho.callbacks.results import ImageResult, ResultsCollector
 from hamacho.callbacks.visualizer import VisualizerCallback
 from hamacho.data.datamodule import AnomalyDataModule, make_splits
-from hamacho.data.discovery import discover_dataset
+from hamacho.data.discovery import Sample, discover_dataset
+from hamacho.data.images import header_problem
 from hamacho.engine import build_trainer, interruptible
-from hamacho.errors import ConfigError
+from hamacho.errors import ConfigError, DatasetError
 from hamacho.model_file import MODEL_FILENAME, save_model_file
 from hamacho.models.factory import build_module
-from hamacho.report.files import atomic_write_text, ensure_writable_dir
+from hamacho.report.files import atomic_write_text, check_writable_dir
 from hamacho.report.results import write_metrics_json, write_results_csv
 from hamacho.resources import peak_rss_mb
+
+
+def refuse_unreadable(samples: list[Sample]) -> None:
+    """Stop before any work when training files are empty or not images (quick header check).
+
+    Damaged files that pass it (truncated data) are caught while fitting, again with the full list.
+    """
+    problems = [problem for problem in (header_problem(s.path) for s in samples) if problem]
+    if problems:
+        listed = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise DatasetError(f"{len(problems)} training image(s) cannot be read, fix or remove them: {listed}")
+
+
+def problem_notes(rows: list[ImageResult]) -> list[str]:
+    """One line each for unreadable test images and unusable masks (details are in results.csv)."""
+    notes = []
+    unreadable = [r for r in rows if not r.decision]
+    if unreadable:
+        notes.append(f"unreadable test images skipped: {len(unreadable)} (first: {unreadable[0].status}); "
+                     "see the status column of results.csv")
+    masks = [r for r in rows if r.decision and r.status.startswith("mask ignored")]
+    if masks:
+        notes.append(f"masks not used: {len(masks)} (first: {masks[0].status.removeprefix('mask ignored: ')}); "
+                     "those images count for image metrics only")
+    return notes
 
 
 @dataclass
@@ -56,12 +82,13 @@ def run_training(config: DictConfig, progress: bool = True, log: Callable[[str],
     if not data_cfg["root"]:
         raise ConfigError("no dataset given: pass --dataset-root DIR (or set dataset.root)")
     layout = discover_dataset(data_cfg["root"])
+    refuse_unreadable(layout.train)
     seed = int(cfg["project"]["seed"])
     splits = make_splits(layout, float(data_cfg["calibration_split"]), seed)
     notes = list(layout.warnings) + list(splits.notes)
     for note in notes:
         log(f"note: {note}")
-    output_dir = ensure_writable_dir(
+    output_dir = check_writable_dir(
         Path(cfg["project"]["result_path"]) / cfg["model"]["name"] / layout.category, "result folder"
     )
 
@@ -84,12 +111,12 @@ def run_training(config: DictConfig, progress: bool = True, log: Callable[[str],
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
-    with interruptible(trainer, "fitting"):
+    with interruptible(trainer, "interrupted during fitting; nothing was saved"):
         trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
     timings["fit_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    with interruptible(trainer, "calibration"):
+    with interruptible(trainer, "interrupted during calibration; nothing was saved"):
         trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)
     timings["calibration_seconds"] = time.perf_counter() - start
     notes += calibration.notes
@@ -114,12 +141,16 @@ def run_training(config: DictConfig, progress: bool = True, log: Callable[[str],
 
     start = time.perf_counter()
     if splits.test:
-        with interruptible(trainer, "testing"):
+        with interruptible(trainer, f"interrupted during testing; the model file {model_path} is complete, "
+                                    "test results were not written"):
             trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
     timings["test_seconds"] = time.perf_counter() - start
     timings["test_images_per_second"] = len(splits.test) / timings["test_seconds"] if splits.test else 0.0
     timings["peak_rss_mb"] = peak_rss_mb()
 
+    for problem in problem_notes(collector.rows):
+        log(f"warning: {problem}")
+        notes.append(problem)
     summary.update(metrics=collector.metrics, timings=timings, model_file=str(model_path))
     write_results_csv(output_dir / "results.csv", collector.rows)
     write_metrics_json(output_dir / "metrics.json", summary)

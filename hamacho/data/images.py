@@ -123,3 +123,19 @@ def to_uint8_image(tensor: torch.Tensor) -> np.ndarray:
     std = torch.tensor(IMAGENET_STD, device=tensor.device).view(3, 1, 1)
     image = (tensor * std + mean).clamp(0, 1).mul(255).round().byte()
     return image.permute(1, 2, 0).cpu().numpy()
+
+
+def header_problem(path: str | Path) -> str | None:
+    """Why a file cannot be an image, judged from its size and first bytes only (fast), or None.
+
+    Truncated and otherwise damaged files pass this check; they are caught when decoded.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return f"empty file (0 bytes): {path}"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if not cv2.haveImageReader(str(path)):
+        return f"not a readable image (unknown format): {path}"
+    return None

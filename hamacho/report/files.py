@@ -27,8 +27,11 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     leaves the old file or the new one, never an empty one).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise HamachoError(f"cannot write {path}: {exc.strerror or exc}") from exc
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
@@ -38,6 +41,9 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise HamachoError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -93,19 +99,22 @@ def write_png(path: str | Path, rgb: np.ndarray) -> None:
     atomic_write_bytes(path, encoded.tobytes())
 
 
-def ensure_writable_dir(path: str | Path, what: str = "output folder") -> Path:
-    """Create ``path`` if needed and check that files can be written in it.
+def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Check that ``path`` is, or can be created as, a writable folder, without creating anything.
+
+    Nothing is created until the first result is written, so a run that fails early leaves no trace.
 
     Raises:
-        HamachoError: When it is a file, cannot be created or is not writable.
+        HamachoError: When it (or the nearest existing folder above it) is a file or not writable.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise HamachoError(f"{what} is a file, expected a folder: {path}")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise HamachoError(f"cannot write to {what} {path}: {exc.strerror or exc}") from exc
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise HamachoError(f"cannot create {what} {path}: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise HamachoError(f"cannot write to {what} {path}: permission denied on {probe}")
     return path
