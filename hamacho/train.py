@@ -114,6 +114,7 @@ def run_training(config: DictConfig, progress: bool = True, log: Callable[[str],
     with interruptible(trainer, "interrupted during fitting; nothing was saved"):
         trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
     timings["fit_seconds"] = time.perf_counter() - start
+    timings.update(module.fit_timings)  # feature extraction vs covariance inversion / coreset selection
 
     start = time.perf_counter()
     with interruptible(trainer, "interrupted during calibration; nothing was saved"):

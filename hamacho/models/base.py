@@ -11,6 +11,7 @@ A plain model (no Lightning, exportable) provides:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning.pytorch as pl
@@ -62,10 +63,16 @@ class AnomalyModule(pl.LightningModule):
         self.calibration = Calibration()
         self.unreadable_training_files: list[str] = []
         self.automatic_optimization = False
+        # Wall seconds of the two fitting phases, for summaries and benchmarks.
+        self.fit_timings: dict[str, float] = {}
+        self._epoch_start = 0.0
 
     def configure_optimizers(self) -> None:
         """No optimiser: the models are fitted statistically, in one pass."""
         return None
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         valid = batch["valid"]
@@ -81,7 +88,10 @@ class AnomalyModule(pl.LightningModule):
         if bad:
             listed = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
             raise DatasetError(f"{len(bad)} training image(s) cannot be read, fix or remove them: {listed}")
+        start = time.perf_counter()
+        self.fit_timings["feature_extraction_seconds"] = start - self._epoch_start
         self.model.fit(progress=self.trainer.progress_bar_callback is not None)
+        self.fit_timings["model_fit_seconds"] = time.perf_counter() - start
 
     def score_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Raw anomaly maps and image scores; unreadable images get NaN."""
