@@ -8,6 +8,7 @@ from torchvision.transforms.v2.functional import gaussian_blur
 
 from hamacho.models.anomaly_map import blur_matrix, gaussian_kernel_size
 from hamacho.models.backbone import build_feature_extractor
+from hamacho.models.bank_index import MemoryBankIndex
 from hamacho.models.coreset import greedy_coreset
 from hamacho.models.gaussian import PositionGaussians
 from hamacho.models.knn import nearest_neighbors
@@ -178,3 +179,35 @@ def test_patchcore_image_score_reweighting_matches_the_paper():
         d = torch.linalg.vector_norm(patches[worst] - model.memory_bank[support], dim=1)
         expected = (1 - torch.exp(d[0]) / torch.exp(d).sum()) * nn_dist[worst]
     assert score.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("structure", ["low_rank", "isotropic", "tiny_bank"])
+@pytest.mark.parametrize("pruning_dim", [0, 4, 16])
+def test_pruned_bank_search_is_exact(structure, pruning_dim):
+    g = torch.Generator().manual_seed(8)
+    if structure == "low_rank":  # like CNN features: most variance in few directions, large norms
+        basis = torch.randn(6, 48, generator=g)
+        bank = torch.randn(500, 6, generator=g) @ basis * 5 + torch.randn(500, 48, generator=g) * 0.1 + 40
+        queries = torch.randn(90, 6, generator=g) @ basis * 5 + torch.randn(90, 48, generator=g) * 0.1 + 40
+    elif structure == "isotropic":  # bounds are loose: most queries need the fallback
+        bank, queries = torch.randn(500, 48, generator=g), torch.randn(90, 48, generator=g)
+    else:
+        bank, queries = torch.randn(5, 48, generator=g), torch.randn(9, 48, generator=g)
+    index = MemoryBankIndex(48, pruning_dim)
+    index.build(bank)
+    reference = torch.cdist(queries.double(), bank.double()).min(dim=1)
+    for block in (1 << 22, 500 * 3):
+        distances, indices = index.search(queries, max_elements=block)
+        assert torch.equal(indices, reference.indices)
+        assert torch.allclose(distances.double(), reference.values, rtol=1e-5, atol=1e-5)
+
+
+def test_bank_index_state_round_trip():
+    bank = torch.randn(200, 12, generator=torch.Generator().manual_seed(2))
+    index = MemoryBankIndex(12, 4)
+    index.build(bank)
+    restored = MemoryBankIndex(12, 4)
+    restored.load_state_dict(index.state_dict())
+    queries = torch.randn(10, 12)
+    assert torch.equal(restored.search(queries)[1], index.search(queries)[1])
+    assert restored.projected.shape == (200, 4)

@@ -10,6 +10,7 @@ from torch import nn
 
 from hamacho.models.anomaly_map import AnomalyMapGenerator
 from hamacho.models.backbone import FeatureExtractor
+from hamacho.models.bank_index import MemoryBankIndex
 from hamacho.models.coreset import greedy_coreset, random_projection
 from hamacho.models.knn import nearest_neighbors
 from hamacho.models.patch_store import PatchStore
@@ -28,6 +29,7 @@ class PatchcoreModel(nn.Module):
         num_neighbors: Memory-bank neighbours used to re-weight the image score.
         memory_budget_mb: Most memory for full training embeddings before they go to a temporary file.
         blur_sigma: Sigma of the anomaly-map blur.
+        search_pruning_dim: Principal components used to prune the exact nearest-neighbour search.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class PatchcoreModel(nn.Module):
         num_neighbors: int = 9,
         memory_budget_mb: int = 4096,
         blur_sigma: float = 4.0,
+        search_pruning_dim: int = 64,
     ) -> None:
         super().__init__()
         self.feature_extractor = feature_extractor
@@ -52,18 +55,14 @@ class PatchcoreModel(nn.Module):
         self.projection_dim = projection_dim if projection_dim and projection_dim < total else None
         self.embedding_dim = self.projection_dim or total
         self.coreset_projection_dim = coreset_projection_dim
-        self.register_buffer("memory_bank", torch.empty(0, self.embedding_dim))
-        self.register_buffer("_bank_sq_norms", torch.empty(0), persistent=False)
+        self.index = MemoryBankIndex(self.embedding_dim, search_pruning_dim)
         self.anomaly_map = AnomalyMapGenerator(image_size, blur_sigma)
         self._store: PatchStore | None = None
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
-        """Size the memory bank from the file before loading it (its size is only known after fitting)."""
-        bank = state_dict.get(prefix + "memory_bank")
-        if bank is not None:
-            self.memory_bank = torch.empty_like(bank, device=self.memory_bank.device)
-            self._bank_sq_norms = torch.empty(0, device=self.memory_bank.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    @property
+    def memory_bank(self) -> torch.Tensor:
+        """(M, D) memory bank."""
+        return self.index.bank
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) images -> (B, D, h, w) locally aggregated, concatenated features."""
@@ -103,15 +102,9 @@ class PatchcoreModel(nn.Module):
             raise RuntimeError("no training patches were added")
         count = max(1, math.ceil(self.coreset_ratio * store.count))
         indices = greedy_coreset(store.projected(), count, self.seed, progress=progress)
-        self.memory_bank = store.gather(indices).to(self.memory_bank.device)
-        self._bank_sq_norms = torch.empty(0, device=self.memory_bank.device)
+        self.index.build(store.gather(indices).to(self.index.bank.device))
         store.close()
         self._store = None
-
-    def _sq_norms(self) -> torch.Tensor:
-        if self._bank_sq_norms.numel() != self.memory_bank.shape[0]:
-            self._bank_sq_norms = (self.memory_bank * self.memory_bank).sum(dim=1)
-        return self._bank_sq_norms
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Anomaly maps (B, S, S) and re-weighted image scores (B,)."""
@@ -120,7 +113,7 @@ class PatchcoreModel(nn.Module):
         embedding = self.embed(images)
         batch, _, h, w = embedding.shape
         patches = self._patches(embedding)
-        distances, locations = nearest_neighbors(patches, self.memory_bank, 1, self._sq_norms())
+        distances, locations = self.index.search(patches)
         patch_scores = distances.view(batch, h * w)
         image_scores = self._image_scores(patches.view(batch, h * w, -1), patch_scores, locations.view(batch, h * w))
         return self.anomaly_map(patch_scores.view(batch, h, w)), image_scores
@@ -133,7 +126,7 @@ class PatchcoreModel(nn.Module):
         worst = patch_scores.argmax(dim=1)
         score = patch_scores[rows, worst]
         nearest = self.memory_bank[locations[rows, worst]]
-        _, support = nearest_neighbors(nearest, self.memory_bank, self.num_neighbors, self._sq_norms())
+        _, support = nearest_neighbors(nearest, self.memory_bank, self.num_neighbors)
         distances = torch.linalg.vector_norm(patches[rows, worst].unsqueeze(1) - self.memory_bank[support], dim=2)
         weights = 1.0 - torch.softmax(distances, dim=1)[:, 0]
         return weights * score
@@ -153,4 +146,5 @@ def build_patchcore(
         num_neighbors=int(model_cfg.get("num_neighbors", 9)),
         memory_budget_mb=int(model_cfg.get("memory_budget_mb", 4096)),
         blur_sigma=float(model_cfg.get("blur_sigma", 4.0)),
+        search_pruning_dim=int(model_cfg.get("search_pruning_dim", 64)),
     )
