@@ -8,9 +8,11 @@ the best exact distance found, no other row can be nearer and the answer is exac
 for which that does not hold are searched by brute force. Results are therefore the same as brute
 force's (same neighbour, distance recomputed as ``|q - m|``), whatever the data.
 
-Measured on MVTec bottle (wide_resnet50_2, random init, 10 % coreset: 21402 x 1536 bank), the top 64
-components hold 99.6 % of the bank's variance and a query has 5.5 rows within its bound on average
-(max 102): the search costs about a fifth of brute force.
+Measured on MVTec bottle (wide_resnet50_2, random init, 10 % coreset: 21402 x 1536 bank), the top 128
+components hold 99.8 % of the bank's variance and a test patch has 3 rows within its bound on average
+(max 43): 0.08 s per 1024 queries against 0.22-0.28 s for brute force, with identical neighbours
+(brute force in float32 even mis-ranked 18 of 9216 near-ties that this search, and a float64 reference,
+get right).
 """
 
 from __future__ import annotations

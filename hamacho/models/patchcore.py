@@ -43,7 +43,7 @@ class PatchcoreModel(nn.Module):
         num_neighbors: int = 9,
         memory_budget_mb: int = 4096,
         blur_sigma: float = 4.0,
-        search_pruning_dim: int = 64,
+        search_pruning_dim: int = 128,
     ) -> None:
         super().__init__()
         self.feature_extractor = feature_extractor
@@ -146,5 +146,5 @@ def build_patchcore(
         num_neighbors=int(model_cfg.get("num_neighbors", 9)),
         memory_budget_mb=int(model_cfg.get("memory_budget_mb", 4096)),
         blur_sigma=float(model_cfg.get("blur_sigma", 4.0)),
-        search_pruning_dim=int(model_cfg.get("search_pruning_dim", 64)),
+        search_pruning_dim=int(model_cfg.get("search_pruning_dim", 128)),
     )
