@@ -14,14 +14,25 @@ from hamacho.models.backbone import build_feature_extractor
 from hamacho.models.factory import build_module
 
 
-def test_local_weights_file_is_loaded(tmp_path):
+def test_local_weights_file_gives_torchvision_features(tmp_path):
     torch.manual_seed(123)
-    net = torchvision.models.resnet18(weights=None)
+    net = torchvision.models.resnet18(weights=None).eval()
+    for module in net.modules():  # non-trivial batch-norm statistics, so folding them is really tested
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            module.bias.data.normal_(0, 0.1)
     torch.save(net.state_dict(), tmp_path / "r18.pth")
     extractor = build_feature_extractor("resnet18", ["layer1", "layer2"], str(tmp_path / "r18.pth"), seed=0)
-    assert torch.equal(extractor.conv1.weight, net.conv1.weight)
-    assert torch.equal(extractor.layer2[0].conv1.weight, net.layer2[0].conv1.weight)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        stem = torch.nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        layer1 = net.layer1(stem(x))
+        layer2 = net.layer2(layer1)
+        ours = extractor(x)
+    assert torch.allclose(ours[0], layer1, atol=1e-4) and torch.allclose(ours[1], layer2, atol=1e-4)
     assert not hasattr(extractor, "layer3")
+    assert extractor.out_channels == [64, 128]
 
 
 def test_random_init_is_seeded():

