@@ -88,6 +88,8 @@ def train(model_name, dataset_root, config_file, image_size, backbone, backbone_
     if result.rows:
         click.echo(decision_summary(result.rows))
     click.echo(f"Results: {result.output_dir}  (model file: {result.model_path.name})")
+    if result.report_path:
+        click.echo(f"Report: {result.report_path}")
 
 
 @cli.command()
@@ -103,9 +105,10 @@ def train(model_name, dataset_root, config_file, image_size, backbone, backbone_
 @click.option("--save-segmentation", is_flag=True, help="Also write outlined defects at the original resolution.")
 @click.option("--only-wrong", is_flag=True, help="Write pictures only for wrongly decided labelled images.")
 @click.option("--no-images", is_flag=True, help="Write no report pictures (results.csv only).")
+@click.option("--no-report", is_flag=True, help="Skip report.html and its figures.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size, save_heatmap,
-              save_segmentation, only_wrong, no_images, quiet) -> None:
+              save_segmentation, only_wrong, no_images, no_report, quiet) -> None:
     """Score images with a trained model: OK/NG per image, heatmaps and results.csv.
 
     A folder is searched recursively. A dataset root contributes its test/ images with their labels,
@@ -119,11 +122,13 @@ def inference(model_path, image_path, save_path, image_threshold, pixel_threshol
     vis.update({k: True for k, on in (("save_heatmap", save_heatmap), ("save_segmentation", save_segmentation),
                                        ("only_wrong", only_wrong)) if on})
     result = run_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
-                           visualization=vis, progress=not quiet, log=_echo_err)
+                           visualization=vis, progress=not quiet, log=_echo_err, report=not no_report)
     click.echo(decision_summary(result.rows))
     if result.metrics:
         click.echo(format_metrics_table(result.metrics))
     click.echo(f"Results: {result.output_dir}")
+    if result.report_path:
+        click.echo(f"Report: {result.report_path}")
 
 
 def main(argv: list[str] | None = None) -> None:

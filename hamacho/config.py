@@ -256,6 +256,8 @@ _CHECKS: dict[str, Check] = {
     "visualization.only_wrong": _bool,
     "visualization.heatmap_alpha": _float(lo=0.0, hi=1.0),
     "report.enabled": _bool,
+    "report.examples": _int(lo=0, hi=50),
+    "report.pixel_sample": _int(lo=0),
     "project.seed": _int(lo=0, hi=2**32 - 1),
     "project.result_path": _str(),
     "trainer.accelerator": _choice(ACCELERATORS),

@@ -17,6 +17,7 @@ from hamacho.engine import build_trainer, interruptible
 from hamacho.errors import ConfigError, DatasetError
 from hamacho.model_file import load_model_file
 from hamacho.report.files import check_writable_dir
+from hamacho.report.html import write_report_or_warn
 from hamacho.report.results import write_metrics_json, write_results_csv
 from hamacho.resources import peak_rss_mb
 
@@ -29,6 +30,7 @@ class InferenceResult:
     rows: list[ImageResult]
     metrics: dict[str, float | None]
     summary: dict[str, Any]
+    report_path: Path | None = None
 
 
 def check_cut(name: str, value: float) -> float:
@@ -48,6 +50,7 @@ def run_inference(
     visualization: dict[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    report: bool = True,
 ) -> InferenceResult:
     """Score an image, a folder or a dataset root's test images.
 
@@ -61,6 +64,7 @@ def run_inference(
         visualization: Overrides of the model's ``visualization`` settings.
         progress: Show a progress bar.
         log: Where one-line messages go.
+        report: Write report.html and its figures (docs/report.md).
 
     Returns:
         Rows, metrics (when labels are known) and the output folder.
@@ -82,7 +86,10 @@ def run_inference(
         None, int(cfg["dataset"]["image_size"]), batch_size or int(cfg["dataset"]["batch_size"]), 0,
         predict_samples=samples,
     )
-    collector = ResultsCollector()
+    report_cfg = {"examples": 5, "pixel_sample": 200_000, **cfg.get("report", {})}
+    collector = ResultsCollector(report=report, examples=int(report_cfg["examples"]),
+                                 pixel_sample=int(report_cfg["pixel_sample"]), seed=int(cfg["project"]["seed"]),
+                                 image_cut=image_threshold)
     callbacks = [
         NormalizationCallback(image_threshold, pixel_threshold),
         VisualizerCallback(
@@ -124,4 +131,10 @@ def run_inference(
             f"{output_dir / 'results.csv'} (first: {unreadable[0].status})")
     if len(unreadable) == len(rows):
         raise DatasetError(f"none of the {len(rows)} image(s) could be read (first: {unreadable[0].status})")
-    return InferenceResult(output_dir=output_dir, rows=rows, metrics=collector.metrics, summary=summary)
+    report_path = None
+    if report:
+        report_path = write_report_or_warn(log, output_dir=output_dir, summary=summary, rows=rows, config=cfg,
+                                           data=collector.report_data, image_cut=image_threshold,
+                                           pixel_cut=pixel_threshold, kind="inference")
+    return InferenceResult(output_dir=output_dir, rows=rows, metrics=collector.metrics, summary=summary,
+                           report_path=report_path)

@@ -23,6 +23,7 @@ from hamacho.errors import ConfigError, DatasetError
 from hamacho.model_file import MODEL_FILENAME, save_model_file
 from hamacho.models.factory import build_module
 from hamacho.report.files import atomic_write_text, check_writable_dir
+from hamacho.report.html import write_report_or_warn
 from hamacho.report.results import write_metrics_json, write_results_csv
 from hamacho.resources import peak_rss_mb
 
@@ -64,6 +65,7 @@ class TrainResult:
     rows: list[ImageResult]
     summary: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    report_path: Path | None = None
 
 
 def run_training(config: DictConfig, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
@@ -97,7 +99,9 @@ def run_training(config: DictConfig, progress: bool = True, log: Callable[[str],
     datamodule = AnomalyDataModule(splits, int(data_cfg["image_size"]), int(data_cfg["batch_size"]),
                                    int(data_cfg["num_workers"]))
     calibration = CalibrationCallback(float(cfg["threshold"]["fallback_sigma"]))
-    collector = ResultsCollector()
+    report_cfg = cfg["report"]
+    collector = ResultsCollector(report=bool(report_cfg["enabled"]), examples=int(report_cfg["examples"]),
+                                 pixel_sample=int(report_cfg["pixel_sample"]), seed=seed)
     visualizer = VisualizerCallback(
         output_dir,
         report_images=vis_cfg["report_images"],
@@ -155,6 +159,10 @@ def run_training(config: DictConfig, progress: bool = True, log: Callable[[str],
     summary.update(metrics=collector.metrics, timings=timings, model_file=str(model_path))
     write_results_csv(output_dir / "results.csv", collector.rows)
     write_metrics_json(output_dir / "metrics.json", summary)
+    report_path = None
+    if report_cfg["enabled"] and collector.rows:
+        report_path = write_report_or_warn(log, output_dir=output_dir, summary=summary, rows=collector.rows,
+                                           config=cfg, data=collector.report_data)
     return TrainResult(
         output_dir=output_dir,
         model_path=model_path,
@@ -164,4 +172,5 @@ def run_training(config: DictConfig, progress: bool = True, log: Callable[[str],
         rows=collector.rows,
         summary=summary,
         notes=notes,
+        report_path=report_path,
     )

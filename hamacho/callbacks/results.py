@@ -7,10 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
 from hamacho.callbacks.samples import stage_samples
+from hamacho.data.images import IMAGENET_MEAN, IMAGENET_STD
 from hamacho.post.metrics import image_metrics, pixel_metrics
+from hamacho.report.curves import Curves, PixelSample, binary_curves, sample_pixels
+from hamacho.report.examples import Example, ExampleTracker, rank_keys
 
 LABEL_NAMES = {0: "good", 1: "defective"}
 
@@ -36,15 +40,60 @@ class ImageResult:
         return (self.decision == "NG") == (self.label == "defective")
 
 
+@dataclass
+class ReportData:
+    """What the HTML report needs beyond the rows; its size does not grow with the number of images.
+
+    Attributes:
+        examples: The worst and best scored images (at most ``n`` per group) with their pictures' data.
+        show_gt: Whether the run has masks at all (example pictures then get a ground-truth panel).
+        pixel_sample: Seeded sample of labelled pixels (raw map values), when defect masks exist.
+        pixel_curves: Pixel ROC and precision-recall points over *all* labelled pixels, when masks exist.
+    """
+
+    examples: ExampleTracker
+    show_gt: bool = False
+    pixel_sample: PixelSample | None = None
+    pixel_curves: Curves | None = None
+
+
+def _uint8_image(tensor: torch.Tensor) -> np.ndarray:
+    """Model input (3, S, S) -> RGB uint8 (S, S, 3), in numpy (torch's thread pool is slow to wake here)."""
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32) * 255.0
+    std = np.asarray(IMAGENET_STD, dtype=np.float32) * 255.0
+    return np.clip(tensor.numpy().transpose(1, 2, 0) * std + mean + 0.5, 0, 255).astype(np.uint8)
+
+
 class ResultsCollector(pl.Callback):
     """Collects :class:`ImageResult` rows and computes metrics at the end of test or predict.
 
     After the stage, ``rows`` holds one row per image and ``metrics`` the image metrics (when good
-    and defective images are labelled) and pixel metrics (when masks exist).
+    and defective images are labelled) and pixel metrics (when masks exist). With ``report=True``,
+    ``report_data`` also holds the report's example images, pixel sample and pixel curves.
+
+    Args:
+        report: Gather :class:`ReportData` for the HTML report.
+        examples: Example images per report group.
+        pixel_sample: Most pixels kept for the report's pixel-score histogram.
+        seed: Seed of the pixel sample.
+        image_cut: Normalized image threshold in use (ranks the examples by their distance to it).
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        report: bool = False,
+        examples: int = 5,
+        pixel_sample: int = 200_000,
+        seed: int = 0,
+        image_cut: float = 0.5,
+    ) -> None:
         self.metrics: dict[str, float | None] = {}
+        self.report = report
+        self.examples = examples
+        self.pixel_sample = pixel_sample
+        self.seed = seed
+        self.image_cut = image_cut
+        self.report_data: ReportData | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -59,12 +108,17 @@ class ResultsCollector(pl.Callback):
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._reset()
         self.metrics = {}
+        self.report_data = None
+        if self.report:
+            show_gt = any(s.mask_path is not None for s in stage_samples(trainer))
+            self.report_data = ReportData(ExampleTracker(self.examples), show_gt=show_gt)
 
     on_test_epoch_start = _start
     on_predict_epoch_start = _start
 
-    def _collect(self, trainer: pl.Trainer, outputs: dict[str, Any]) -> None:
+    def _collect(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: dict[str, Any]) -> None:
         samples = stage_samples(trainer)
+        first_row = len(self.rows)
         for i, index in enumerate(outputs["index"].tolist()):
             sample = samples[index]
             valid = bool(outputs["valid"][i])
@@ -82,6 +136,8 @@ class ResultsCollector(pl.Callback):
                     status=outputs["error"][i] or "ok",
                 )
             )
+        if self.report_data is not None:
+            self._offer_examples(pl_module, outputs, first_row)
         keep = outputs["valid"] & (outputs["label"] >= 0)
         if keep.any():
             self._scores.append(outputs["pred_score"][keep])
@@ -93,11 +149,37 @@ class ResultsCollector(pl.Callback):
                 self._masks.append(outputs["mask"][keep][with_mask] > 0)
                 self._pred_masks.append(outputs["pred_mask"][keep][with_mask])
 
+    def _offer_examples(self, pl_module: pl.LightningModule, outputs: dict[str, Any], first_row: int) -> None:
+        """Let the batch's readable images compete for the report's example groups (copies only winners)."""
+        assert self.report_data is not None
+        tracker = self.report_data.examples
+        cal = pl_module.calibration.as_dict()
+        span = cal["image_max"] - cal["image_min"]
+        span = span if span > 0 else 1.0
+        for i, row in enumerate(self.rows[first_row:]):
+            if not row.decision:
+                continue
+            unclipped = (row.raw_score - cal["image_threshold"]) / span + 0.5
+            keys = rank_keys(row.label, unclipped, self.image_cut, row.decision)
+            if not tracker.wants(keys):
+                continue
+            gt = outputs["mask"][i].numpy() > 0 if self.report_data.show_gt else None
+            tracker.offer(keys, Example(
+                name=row.name,
+                label=row.label,
+                normalized_score=row.normalized_score,
+                decision=row.decision,
+                image=_uint8_image(outputs["image"][i]),
+                norm_map=outputs["norm_map"][i].numpy().astype(np.float16),
+                pred_mask=outputs["pred_mask"][i].numpy().copy(),
+                gt_mask=gt,
+            ))
+
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._collect(trainer, outputs)
+        self._collect(trainer, pl_module, outputs)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._collect(trainer, outputs)
+        self._collect(trainer, pl_module, outputs)
 
     def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.metrics = {}
@@ -107,9 +189,19 @@ class ResultsCollector(pl.Callback):
             )
             masks = torch.cat(self._masks) if self._masks else None
             if masks is not None and bool(masks.any()):
-                self.metrics.update(pixel_metrics(torch.cat(self._maps), masks, torch.cat(self._pred_masks)))
+                maps, pred_masks = torch.cat(self._maps), torch.cat(self._pred_masks)
+                self.metrics.update(pixel_metrics(maps, masks, pred_masks))
+                if self.report_data is not None:
+                    self._pixel_report_data(maps, masks, pred_masks)
         # Free the pixel data, keep the rows.
         self._maps, self._masks, self._pred_masks = [], [], []
+
+    def _pixel_report_data(self, maps: torch.Tensor, masks: torch.Tensor, pred_masks: torch.Tensor) -> None:
+        """Pixel sample and downsampled pixel curves for the report (the full maps are freed afterwards)."""
+        assert self.report_data is not None
+        self.report_data.pixel_curves = binary_curves(maps, masks, pred_masks)
+        if self.pixel_sample > 0:
+            self.report_data.pixel_sample = sample_pixels(maps, masks, self.pixel_sample, self.seed)
 
     on_test_epoch_end = _finish
     on_predict_epoch_end = _finish

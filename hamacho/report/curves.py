@@ -1,0 +1,164 @@
+"""Curve points and pixel samples for the report: ROC and precision-recall, kept small enough to plot.
+
+The curves are computed exactly from one sort of the raw scores, with the construction of
+torchmetrics' ``binary_roc`` and ``binary_precision_recall_curve`` (same points; the tests compare
+them), then thinned to a few thousand points. Doing it here in numpy takes one sort instead of two
+and needs no scaling (torchmetrics reads raw distances outside [0, 1] as logits, see
+:func:`hamacho.post.threshold.to_unit_range`). 100 test images at 256 px are 6.5 million pixels, so
+this matters for the report's speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+CURVE_POINTS = 2000
+
+
+@dataclass
+class OperatingPoint:
+    """Counts of the decisions at the threshold in use."""
+
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    @property
+    def fpr(self) -> float:
+        """False-positive rate (share of good items called NG)."""
+        return self.fp / (self.fp + self.tn) if self.fp + self.tn else float("nan")
+
+    @property
+    def recall(self) -> float:
+        """True-positive rate (share of defective items called NG)."""
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else float("nan")
+
+    @property
+    def precision(self) -> float:
+        """Share of NG calls that are defective."""
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else float("nan")
+
+
+@dataclass
+class Curves:
+    """ROC (``fpr``, ``tpr``) and precision-recall (``recall``, ``precision``) points, each at most a few thousand."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    recall: np.ndarray
+    precision: np.ndarray
+    operating_point: OperatingPoint | None = None
+
+
+@dataclass
+class PixelSample:
+    """Raw map values of a seeded sample of labelled pixels, and their 0/1 labels."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    total: int  # number of labelled pixels the sample was drawn from
+
+
+def operating_point(predicted: torch.Tensor, labels: torch.Tensor) -> OperatingPoint:
+    """TP/FP/TN/FN of boolean decisions against 0/1 labels."""
+    predicted, labels = predicted.flatten().bool(), labels.flatten().bool()
+    tp = int((predicted & labels).sum())
+    fp = int((predicted & ~labels).sum())
+    fn = int((~predicted & labels).sum())
+    return OperatingPoint(tp=tp, fp=fp, tn=int(labels.numel()) - tp - fp - fn, fn=fn)
+
+
+def downsample_curve(x: np.ndarray, y: np.ndarray, max_points: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Keep at most about ``max_points`` points, evenly spaced along the curve's length (ends kept).
+
+    Spacing by arc length (|dx| + |dy|) keeps both long straight runs and sharp corners visible,
+    which equal spacing in x or in the index would not.
+    """
+    if x.size <= max_points:
+        return x, y
+    length = np.r_[0.0, np.cumsum(np.abs(np.diff(x)) + np.abs(np.diff(y)))]
+    marks = np.linspace(0.0, length[-1], max_points)
+    keep = np.unique(np.r_[0, np.searchsorted(length, marks).clip(0, x.size - 1), x.size - 1])
+    return x[keep], y[keep]
+
+
+def binary_curves(
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    predicted: torch.Tensor | None = None,
+    max_points: int = CURVE_POINTS,
+) -> Curves | None:
+    """ROC and precision-recall curves of raw scores against 0/1 labels (NG means score >= threshold).
+
+    Args:
+        scores: Raw scores, any units (flattened).
+        labels: 0/1 labels (flattened).
+        predicted: Decisions at the threshold in use, for the operating point; optional.
+        max_points: Upper bound on the points kept per curve.
+
+    Returns:
+        The curves, or None when only one class is present (curves undefined). ``fpr``/``tpr`` run
+        from (0, 0) up; ``precision``/``recall`` from the lowest threshold up and end at recall 0,
+        precision 1 (torchmetrics' order and end point).
+    """
+    scores, labels = scores.flatten(), labels.flatten().bool()
+    if scores.numel() == 0 or bool(labels.all()) or not bool(labels.any()):
+        return None
+    tps, fps = _counts_per_threshold(scores.numpy(), labels.numpy())
+    tpr = tps / tps[-1]
+    fpr, tpr_roc = downsample_curve(fps / fps[-1], tpr, max_points)
+    recall, precision = downsample_curve(tpr, tps / (tps + fps), max_points)
+    point = operating_point(predicted, labels) if predicted is not None else None
+    return Curves(
+        fpr=np.r_[0.0, fpr], tpr=np.r_[0.0, tpr_roc], recall=np.r_[recall[::-1], 0.0],
+        precision=np.r_[precision[::-1], 1.0], operating_point=point,
+    )
+
+
+def _counts_per_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives with each distinct score as the threshold, highest threshold first.
+
+    One sort of the scores; a run of equal scores is one threshold (the counts at its end are kept).
+    """
+    order = np.argsort(scores)[::-1]  # the order within a run of equal scores does not matter
+    ordered = scores[order]
+    hits = np.cumsum(labels[order], dtype=np.int64)
+    last = np.flatnonzero(ordered[1:] != ordered[:-1])
+    last = np.append(last, ordered.size - 1)
+    tps = hits[last].astype(np.float64)
+    return tps, (last + 1) - tps
+
+
+def sample_pixels(scores: torch.Tensor, labels: torch.Tensor, size: int, seed: int = 0) -> PixelSample:
+    """A seeded sample of at most ``size`` pixels, half defective and half good where possible.
+
+    Defect pixels are usually a few percent of all; an even split keeps both histograms readable (the
+    report plots each class as a share of its own pixels, so the split does not bias them). When one
+    class has fewer pixels than its half, all of them are taken and the other class fills the rest.
+
+    Args:
+        scores: Raw map values (flattened).
+        labels: 0/1 pixel labels (flattened), same length.
+        size: Most pixels kept.
+        seed: Seed of the draw.
+
+    Returns:
+        The sampled values and labels.
+    """
+    scores_np = scores.flatten().float().numpy()
+    labels_np = labels.flatten().bool().numpy()
+    total = int(scores_np.size)
+    rng = np.random.default_rng(seed)
+    defect_idx = np.flatnonzero(labels_np)
+    good_count = total - defect_idx.size
+    n_defect = min(defect_idx.size, max(size // 2, size - good_count))
+    n_good = min(good_count, size - n_defect)
+    chosen_defect = rng.choice(defect_idx, n_defect, replace=False) if n_defect < defect_idx.size else defect_idx
+    good_idx = np.flatnonzero(~labels_np)
+    chosen_good = rng.choice(good_idx, n_good, replace=False) if n_good < good_idx.size else good_idx
+    index = np.sort(np.r_[chosen_defect, chosen_good])
+    return PixelSample(scores=scores_np[index].copy(), labels=labels_np[index].astype(np.uint8), total=total)

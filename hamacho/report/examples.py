@@ -1,0 +1,115 @@
+"""The report's example images: a bounded selection of the worst and best scored images of a run.
+
+The selection is made while the images stream past (test or predict stage), so that memory stays
+the same whatever the number of test images: each group keeps at most ``n`` candidates in a heap.
+Ranking uses the *unclipped* normalized score ``(raw - threshold) / span + 0.5`` (the normalized score
+before clipping to 0..1), so that images beyond the ends of the scale still have an order.
+
+Groups:
+    ``worst``      labelled images, wrong decisions first (false positives by how far above the cut,
+                   false negatives by how far below), then correct ones closest to the cut.
+    ``best_ng``    defective images, highest score first (clearest detections).
+    ``best_ok``    good images, lowest score first.
+    ``highest``    unlabelled images, highest score first.
+    ``borderline`` unlabelled images, closest to the cut first.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+
+GROUPS = ("worst", "best_ng", "best_ok", "highest", "borderline")
+
+
+@dataclass
+class Example:
+    """What is needed to draw one example picture with :func:`hamacho.report.images.compose_report`."""
+
+    name: str
+    label: str  # good | defective | ""
+    normalized_score: float
+    decision: str
+    image: np.ndarray  # RGB uint8 (S, S, 3)
+    norm_map: np.ndarray  # normalized map (S, S), float16 to halve the memory
+    pred_mask: np.ndarray  # bool (S, S)
+    gt_mask: np.ndarray | None  # bool (S, S), or None when the run has no masks at all
+
+    @property
+    def wrong(self) -> bool:
+        """True for a labelled image whose decision contradicts its label."""
+        return bool(self.label) and (self.decision == "NG") != (self.label == "defective")
+
+
+Key = tuple[float, float]
+
+
+def rank_keys(label: str, unclipped: float, cut: float, decision: str) -> dict[str, Key]:
+    """Sort keys (larger = shown first) of one image for each group it belongs to.
+
+    Args:
+        label: ``good``, ``defective`` or ``""`` (unknown).
+        unclipped: Unclipped normalized score.
+        cut: Normalized image threshold in use.
+        decision: ``OK`` or ``NG``.
+
+    Returns:
+        ``{group: key}`` for the groups the image can enter.
+    """
+    if label == "good":
+        wrong = float(decision == "NG")
+        return {"worst": (wrong, unclipped - cut), "best_ok": (0.0, -unclipped)}
+    if label == "defective":
+        wrong = float(decision == "OK")
+        return {"worst": (wrong, cut - unclipped), "best_ng": (0.0, unclipped)}
+    return {"highest": (0.0, unclipped), "borderline": (0.0, -abs(unclipped - cut))}
+
+
+class ExampleTracker:
+    """Keeps the top ``n`` candidates of each group (see module docstring).
+
+    Args:
+        n: Examples per group (0 keeps nothing).
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._heaps: dict[str, list[tuple[Key, int, Example]]] = {group: [] for group in GROUPS}
+        self._counter = itertools.count()  # stable tie-break: earlier images win
+
+    def wants(self, keys: dict[str, Key]) -> bool:
+        """True if an image with these keys would enter any group (checked before copying its arrays)."""
+        if self.n <= 0:
+            return False
+        return any(len(self._heaps[g]) < self.n or key > self._heaps[g][0][0] for g, key in keys.items())
+
+    def offer(self, keys: dict[str, Key], example: Example) -> None:
+        """Add the example to every group where it ranks among the top ``n``."""
+        if self.n <= 0:
+            return
+        for group, key in keys.items():
+            heap = self._heaps[group]
+            entry = (key, -next(self._counter), example)
+            if len(heap) < self.n:
+                heapq.heappush(heap, entry)
+            elif key > heap[0][0]:
+                heapq.heapreplace(heap, entry)
+
+    def group(self, name: str) -> list[Example]:
+        """The group's examples, first-ranked first."""
+        return [entry[2] for entry in sorted(self._heaps[name], key=lambda e: (e[0], e[1]), reverse=True)]
+
+    def best(self, exclude: Collection[str] = ()) -> list[Example]:
+        """Best ``n`` labelled examples: defective and good in turn, clearest first.
+
+        Args:
+            exclude: Names not to repeat (those already shown among the worst, on small test sets).
+        """
+        ng = [e for e in self.group("best_ng") if e.name not in exclude]
+        ok = [e for e in self.group("best_ok") if e.name not in exclude]
+        mixed = [e for pair in itertools.zip_longest(ng, ok) for e in pair if e is not None]
+        return mixed[: self.n]
