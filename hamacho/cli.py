@@ -44,7 +44,7 @@ def cli(debug: bool) -> None:
               "patchcore: wide_resnet50_2].")
 @click.option("--backbone-weights", help="imagenet (download), none (seeded random init) or a local "
               "torchvision state-dict file [imagenet].")
-@click.option("--batch-size", type=int, help="Images per forward pass [32].")
+@click.option("--batch-size", type=int, help="Images per forward pass [8].")
 @click.option("--num-workers", type=int, hidden=not _ON_LINUX,
               help="Data-loading processes, at most cpu_count - 2 [0].")
 @click.option("--seed", type=int, help="Seed for every random choice [0].")

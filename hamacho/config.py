@@ -244,6 +244,7 @@ _CHECKS: dict[str, Check] = {
     "model.coreset_projection_dim": _int(lo=0),
     "model.num_neighbors": _int(lo=1),
     "model.memory_budget_mb": _int(lo=1),
+    "model.search_pruning_dim": _int(lo=0),
     "dataset.root": _str(nullable=True),
     "dataset.image_size": _image_size,
     "dataset.batch_size": _int(lo=1),
