@@ -24,12 +24,14 @@ def test_local_weights_file_gives_torchvision_features(tmp_path):
             module.bias.data.normal_(0, 0.1)
     torch.save(net.state_dict(), tmp_path / "r18.pth")
     extractor = build_feature_extractor("resnet18", ["layer1", "layer2"], str(tmp_path / "r18.pth"), seed=0)
-    x = torch.randn(2, 3, 64, 64)
+    pixels = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
         stem = torch.nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        layer1 = net.layer1(stem(x))
+        layer1 = net.layer1(stem((pixels / 255.0 - mean) / std))  # torchvision's usual preprocessing
         layer2 = net.layer2(layer1)
-        ours = extractor(x)
+        ours = extractor(pixels)  # uint8 in: the extractor normalises itself
     assert torch.allclose(ours[0], layer1, atol=1e-4) and torch.allclose(ours[1], layer2, atol=1e-4)
     assert not hasattr(extractor, "layer3")
     assert extractor.out_channels == [64, 128]

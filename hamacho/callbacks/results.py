@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from hamacho.callbacks.samples import stage_samples
-from hamacho.data.images import IMAGENET_MEAN, IMAGENET_STD
+from hamacho.data.images import to_uint8_image
 from hamacho.post.metrics import image_metrics, pixel_metrics
 from hamacho.report.curves import Curves, PixelSample, binary_curves, sample_pixels
 from hamacho.report.examples import Example, ExampleTracker, rank_keys
@@ -55,13 +55,6 @@ class ReportData:
     show_gt: bool = False
     pixel_sample: PixelSample | None = None
     pixel_curves: Curves | None = None
-
-
-def _uint8_image(tensor: torch.Tensor) -> np.ndarray:
-    """Model input (3, S, S) -> RGB uint8 (S, S, 3), in numpy (torch's thread pool is slow to wake here)."""
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32) * 255.0
-    std = np.asarray(IMAGENET_STD, dtype=np.float32) * 255.0
-    return np.clip(tensor.numpy().transpose(1, 2, 0) * std + mean + 0.5, 0, 255).astype(np.uint8)
 
 
 class ResultsCollector(pl.Callback):
@@ -169,7 +162,7 @@ class ResultsCollector(pl.Callback):
                 label=row.label,
                 normalized_score=row.normalized_score,
                 decision=row.decision,
-                image=_uint8_image(outputs["image"][i]),
+                image=to_uint8_image(outputs["image"][i]),
                 norm_map=outputs["norm_map"][i].numpy().astype(np.float16),
                 pred_mask=outputs["pred_mask"][i].numpy().copy(),
                 gt_mask=gt,

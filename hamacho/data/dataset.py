@@ -15,7 +15,7 @@ from hamacho.data.images import ImageReadError, read_image, read_mask, resize_im
 class AnomalyDataset(Dataset):
     """Images resized to a square and normalised, with masks and labels.
 
-    Each item is a dict with ``image`` (3, S, S) float, ``mask`` (S, S) uint8, ``has_mask`` bool,
+    Each item is a dict with ``image`` (3, S, S) uint8, ``mask`` (S, S) uint8, ``has_mask`` bool,
     ``label`` int (-1 unknown), ``index`` int, ``valid`` bool (False when the image could not be read)
     and ``error`` str (why the image or its mask could not be used; empty when all is well).
     """
@@ -41,7 +41,7 @@ class AnomalyDataset(Dataset):
         try:
             image = read_image(sample.path)
         except ImageReadError as exc:
-            item.update(valid=False, error=str(exc), image=torch.zeros(3, size, size))
+            item.update(valid=False, error=str(exc), image=torch.zeros(3, size, size, dtype=torch.uint8))
             return item
         item["image"] = to_tensor(resize_image(image, size))
         if sample.mask_path is not None:

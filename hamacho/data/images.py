@@ -12,8 +12,6 @@ import torch
 
 from hamacho.errors import DatasetError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImageReadError(DatasetError):
@@ -110,19 +108,15 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> float (3, H, W) normalised with the ImageNet mean and std."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return tensor.sub_(mean).div_(std)
+    """RGB uint8 (H, W, 3) -> uint8 (3, H, W). Scaling and ImageNet normalisation happen in the model
+    (:class:`hamacho.models.backbone.FeatureExtractor`), so that an exported model needs no preprocessing
+    beyond the resize, and batches move to the GPU as bytes."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
 
 
 def to_uint8_image(tensor: torch.Tensor) -> np.ndarray:
-    """Inverse of :func:`to_tensor`: float (3, H, W) -> RGB uint8 (H, W, 3)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=tensor.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=tensor.device).view(3, 1, 1)
-    image = (tensor * std + mean).clamp(0, 1).mul(255).round().byte()
-    return image.permute(1, 2, 0).cpu().numpy()
+    """Inverse of :func:`to_tensor`: uint8 (3, H, W) -> RGB uint8 (H, W, 3) numpy array."""
+    return np.ascontiguousarray(tensor.cpu().numpy().transpose(1, 2, 0))
 
 
 def header_problem(path: str | Path) -> str | None:

@@ -19,6 +19,8 @@ IMAGENET_WEIGHTS = {
     "wide_resnet50_2": Wide_ResNet50_2_Weights.IMAGENET1K_V1,
 }
 LAYER_NAMES = ("layer1", "layer2", "layer3", "layer4")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class FeatureExtractor(nn.Module):
@@ -58,14 +60,20 @@ class FeatureExtractor(nn.Module):
         self.eval()
         _fold_batch_norms(self)
         self.to(memory_format=torch.channels_last)
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
     def train(self, mode: bool = True) -> FeatureExtractor:  # noqa: ARG002 - frozen on purpose
         """Keep eval mode whatever Lightning asks for."""
         return super().train(False)
 
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB (B, 3, S, S) in 0..255 -> float input normalised with the ImageNet mean and std."""
+        return (images.float() - self.pixel_mean) / self.pixel_std
+
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Feature maps of the requested layers, shallow to deep."""
-        x = images.contiguous(memory_format=torch.channels_last)
+        """Feature maps of the requested layers, shallow to deep, for uint8 RGB images (B, 3, S, S)."""
+        x = self.normalize(images).contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         features = {}
         for name in self.stages:
