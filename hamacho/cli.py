@@ -58,7 +58,6 @@ def train(model_name, dataset_root, config_file, image_size, backbone, backbone_
 
     Any configuration key can be set after the options as key=value, e.g. dataset.batch_size=8.
     """
-    from hamacho.report.results import decision_summary, format_metrics_table
     from hamacho.train import run_training
 
     options = {
@@ -84,12 +83,7 @@ def train(model_name, dataset_root, config_file, image_size, backbone, backbone_
     cal = result.calibration
     click.echo(f"Thresholds (raw score = normalized 0.5): image {cal['image_threshold']:.4g}, "
                f"pixel {cal['pixel_threshold']:.4g}")
-    click.echo(format_metrics_table(result.metrics))
-    if result.rows:
-        click.echo(decision_summary(result.rows))
-    click.echo(f"Results: {result.output_dir}  (model file: {result.model_path.name})")
-    if result.report_path:
-        click.echo(f"Report: {result.report_path}")
+    _echo_outcome(result, f"  (model file: {result.model_path.name})")
 
 
 @cli.command()
@@ -116,17 +110,24 @@ def inference(model_path, image_path, save_path, image_threshold, pixel_threshol
     only when no image could be processed.
     """
     from hamacho.inference import run_inference
-    from hamacho.report.results import decision_summary, format_metrics_table
 
     vis = {"report_images": not no_images}
     vis.update({k: True for k, on in (("save_heatmap", save_heatmap), ("save_segmentation", save_segmentation),
                                        ("only_wrong", only_wrong)) if on})
     result = run_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
                            visualization=vis, progress=not quiet, log=_echo_err, report=not no_report)
-    click.echo(decision_summary(result.rows))
+    _echo_outcome(result)
+
+
+def _echo_outcome(result, results_note: str = "") -> None:  # noqa: ANN001 - TrainResult or InferenceResult
+    """Metrics table (when there are labels), decision counts, and where the files are."""
+    from hamacho.report.results import decision_summary, format_metrics_table
+
     if result.metrics:
         click.echo(format_metrics_table(result.metrics))
-    click.echo(f"Results: {result.output_dir}")
+    if result.rows:
+        click.echo(decision_summary(result.rows))
+    click.echo(f"Results: {result.output_dir}{results_note}")
     if result.report_path:
         click.echo(f"Report: {result.report_path}")
 

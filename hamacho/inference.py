@@ -92,15 +92,7 @@ def run_inference(
                                  image_cut=image_threshold)
     callbacks = [
         NormalizationCallback(image_threshold, pixel_threshold),
-        VisualizerCallback(
-            output_dir,
-            report_images=vis["report_images"],
-            save_heatmap=vis["save_heatmap"],
-            save_segmentation=vis["save_segmentation"],
-            only_wrong=vis["only_wrong"],
-            alpha=float(vis["heatmap_alpha"]),
-            pixel_cut=pixel_threshold,
-        ),
+        VisualizerCallback.from_config(output_dir, vis, pixel_threshold),
         collector,
     ]
     trainer = build_trainer(cfg["trainer"]["accelerator"], callbacks, progress)

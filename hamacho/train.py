@@ -102,14 +102,7 @@ def run_training(config: DictConfig, progress: bool = True, log: Callable[[str],
     report_cfg = cfg["report"]
     collector = ResultsCollector(report=bool(report_cfg["enabled"]), examples=int(report_cfg["examples"]),
                                  pixel_sample=int(report_cfg["pixel_sample"]), seed=seed)
-    visualizer = VisualizerCallback(
-        output_dir,
-        report_images=vis_cfg["report_images"],
-        save_heatmap=vis_cfg["save_heatmap"],
-        save_segmentation=vis_cfg["save_segmentation"],
-        only_wrong=vis_cfg["only_wrong"],
-        alpha=float(vis_cfg["heatmap_alpha"]),
-    )
+    visualizer = VisualizerCallback.from_config(output_dir, vis_cfg)
     trainer = build_trainer(cfg["trainer"]["accelerator"], [calibration, NormalizationCallback(), visualizer,
                                                              collector], progress)
     timings: dict[str, float] = {}

@@ -47,6 +47,19 @@ class VisualizerCallback(pl.Callback):
         self.pixel_cut = pixel_cut
         self.written = 0
 
+    @classmethod
+    def from_config(cls, output_dir: str | Path, vis: dict[str, Any], pixel_cut: float = 0.5) -> VisualizerCallback:
+        """Build from the ``visualization`` section of the configuration."""
+        return cls(
+            output_dir,
+            report_images=bool(vis["report_images"]),
+            save_heatmap=bool(vis["save_heatmap"]),
+            save_segmentation=bool(vis["save_segmentation"]),
+            only_wrong=bool(vis["only_wrong"]),
+            alpha=float(vis["heatmap_alpha"]),
+            pixel_cut=pixel_cut,
+        )
+
     @property
     def active(self) -> bool:
         """True when any picture is to be written."""
