@@ -40,7 +40,7 @@ def _digest(state: dict[str, torch.Tensor], metadata_json: str) -> str:
     for key in sorted(state):
         tensor = state[key].contiguous()
         sha.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        sha.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        sha.update(tensor.reshape(-1).view(torch.uint8).numpy())  # hashed in place, no copy
     return sha.hexdigest()
 
 

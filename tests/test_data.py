@@ -155,3 +155,25 @@ def test_splits_hold_out_training_images_when_test_has_no_good(tmp_path):
     only_train = make_dataset(tmp_path / "e", n_train=10, n_good=0, n_defect=0)
     splits = make_splits(discover_dataset(only_train), 0.2, seed=0)
     assert splits.test == splits.calibration and len(splits.test) == 2
+
+
+def test_batched_reading_on_threads_matches_one_by_one(tmp_path, capfd):
+    import torch
+
+    root = make_dataset(tmp_path / "d", n_train=2, n_good=3, n_defect=3)
+    (root / "test" / "scratch" / "001.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 40)
+    layout = discover_dataset(root)
+    ds = AnomalyDataset(layout.test, 64)
+    order = [5, 0, 3, 1, 4, 2]
+    batch = ds.__getitems__(order)
+    assert [item["index"] for item in batch] == order
+    for item, index in zip(batch, order, strict=True):
+        alone = ds[index]
+        assert item["valid"] == alone["valid"] and item["error"] == alone["error"]
+        assert torch.equal(item["image"], alone["image"]) and torch.equal(item["mask"], alone["mask"])
+    assert sum(not item["valid"] for item in batch) == 1
+    # The codec's complaints about the broken file stay silent, and stderr works afterwards.
+    import sys
+
+    print("still here", file=sys.stderr)
+    assert capfd.readouterr().err == "still here\n"

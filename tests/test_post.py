@@ -136,3 +136,44 @@ def test_aupro_weighs_regions_equally_not_pixels():
 
 def test_aupro_undefined_without_regions():
     assert aupro(np.zeros((1, 4, 4)), np.zeros((1, 4, 4))) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sweep_auroc_equals_torchmetrics_with_ties(seed):
+    from torchmetrics.functional.classification import binary_auroc
+
+    from hamacho.post import sweep
+
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.normal(size=5000), 1).astype(np.float32)  # many ties
+    labels = (rng.random(5000) < 0.1 + 0.2 * (scores > 0.5)).astype(np.int64)
+    expected = float(binary_auroc(torch.sigmoid(torch.from_numpy(scores).double()), torch.from_numpy(labels)))
+    assert sweep.auroc(sweep.sweep(scores, labels)) == pytest.approx(expected, abs=1e-6)  # torchmetrics sums in float32
+    assert sweep.auroc(sweep.sweep(scores, np.zeros(5000))) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_f1_threshold_reaches_the_best_f1_of_any_cut(seed):
+    rng = np.random.default_rng(seed)
+    scores = torch.from_numpy(np.round(rng.normal(size=400), 2))
+    labels = torch.from_numpy(rng.random(400) < torch.sigmoid(3 * scores).numpy()).long()
+
+    def f1_at(cut: float) -> float:
+        called = scores >= cut
+        tp = int((called & (labels == 1)).sum())
+        return 2 * tp / (int(called.sum()) + int(labels.sum()))
+
+    best = max(f1_at(float(c)) for c in scores.unique())
+    threshold = f1_threshold(scores, labels)
+    assert f1_at(threshold) == pytest.approx(best)
+    assert not bool((scores == threshold).any())  # a midpoint between two scores, never on one
+
+
+def test_decision_f1_counts():
+    from hamacho.post.metrics import decision_f1
+
+    labels = torch.tensor([1, 1, 0, 0, 1])
+    predicted = torch.tensor([True, False, True, False, True])  # TP 2, FP 1, FN 1 -> 4 / 6
+    assert decision_f1(predicted, labels) == pytest.approx(2 / 3)
+    assert decision_f1(torch.zeros(3, dtype=torch.bool), torch.zeros(3)) is None
+    assert decision_f1(torch.ones(3, dtype=torch.bool), torch.zeros(3)) == 0.0

@@ -1,29 +1,39 @@
-"""Evaluation metrics: image/pixel AUROC and F1 (torchmetrics) and AUPRO (MVTec AD, FPR up to 0.3)."""
+"""Evaluation metrics: image/pixel AUROC and F1, and AUPRO (MVTec AD, FPR up to 0.3)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import torch
-from torchmetrics.functional.classification import binary_auroc, binary_f1_score
+from torchmetrics.functional.classification import binary_auroc
 
+from hamacho.post import sweep
 from hamacho.post.threshold import to_unit_range
 
 
 def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
     if labels.min() == labels.max():
         return None  # one class only: undefined
-    return float(binary_auroc(to_unit_range(scores), labels.long()))
+    # torchmetrics integrates in float32: a perfect ranking can come out as 1.0000001; clip the rounding.
+    return min(1.0, max(0.0, float(binary_auroc(to_unit_range(scores), labels.long()))))
 
 
-def _f1(predicted: torch.Tensor, labels: torch.Tensor) -> float | None:
-    if not bool(labels.any()) and not bool(predicted.any()):
+def decision_f1(predicted: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """F1 of boolean decisions against 0/1 labels, ``2 TP / (2 TP + FP + FN)``; None without any positive.
+
+    Counted directly (two boolean reductions): torchmetrics' ``binary_f1_score`` gives the same value but
+    took 0.23 s on the 5.4 million test pixels of MVTec bottle at 256 px.
+    """
+    predicted, labels = predicted.flatten().bool(), labels.flatten().bool()
+    tp = int((predicted & labels).sum())
+    called, actual = int(predicted.sum()), int(labels.sum())
+    if called + actual == 0:
         return None  # no positives anywhere: undefined
-    return float(binary_f1_score(predicted.long(), labels.long()))
+    return 2 * tp / (called + actual)
 
 
 def image_metrics(scores: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor) -> dict[str, float | None]:
-    """Image AUROC (threshold-free, from raw scores) and F1 of the OK/NG decisions.
+    """Image AUROC (threshold-free, from raw scores; torchmetrics) and F1 of the OK/NG decisions.
 
     Args:
         scores: Raw image scores (N,).
@@ -35,11 +45,11 @@ def image_metrics(scores: torch.Tensor, labels: torch.Tensor, predicted: torch.T
     """
     if scores.numel() == 0:
         return {"image_AUROC": None, "image_F1": None}
-    return {"image_AUROC": _auroc(scores, labels), "image_F1": _f1(predicted, labels)}
+    return {"image_AUROC": _auroc(scores, labels), "image_F1": decision_f1(predicted, labels)}
 
 
 def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor, predicted: torch.Tensor) -> dict[str, float | None]:
-    """Pixel AUROC and AUPRO (from raw maps) and pixel F1 of the predicted masks.
+    """Pixel AUROC and AUPRO (from raw maps, one shared sort; see :mod:`hamacho.post.sweep`) and pixel F1.
 
     Args:
         maps: Raw anomaly maps (N, H, W) of images that have pixel labels.
@@ -51,15 +61,21 @@ def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor, predicted: torch.Tens
     """
     if maps.numel() == 0:
         return {"pixel_AUROC": None, "pixel_F1": None, "pixel_AUPRO": None}
-    flat_scores, flat_labels = maps.flatten(), (masks.flatten() > 0)
+    scores, truth = sweep.as_numpy(maps), sweep.as_numpy(masks) > 0
+    order = sweep.descending_order(scores)
     return {
-        "pixel_AUROC": _auroc(flat_scores, flat_labels),
-        "pixel_F1": _f1(predicted.flatten(), flat_labels),
-        "pixel_AUPRO": aupro(maps, masks),
+        "pixel_AUROC": sweep.auroc(sweep.sweep(scores, truth, order)),
+        "pixel_F1": decision_f1(predicted, masks > 0),
+        "pixel_AUPRO": aupro(maps, masks, order=order),
     }
 
 
-def aupro(maps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray, fpr_limit: float = 0.3) -> float | None:
+def aupro(
+    maps: torch.Tensor | np.ndarray,
+    masks: torch.Tensor | np.ndarray,
+    fpr_limit: float = 0.3,
+    order: np.ndarray | None = None,
+) -> float | None:
     """Normalised area under the per-region-overlap curve up to ``fpr_limit`` (Bergmann et al., 2021).
 
     Every connected defect region (8-connectivity) weighs the same whatever its size: at a threshold,
@@ -72,38 +88,40 @@ def aupro(maps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray, fpr
         maps: Anomaly maps (N, H, W), any score units.
         masks: Ground truth (N, H, W), non-zero where defective.
         fpr_limit: Upper end of the integration range, in (0, 1].
+        order: :func:`hamacho.post.sweep.descending_order` of the flattened maps, when already computed.
 
     Returns:
         AUPRO in [0, 1], or None without any defect region or defect-free pixel.
     """
-    maps_np = np.asarray(maps, dtype=np.float64).reshape(-1, *np.shape(maps)[-2:])
-    masks_np = np.asarray(masks).reshape(maps_np.shape) > 0
-    weights = np.zeros(maps_np.shape, dtype=np.float64)  # PRO contribution of each defect pixel
+    scores = sweep.as_numpy(maps)
+    masks_np = sweep.as_numpy(masks).reshape(-1, *np.shape(maps)[-2:]) > 0
+    # Number every defect region of every image (0 = defect-free) and note 1 / its size.
+    region_ids = np.zeros(masks_np.shape, dtype=np.int32)
+    inverse_sizes = [np.zeros(1)]
     regions = 0
-    per_image = []
-    for mask in masks_np:
-        count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-        per_image.append((count - 1, labels))
-        regions += count - 1
-    background = ~masks_np
-    n_background = int(background.sum())
+    for index, mask in enumerate(masks_np):
+        count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        if count > 1:
+            region_ids[index] = np.where(labels > 0, labels + regions, 0)
+            inverse_sizes.append(1.0 / np.bincount(labels.ravel(), minlength=count)[1:])
+            regions += count - 1
+    n_background = int(scores.size - np.count_nonzero(region_ids))
     if regions == 0 or n_background == 0:
         return None
-    for index, (count, labels) in enumerate(per_image):
-        if count:
-            sizes = np.bincount(labels.ravel(), minlength=count + 1).astype(np.float64)
-            inverse = np.zeros_like(sizes)
-            inverse[1:] = 1.0 / (sizes[1:] * regions)
-            weights[index] = inverse[labels]
-    scores = maps_np.ravel()
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores = scores[order]
-    fpr = np.cumsum(background.ravel()[order]) / n_background
-    pro = np.cumsum(weights.ravel()[order])
-    # Keep the last position of each run of equal scores: one threshold per distinct score.
-    last = np.r_[np.nonzero(np.diff(sorted_scores))[0], sorted_scores.size - 1]
-    fpr = np.r_[0.0, fpr[last]]
-    pro = np.r_[0.0, pro[last]]
+    order = sweep.descending_order(scores) if order is None else order
+    ordered_regions = region_ids.ravel()[order]
+    del region_ids
+    hits = np.flatnonzero(ordered_regions)  # where the defect pixels fall in the order
+    # Each defect pixel adds 1 / (its region's size * number of regions) to PRO once it is NG.
+    cumulative = np.r_[0.0, np.cumsum(np.concatenate(inverse_sizes)[ordered_regions[hits]] / regions)]
+    del ordered_regions
+    last = sweep.run_ends(scores[order])  # one threshold per distinct score
+    above = np.searchsorted(hits, last, side="right")  # defect pixels at or above each threshold
+    pro = np.r_[0.0, cumulative[above]]
+    np.subtract(last, above, out=above)  # in place (these arrays hold one value per distinct score)
+    above += 1
+    fpr = np.r_[0.0, above / n_background]
+    del last, above
     if fpr_limit < fpr[-1]:
         cut = int(np.searchsorted(fpr, fpr_limit, side="right"))
         pro_at_limit = np.interp(fpr_limit, fpr[cut - 1 : cut + 1], pro[cut - 1 : cut + 1])

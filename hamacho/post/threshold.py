@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.classification import binary_precision_recall_curve
+
+from hamacho.post import sweep
 
 
 def to_unit_range(values: torch.Tensor) -> torch.Tensor:
@@ -21,10 +22,10 @@ def to_unit_range(values: torch.Tensor) -> torch.Tensor:
 def f1_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """A threshold with the highest F1 on the precision-recall curve (NG means score >= threshold).
 
-    The F1-optimal cut lies between the lowest score called NG and the highest score below it; any
-    value in that gap gives the same decisions and the same F1 on these scores. The midpoint is
-    returned, so that an image scored at the cut is not flipped by float noise (a different batch
-    size changes scores in the sixth digit) and unseen images get the widest margin.
+    The F1-optimal cut lies between the lowest score called NG and the highest score below it; the
+    midpoint is returned (see :func:`hamacho.post.sweep.f1_threshold`), so that an image scored at the
+    cut is not flipped by float noise (a different batch size changes scores in the sixth digit) and
+    unseen images get the widest margin.
 
     Args:
         scores: Raw scores, any range.
@@ -33,17 +34,7 @@ def f1_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
     Returns:
         The threshold.
     """
-    scores = scores.flatten().double()
-    labels = labels.flatten().long()
-    precision, recall, thresholds = binary_precision_recall_curve(to_unit_range(scores), labels)
-    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
-    best = int(torch.argmax(f1[: len(thresholds)]))
-    low, high = float(scores.min()), float(scores.max())
-    approx = low + float(thresholds[best]) * (high - low)
-    # Snap back to the exact score the unit threshold came from (scaling round-trips are inexact).
-    cut = float(scores[torch.argmin((scores - approx).abs())])
-    below = scores[scores < cut]
-    return (cut + float(below.max())) / 2 if below.numel() else cut
+    return sweep.f1_threshold(sweep.sweep(scores, labels))
 
 
 def fallback_threshold(good_scores: torch.Tensor, sigma: float = 3.0, margin: float = 0.01) -> float:

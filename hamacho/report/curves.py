@@ -1,11 +1,9 @@
 """Curve points and pixel samples for the report: ROC and precision-recall, kept small enough to plot.
 
-The curves are computed exactly from one sort of the raw scores, with the construction of
-torchmetrics' ``binary_roc`` and ``binary_precision_recall_curve`` (same points; the tests compare
-them), then thinned to a few thousand points. Doing it here in numpy takes one sort instead of two
-and needs no scaling (torchmetrics reads raw distances outside [0, 1] as logits, see
-:func:`hamacho.post.threshold.to_unit_range`). 100 test images at 256 px are 6.5 million pixels, so
-this matters for the report's speed.
+The curves are computed exactly from one sort of the raw scores (:func:`hamacho.post.sweep.sweep`),
+with the construction of torchmetrics' ``binary_roc`` and ``binary_precision_recall_curve`` (same
+points; the tests compare them), then thinned to a few thousand points. 100 test images at 256 px
+are 6.5 million pixels, so this matters for the report's speed.
 """
 
 from __future__ import annotations
@@ -14,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from hamacho.post.sweep import sweep
 
 CURVE_POINTS = 2000
 
@@ -108,7 +108,8 @@ def binary_curves(
     scores, labels = scores.flatten(), labels.flatten().bool()
     if scores.numel() == 0 or bool(labels.all()) or not bool(labels.any()):
         return None
-    tps, fps = _counts_per_threshold(scores.numpy(), labels.numpy())
+    counts = sweep(scores, labels)
+    tps, fps = counts.tps.astype(np.float64), counts.fps.astype(np.float64)
     tpr = tps / tps[-1]
     fpr, tpr_roc = downsample_curve(fps / fps[-1], tpr, max_points)
     recall, precision = downsample_curve(tpr, tps / (tps + fps), max_points)
@@ -117,20 +118,6 @@ def binary_curves(
         fpr=np.r_[0.0, fpr], tpr=np.r_[0.0, tpr_roc], recall=np.r_[recall[::-1], 0.0],
         precision=np.r_[precision[::-1], 1.0], operating_point=point,
     )
-
-
-def _counts_per_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """True and false positives with each distinct score as the threshold, highest threshold first.
-
-    One sort of the scores; a run of equal scores is one threshold (the counts at its end are kept).
-    """
-    order = np.argsort(scores)[::-1]  # the order within a run of equal scores does not matter
-    ordered = scores[order]
-    hits = np.cumsum(labels[order], dtype=np.int64)
-    last = np.flatnonzero(ordered[1:] != ordered[:-1])
-    last = np.append(last, ordered.size - 1)
-    tps = hits[last].astype(np.float64)
-    return tps, (last + 1) - tps
 
 
 def sample_pixels(scores: torch.Tensor, labels: torch.Tensor, size: int, seed: int = 0) -> PixelSample:

@@ -1,0 +1,1 @@
+"""Benchmark of Hamacho against anomalib (``python benchmarks/run.py --help``; docs/benchmark.md)."""

@@ -1,0 +1,112 @@
+"""Exact threshold sweeps over raw scores from one sort: the counts behind ROC, PR, F1 and AUPRO.
+
+torchmetrics' ``binary_auroc`` and ``binary_precision_recall_curve`` give the same points, but on the
+5.4 million pixels of MVTec bottle's test set at 256 px each call took 0.93 s and lifted the peak RSS
+by about 400 MB (float64 copies, ``unique`` and its own sort) on this project's 2-core CPU. One numpy
+argsort (quicksort, vectorised) takes 0.19 s there and is shared by the pixel AUROC, the pixel F1
+threshold and AUPRO; the sweep itself is one integer cumulative sum. Image-level metrics, where N is
+small, stay on torchmetrics; the tests check this module against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """True/false positive counts with each distinct score as the threshold (NG means score >= it).
+
+    Attributes:
+        thresholds: The distinct scores, highest first (in the scores' dtype).
+        tps: Defective items scored at or above each threshold.
+        fps: Good items scored at or above each threshold.
+    """
+
+    thresholds: np.ndarray
+    tps: np.ndarray
+    fps: np.ndarray
+
+    @property
+    def positives(self) -> int:
+        """Number of defective items."""
+        return int(self.tps[-1]) if self.tps.size else 0
+
+    @property
+    def negatives(self) -> int:
+        """Number of good items."""
+        return int(self.fps[-1]) if self.fps.size else 0
+
+
+def as_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A flat numpy view (or copy, off the CPU) of a tensor or array."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values).ravel()
+
+
+def descending_order(scores: np.ndarray) -> np.ndarray:
+    """Indices of ``scores`` from the highest score down (order within equal scores is arbitrary)."""
+    return np.argsort(scores)[::-1]
+
+
+def run_ends(ordered: np.ndarray) -> np.ndarray:
+    """Positions where a run of equal values ends in a sorted array: one threshold per distinct value."""
+    return np.append(np.flatnonzero(ordered[1:] != ordered[:-1]), ordered.size - 1)
+
+
+def sweep(
+    scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, order: np.ndarray | None = None
+) -> Sweep:
+    """Counts of a threshold sweep over ``scores`` against 0/1 ``labels``.
+
+    Args:
+        scores: Raw scores, any units (flattened).
+        labels: 0/1 or bool labels (flattened), same length.
+        order: :func:`descending_order` of ``scores`` when already computed.
+
+    Returns:
+        The sweep; empty when there are no scores.
+    """
+    values = as_numpy(scores)
+    truth = as_numpy(labels).astype(bool, copy=False)
+    if values.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return Sweep(values[:0], empty, empty)
+    order = descending_order(values) if order is None else order
+    ordered = values[order]
+    ends = run_ends(ordered)
+    hits = np.flatnonzero(truth[order])  # where the positives fall in the order
+    tps = np.searchsorted(hits, ends, side="right")
+    return Sweep(thresholds=ordered[ends], tps=tps, fps=(ends + 1) - tps)
+
+
+def auroc(counts: Sweep) -> float | None:
+    """Area under the ROC curve (trapezoids from (0, 0)); None with a single class."""
+    if counts.positives == 0 or counts.negatives == 0:
+        return None
+    tpr = np.r_[0.0, counts.tps / counts.positives]
+    fpr = np.r_[0.0, counts.fps / counts.negatives]
+    return float(np.clip(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2), 0.0, 1.0))
+
+
+def f1_threshold(counts: Sweep) -> float:
+    """The threshold with the highest F1 (NG means score >= threshold), as a midpoint between scores.
+
+    The F1-optimal cut lies between the lowest score called NG and the next lower score; any value in
+    that gap gives the same decisions and F1, and the midpoint is returned so that a score at the cut
+    is not flipped by float noise and unseen items get the widest margin. Among equal F1 values the
+    lowest cut wins. Without a lower score the cut itself is returned.
+
+    Raises:
+        ValueError: Without any defective item (F1 is undefined).
+    """
+    if counts.positives == 0:
+        raise ValueError("an F1 threshold needs at least one defective item")
+    f1 = 2 * counts.tps / (counts.tps + counts.fps + counts.positives)
+    best = f1.size - 1 - int(np.argmax(f1[::-1]))  # last maximum: the lowest cut among ties
+    cut = float(counts.thresholds[best])
+    return (cut + float(counts.thresholds[best + 1])) / 2 if best + 1 < f1.size else cut
