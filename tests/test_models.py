@@ -53,12 +53,14 @@ def test_running_gaussians_equal_batch_statistics_whatever_the_batches():
 
 
 def _naive_greedy(points, count, first):
+    """Plain greedy k-center in float64: every distance recomputed at every step."""
+    points = points.double()
     chosen = [first]
-    dist = torch.cdist(points, points[first : first + 1]).squeeze(1)
+    dist = (points - points[first]).norm(dim=1)
     for _ in range(count - 1):
         new = int(torch.argmax(dist))
         chosen.append(new)
-        dist = torch.minimum(dist, torch.cdist(points, points[new : new + 1]).squeeze(1))
+        dist = torch.minimum(dist, (points - points[new]).norm(dim=1))
     return chosen
 
 
@@ -75,6 +77,22 @@ def test_coreset_matches_plain_greedy_selection():
     points = torch.randn(400, 16, generator=torch.Generator().manual_seed(5))
     chosen = greedy_coreset(points, 40, seed=2)
     assert chosen.tolist() == _naive_greedy(points, 40, chosen[0].item())
+
+
+def test_coreset_of_duplicates_stays_distinct():
+    # 5 distinct points, each repeated 4 times: once all are covered, the rest are distinct unchosen indices.
+    points = torch.randn(5, 3, generator=torch.Generator().manual_seed(1)).repeat(4, 1)
+    chosen = greedy_coreset(points, 12, seed=0)
+    assert len(set(chosen.tolist())) == 12
+    assert len({tuple(points[i].tolist()) for i in chosen[:5].tolist()}) == 5  # the first 5 cover every point
+
+
+def test_coreset_matches_plain_greedy_on_clustered_points():
+    g = torch.Generator().manual_seed(8)
+    centres = torch.randn(20, 32, generator=g) * 5
+    points = torch.cat([c + torch.randn(60, 32, generator=g) * 0.3 for c in centres])
+    chosen = greedy_coreset(points, 150, seed=4)
+    assert chosen.tolist() == _naive_greedy(points, 150, chosen[0].item())
 
 
 def test_coreset_covers_better_than_random():

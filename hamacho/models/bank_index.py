@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hamacho.models.knn import MAX_ELEMENTS, nearest_neighbors
+from hamacho.models.knn import MAX_ELEMENTS, nearest_neighbors, pair_distances
 
 CANDIDATES = 8  # exact distances computed per query before the bound check
 SEARCH_BLOCK = 1 << 22  # bound-matrix elements per chunk (16 MiB: stays in cache for the top-k pass)
@@ -84,18 +84,18 @@ class MemoryBankIndex(nn.Module):
         return self._bank_sq, self._projected_sq
 
     def _search_within_bounds(
-        self, queries: torch.Tensor, bounds: torch.Tensor, best_sq: torch.Tensor, best: torch.Tensor
-    ) -> torch.Tensor:
+        self, queries: torch.Tensor, bounds: torch.Tensor, best: torch.Tensor, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact distances to every row whose bound is below the query's best so far; the nearest wins."""
-        rows, cols = (bounds < best_sq.unsqueeze(1)).nonzero(as_tuple=True)
+        rows, cols = (bounds < (best * best).unsqueeze(1)).nonzero(as_tuple=True)
         if rows.numel() == 0:
-            return best
-        squared = ((queries[rows] - self.bank[cols]) ** 2).sum(dim=1)
-        row_best = best_sq.clone().scatter_reduce_(0, rows, squared, reduce="amin")
-        winners = (squared == row_best[rows]) & (squared < best_sq[rows])
-        out = best.clone()
+            return best, index
+        distances = pair_distances(queries, rows, self.bank, cols)
+        row_best = best.clone().scatter_reduce_(0, rows, distances, reduce="amin")
+        winners = (distances == row_best[rows]) & (distances < best[rows])
+        out = index.clone()
         out[rows[winners]] = cols[winners]
-        return out
+        return row_best, out
 
     def search(self, queries: torch.Tensor, max_elements: int = MAX_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact nearest bank row of every query: ``(distances (Q,), indices (Q,))``."""
@@ -113,16 +113,17 @@ class MemoryBankIndex(nn.Module):
             bounds = torch.addmm(projected_sq.unsqueeze(0), reduced, self.projected.T, alpha=-2.0)
             bounds += reduced_sq.unsqueeze(1)
             bound_top, candidates = bounds.topk(CANDIDATES, dim=1, largest=False)
-            exact = ((chunk.unsqueeze(1) - self.bank[candidates]) ** 2).sum(dim=2)
-            best_sq, position = exact.min(dim=1)
+            pairs = torch.arange(chunk.shape[0], device=chunk.device).repeat_interleave(CANDIDATES)
+            exact = pair_distances(chunk, pairs, self.bank, candidates.reshape(-1))
+            best, position = exact.view(-1, CANDIDATES).min(dim=1)
             index = candidates.gather(1, position.unsqueeze(1)).squeeze(1)
             # Rounding in the bound's matrix-product form is far below this slack (relative 1e-4).
             slack = 1e-4 * (reduced_sq + slack_base)
-            unsure = (bound_top[:, -1] - slack < best_sq).nonzero().squeeze(1)
+            unsure = (bound_top[:, -1] - slack < best * best).nonzero().squeeze(1)
             if unsure.numel():
-                index[unsure] = self._search_within_bounds(
-                    chunk[unsure], bounds[unsure] - slack[unsure, None], best_sq[unsure], index[unsure]
+                best[unsure], index[unsure] = self._search_within_bounds(
+                    chunk[unsure], bounds[unsure] - slack[unsure, None], best[unsure], index[unsure]
                 )
-            out_d.append(torch.linalg.vector_norm(chunk - self.bank[index], dim=1))
+            out_d.append(best)
             out_i.append(index)
         return torch.cat(out_d), torch.cat(out_i)

