@@ -13,6 +13,7 @@ import torch
 from hamacho.callbacks.samples import stage_samples
 from hamacho.data.images import to_uint8_image
 from hamacho.post.metrics import image_metrics, pixel_metrics
+from hamacho.post.sweep import Sweep, as_numpy, descending_order, sweep
 from hamacho.report.curves import Curves, PixelSample, binary_curves, sample_pixels
 from hamacho.report.examples import Example, ExampleTracker, rank_keys
 
@@ -183,16 +184,22 @@ class ResultsCollector(pl.Callback):
             masks = torch.cat(self._masks) if self._masks else None
             if masks is not None and bool(masks.any()):
                 maps, pred_masks = torch.cat(self._maps), torch.cat(self._pred_masks)
-                self.metrics.update(pixel_metrics(maps, masks, pred_masks))
+                self._maps, self._pred_masks = [], []
+                order = descending_order(as_numpy(maps))  # one sort for every pixel figure
+                counts = sweep(maps, masks, order)
+                self.metrics.update(pixel_metrics(maps, masks, pred_masks, counts=counts, order=order))
+                del order
                 if self.report_data is not None:
-                    self._pixel_report_data(maps, masks, pred_masks)
+                    self._pixel_report_data(maps, masks, pred_masks, counts)
         # Free the pixel data, keep the rows.
         self._maps, self._masks, self._pred_masks = [], [], []
 
-    def _pixel_report_data(self, maps: torch.Tensor, masks: torch.Tensor, pred_masks: torch.Tensor) -> None:
+    def _pixel_report_data(
+        self, maps: torch.Tensor, masks: torch.Tensor, pred_masks: torch.Tensor, counts: Sweep
+    ) -> None:
         """Pixel sample and downsampled pixel curves for the report (the full maps are freed afterwards)."""
         assert self.report_data is not None
-        self.report_data.pixel_curves = binary_curves(maps, masks, pred_masks)
+        self.report_data.pixel_curves = binary_curves(maps, masks, pred_masks, counts=counts)
         if self.pixel_sample > 0:
             self.report_data.pixel_sample = sample_pixels(maps, masks, self.pixel_sample, self.seed)
 

@@ -48,13 +48,21 @@ def image_metrics(scores: torch.Tensor, labels: torch.Tensor, predicted: torch.T
     return {"image_AUROC": _auroc(scores, labels), "image_F1": decision_f1(predicted, labels)}
 
 
-def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor, predicted: torch.Tensor) -> dict[str, float | None]:
+def pixel_metrics(
+    maps: torch.Tensor,
+    masks: torch.Tensor,
+    predicted: torch.Tensor,
+    counts: sweep.Sweep | None = None,
+    order: np.ndarray | None = None,
+) -> dict[str, float | None]:
     """Pixel AUROC and AUPRO (from raw maps, one shared sort; see :mod:`hamacho.post.sweep`) and pixel F1.
 
     Args:
         maps: Raw anomaly maps (N, H, W) of images that have pixel labels.
         masks: Ground truth (N, H, W), non-zero where defective.
         predicted: Predicted masks (N, H, W), True where NG.
+        counts: :func:`hamacho.post.sweep.sweep` of the maps against ``masks > 0``, when already computed.
+        order: :func:`hamacho.post.sweep.descending_order` of the flattened maps, when already computed.
 
     Returns:
         ``pixel_AUROC``, ``pixel_F1`` and ``pixel_AUPRO``; None where undefined.
@@ -62,11 +70,13 @@ def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor, predicted: torch.Tens
     if maps.numel() == 0:
         return {"pixel_AUROC": None, "pixel_F1": None, "pixel_AUPRO": None}
     scores, truth = sweep.as_numpy(maps), sweep.as_numpy(masks) > 0
-    order = sweep.descending_order(scores)
+    order = sweep.descending_order(scores) if order is None else order
+    counts = sweep.sweep(scores, truth, order) if counts is None else counts
+    del truth
     return {
-        "pixel_AUROC": sweep.auroc(sweep.sweep(scores, truth, order)),
+        "pixel_AUROC": sweep.auroc(counts),
         "pixel_F1": decision_f1(predicted, masks > 0),
-        "pixel_AUPRO": aupro(maps, masks, order=order),
+        "pixel_AUPRO": aupro(maps, masks, order=order, counts=counts),
     }
 
 
@@ -75,6 +85,7 @@ def aupro(
     masks: torch.Tensor | np.ndarray,
     fpr_limit: float = 0.3,
     order: np.ndarray | None = None,
+    counts: sweep.Sweep | None = None,
 ) -> float | None:
     """Normalised area under the per-region-overlap curve up to ``fpr_limit`` (Bergmann et al., 2021).
 
@@ -89,6 +100,8 @@ def aupro(
         masks: Ground truth (N, H, W), non-zero where defective.
         fpr_limit: Upper end of the integration range, in (0, 1].
         order: :func:`hamacho.post.sweep.descending_order` of the flattened maps, when already computed.
+        counts: :func:`hamacho.post.sweep.sweep` of the maps against ``masks > 0``, when already computed
+            (its false-positive counts are the FPR axis, its true-positive counts index the PRO sums).
 
     Returns:
         AUPRO in [0, 1], or None without any defect region or defect-free pixel.
@@ -109,19 +122,18 @@ def aupro(
     if regions == 0 or n_background == 0:
         return None
     order = sweep.descending_order(scores) if order is None else order
+    counts = sweep.sweep(scores, masks_np.ravel(), order) if counts is None else counts
+    del masks_np
     ordered_regions = region_ids.ravel()[order]
     del region_ids
     hits = np.flatnonzero(ordered_regions)  # where the defect pixels fall in the order
     # Each defect pixel adds 1 / (its region's size * number of regions) to PRO once it is NG.
     cumulative = np.r_[0.0, np.cumsum(np.concatenate(inverse_sizes)[ordered_regions[hits]] / regions)]
-    del ordered_regions
-    last = sweep.run_ends(scores[order])  # one threshold per distinct score
-    above = np.searchsorted(hits, last, side="right")  # defect pixels at or above each threshold
-    pro = np.r_[0.0, cumulative[above]]
-    np.subtract(last, above, out=above)  # in place (these arrays hold one value per distinct score)
-    above += 1
-    fpr = np.r_[0.0, above / n_background]
-    del last, above
+    del ordered_regions, hits
+    # Thresholds up to the limit, and the first one beyond it (for the interpolation).
+    stop = min(int(np.searchsorted(counts.fps, fpr_limit * n_background, side="right")) + 1, counts.fps.size)
+    pro = np.r_[0.0, cumulative[counts.tps[:stop]]]
+    fpr = np.r_[0.0, counts.fps[:stop] / n_background]
     if fpr_limit < fpr[-1]:
         cut = int(np.searchsorted(fpr, fpr_limit, side="right"))
         pro_at_limit = np.interp(fpr_limit, fpr[cut - 1 : cut + 1], pro[cut - 1 : cut + 1])

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+CHUNK = 1 << 20  # curve points handled at once where a whole-curve float64 array would be needed
+
 
 @dataclass(frozen=True)
 class Sweep:
@@ -55,7 +57,10 @@ def descending_order(scores: np.ndarray) -> np.ndarray:
 
 def run_ends(ordered: np.ndarray) -> np.ndarray:
     """Positions where a run of equal values ends in a sorted array: one threshold per distinct value."""
-    return np.append(np.flatnonzero(ordered[1:] != ordered[:-1]), ordered.size - 1)
+    change = np.empty(ordered.size, dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=change[:-1])
+    change[-1:] = True
+    return np.flatnonzero(change)
 
 
 def sweep(
@@ -79,18 +84,38 @@ def sweep(
     order = descending_order(values) if order is None else order
     ordered = values[order]
     ends = run_ends(ordered)
+    thresholds = ordered[ends]
+    del ordered
     hits = np.flatnonzero(truth[order])  # where the positives fall in the order
     tps = np.searchsorted(hits, ends, side="right")
-    return Sweep(thresholds=ordered[ends], tps=tps, fps=(ends + 1) - tps)
+    del hits
+    ends += 1  # in place: items at or above each threshold
+    ends -= tps  # ... minus the positives among them: the false positives
+    return Sweep(thresholds=thresholds, tps=tps, fps=ends)
+
+
+def _chunks(size: int, chunk: int = CHUNK) -> range:
+    return range(0, size, chunk)
 
 
 def auroc(counts: Sweep) -> float | None:
-    """Area under the ROC curve (trapezoids from (0, 0)); None with a single class."""
-    if counts.positives == 0 or counts.negatives == 0:
+    """Area under the ROC curve (trapezoids from (0, 0)); None with a single class.
+
+    Summed chunk by chunk in exact integer steps, ``sum (FP_i - FP_i-1) (TP_i + TP_i-1) / 2``, so that no
+    float64 copy of the whole curve is made (5.4 million pixels would need about 300 MB of them).
+    """
+    positives, negatives = counts.positives, counts.negatives
+    if positives == 0 or negatives == 0:
         return None
-    tpr = np.r_[0.0, counts.tps / counts.positives]
-    fpr = np.r_[0.0, counts.fps / counts.negatives]
-    return float(np.clip(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2), 0.0, 1.0))
+    tps, fps = counts.tps, counts.fps
+    doubled = 0.0  # twice the area in count units; float64 holds these integers exactly (< 2^53)
+    for start in _chunks(tps.size):
+        stop = min(start + CHUNK, tps.size)
+        tp_before = tps[start - 1 : stop - 1] if start else np.r_[0, tps[: stop - 1]]
+        fp_before = fps[start - 1 : stop - 1] if start else np.r_[0, fps[: stop - 1]]
+        width = (fps[start:stop] - fp_before).astype(np.float64)
+        doubled += float(width @ (tps[start:stop] + tp_before).astype(np.float64))
+    return float(np.clip(doubled / 2 / positives / negatives, 0.0, 1.0))
 
 
 def f1_threshold(counts: Sweep) -> float:
@@ -99,14 +124,19 @@ def f1_threshold(counts: Sweep) -> float:
     The F1-optimal cut lies between the lowest score called NG and the next lower score; any value in
     that gap gives the same decisions and F1, and the midpoint is returned so that a score at the cut
     is not flipped by float noise and unseen items get the widest margin. Among equal F1 values the
-    lowest cut wins. Without a lower score the cut itself is returned.
+    lowest cut wins. Without a lower score the cut itself is returned. F1 is evaluated chunk by chunk.
 
     Raises:
         ValueError: Without any defective item (F1 is undefined).
     """
     if counts.positives == 0:
         raise ValueError("an F1 threshold needs at least one defective item")
-    f1 = 2 * counts.tps / (counts.tps + counts.fps + counts.positives)
-    best = f1.size - 1 - int(np.argmax(f1[::-1]))  # last maximum: the lowest cut among ties
+    best, best_f1 = 0, -1.0
+    for start in _chunks(counts.tps.size):
+        tps = counts.tps[start : start + CHUNK].astype(np.float64)
+        f1 = 2 * tps / (tps + counts.fps[start : start + CHUNK] + counts.positives)
+        last = f1.size - 1 - int(np.argmax(f1[::-1]))  # last maximum: the lowest cut among ties
+        if f1[last] >= best_f1:
+            best, best_f1 = start + last, float(f1[last])
     cut = float(counts.thresholds[best])
-    return (cut + float(counts.thresholds[best + 1])) / 2 if best + 1 < f1.size else cut
+    return (cut + float(counts.thresholds[best + 1])) / 2 if best + 1 < counts.tps.size else cut

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hamacho.post.sweep import sweep
+from hamacho.post.sweep import Sweep, sweep
 
 CURVE_POINTS = 2000
 
@@ -86,11 +86,25 @@ def downsample_curve(x: np.ndarray, y: np.ndarray, max_points: int = CURVE_POINT
     return x[keep], y[keep]
 
 
+def _thin(tps: np.ndarray, fps: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every k-th point of a long sweep (ends kept), so that plotting never copies millions of points.
+
+    Keeps 50 times ``max_points`` (100,000 by default): far more than :func:`downsample_curve` keeps,
+    and the points dropped lie between kept ones on a monotone curve, closer than a pixel of the figure.
+    """
+    step = max(1, tps.size // (50 * max_points))
+    if step == 1:
+        return tps, fps
+    keep = np.r_[np.arange(0, tps.size, step), tps.size - 1]
+    return tps[keep], fps[keep]
+
+
 def binary_curves(
     scores: torch.Tensor,
     labels: torch.Tensor,
     predicted: torch.Tensor | None = None,
     max_points: int = CURVE_POINTS,
+    counts: Sweep | None = None,
 ) -> Curves | None:
     """ROC and precision-recall curves of raw scores against 0/1 labels (NG means score >= threshold).
 
@@ -99,6 +113,7 @@ def binary_curves(
         labels: 0/1 labels (flattened).
         predicted: Decisions at the threshold in use, for the operating point; optional.
         max_points: Upper bound on the points kept per curve.
+        counts: :func:`hamacho.post.sweep.sweep` of these scores and labels, when already computed.
 
     Returns:
         The curves, or None when only one class is present (curves undefined). ``fpr``/``tpr`` run
@@ -108,10 +123,11 @@ def binary_curves(
     scores, labels = scores.flatten(), labels.flatten().bool()
     if scores.numel() == 0 or bool(labels.all()) or not bool(labels.any()):
         return None
-    counts = sweep(scores, labels)
-    tps, fps = counts.tps.astype(np.float64), counts.fps.astype(np.float64)
-    tpr = tps / tps[-1]
-    fpr, tpr_roc = downsample_curve(fps / fps[-1], tpr, max_points)
+    counts = sweep(scores, labels) if counts is None else counts
+    tps, fps = _thin(counts.tps, counts.fps, max_points)
+    tps, fps = tps.astype(np.float64), fps.astype(np.float64)
+    tpr = tps / counts.positives
+    fpr, tpr_roc = downsample_curve(fps / counts.negatives, tpr, max_points)
     recall, precision = downsample_curve(tpr, tps / (tps + fps), max_points)
     point = operating_point(predicted, labels) if predicted is not None else None
     return Curves(
