@@ -43,7 +43,7 @@ class PatchcoreModel(nn.Module):
         num_neighbors: int = 9,
         memory_budget_mb: int = 4096,
         blur_sigma: float = 4.0,
-        search_pruning_dim: int = 128,
+        search_pruning_dim: int = 32,
     ) -> None:
         super().__init__()
         self.feature_extractor = feature_extractor
@@ -126,7 +126,7 @@ class PatchcoreModel(nn.Module):
         worst = patch_scores.argmax(dim=1)
         score = patch_scores[rows, worst]
         nearest = self.memory_bank[locations[rows, worst]]
-        _, support = nearest_neighbors(nearest, self.memory_bank, self.num_neighbors)
+        _, support = nearest_neighbors(nearest, self.memory_bank, self.num_neighbors, self.index.squared_norms())
         distances = torch.linalg.vector_norm(patches[rows, worst].unsqueeze(1) - self.memory_bank[support], dim=2)
         weights = 1.0 - torch.softmax(distances, dim=1)[:, 0]
         return weights * score
@@ -146,5 +146,5 @@ def build_patchcore(
         num_neighbors=int(model_cfg.get("num_neighbors", 9)),
         memory_budget_mb=int(model_cfg.get("memory_budget_mb", 4096)),
         blur_sigma=float(model_cfg.get("blur_sigma", 4.0)),
-        search_pruning_dim=int(model_cfg.get("search_pruning_dim", 128)),
+        search_pruning_dim=int(model_cfg.get("search_pruning_dim", 32)),
     )
