@@ -177,3 +177,30 @@ def test_batched_reading_on_threads_matches_one_by_one(tmp_path, capfd):
 
     print("still here", file=sys.stderr)
     assert capfd.readouterr().err == "still here\n"
+
+
+def test_test_pass_reuses_the_images_decoded_for_calibration(tmp_path, monkeypatch):
+    import torch
+
+    import hamacho.data.dataset as dataset_module
+    from hamacho.data.datamodule import AnomalyDataModule
+
+    root = make_dataset(tmp_path / "d", n_train=4, n_good=3, n_defect=3)
+    splits = make_splits(discover_dataset(root), 0.1, seed=0)
+    reads: list[Path] = []
+    real_read = dataset_module.read_image
+    monkeypatch.setattr(dataset_module, "read_image", lambda path: reads.append(path) or real_read(path))
+    module = AnomalyDataModule(splits, 64, batch_size=4)
+    calibration, test = list(module.val_dataloader()), list(module.test_dataloader())
+    assert sorted(reads) == sorted(s.path for s in splits.test)  # each test image decoded once, not twice
+    for a, b in zip(calibration, test, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+        assert torch.equal(a["index"], b["index"]) and a["error"] == b["error"]
+    assert module.cache._items == {}  # handed over once, then dropped
+    # Without room, every pass decodes again, with the same result.
+    reads.clear()
+    module = AnomalyDataModule(splits, 64, batch_size=4)
+    module.cache.budget_bytes = 0
+    again = list(module.val_dataloader()) + list(module.test_dataloader())
+    assert len(reads) == 2 * len(splits.test)
+    assert all(torch.equal(x["image"], y["image"]) for x, y in zip(again[len(calibration):], test, strict=True))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from hamacho.data.dataset import AnomalyDataset, collate
+from hamacho.data.dataset import AnomalyDataset, DecodeCache, collate
 from hamacho.data.discovery import DatasetLayout, Sample
 from hamacho.errors import DatasetError
 
@@ -86,10 +86,15 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.predict_samples = list(predict_samples)
+        # Test images also used for calibration are decoded once (see DecodeCache); not across processes.
+        self.cache = None
+        if splits is not None and num_workers == 0:
+            again = {s.path for s in splits.calibration} & {s.path for s in splits.test}
+            self.cache = DecodeCache(again) if again else None
 
-    def _loader(self, samples: Sequence[Sample]) -> DataLoader:
+    def _loader(self, samples: Sequence[Sample], cache: DecodeCache | None = None) -> DataLoader:
         return DataLoader(
-            AnomalyDataset(samples, self.image_size),
+            AnomalyDataset(samples, self.image_size, cache),
             batch_size=self.batch_size,
             shuffle=False,
             num_workers=self.num_workers,
@@ -101,10 +106,10 @@ class AnomalyDataModule(pl.LightningDataModule):
         return self._loader(self.splits.train)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.calibration)
+        return self._loader(self.splits.calibration, self.cache)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.test)
+        return self._loader(self.splits.test, self.cache)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_samples)

@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,17 +16,66 @@ from hamacho.data.discovery import Sample
 from hamacho.data.images import ImageReadError, read_image, read_mask, resize_image, resize_mask, to_tensor
 
 
+DECODE_CACHE_BYTES = 256 * 1024 * 1024  # decoded images kept for a second pass (about 1000 at 256 px)
+
+
+class DecodeCache:
+    """Decoded, resized items of the images that a later pass will read again, within a memory budget.
+
+    ``hamacho train`` scores the labelled test images twice: to calibrate the threshold, then to test.
+    Decoding a 900x900 PNG costs about as much as resnet18's forward pass on it, so the calibration pass
+    keeps what it decoded (about 260 KB per image at 256 px) and the test pass takes it back: on MVTec
+    bottle this takes 83 PNG decodes (about 1.4 s) off the test pass. Items are handed over once and
+    then dropped; images beyond the budget are simply decoded again.
+
+    Args:
+        keep: Image files the later pass will read.
+        budget_bytes: Most bytes of decoded items held.
+    """
+
+    def __init__(self, keep: set[Path], budget_bytes: int = DECODE_CACHE_BYTES) -> None:
+        self.keep = keep
+        self.budget_bytes = budget_bytes
+        self._items: dict[Path, dict[str, Any]] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def offer(self, path: Path, item: dict[str, Any]) -> None:
+        """Keep an item for later if its image is wanted again and the budget allows."""
+        if path not in self.keep:
+            return
+        size = sum(v.numel() * v.element_size() for v in item.values() if isinstance(v, torch.Tensor))
+        with self._lock:
+            if path not in self._items and self._bytes + size <= self.budget_bytes:
+                self._items[path] = {k: v for k, v in item.items() if k != "index"}
+                self._bytes += size
+
+    def take(self, path: Path) -> dict[str, Any] | None:
+        """The kept item of an image (removed from the cache), or None."""
+        with self._lock:
+            item = self._items.pop(path, None)
+            if item is not None:
+                self._bytes -= sum(v.numel() * v.element_size() for v in item.values() if isinstance(v, torch.Tensor))
+            return item
+
+
 class AnomalyDataset(Dataset):
     """Images resized to a square and normalised, with masks and labels.
 
     Each item is a dict with ``image`` (3, S, S) uint8, ``mask`` (S, S) uint8, ``has_mask`` bool,
     ``label`` int (-1 unknown), ``index`` int, ``valid`` bool (False when the image could not be read)
     and ``error`` str (why the image or its mask could not be used; empty when all is well).
+
+    Args:
+        samples: Images to read.
+        image_size: Side of the square they are resized to.
+        cache: Shared :class:`DecodeCache`: items are taken from it when there, and offered to it.
     """
 
-    def __init__(self, samples: Sequence[Sample], image_size: int) -> None:
+    def __init__(self, samples: Sequence[Sample], image_size: int, cache: DecodeCache | None = None) -> None:
         self.samples = list(samples)
         self.image_size = image_size
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -53,6 +103,17 @@ class AnomalyDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
+        if self.cache is not None:
+            cached = self.cache.take(sample.path)
+            if cached is not None:
+                return {**cached, "index": index}
+        item = self._read(index, sample)
+        if self.cache is not None:
+            self.cache.offer(sample.path, item)
+        return item
+
+    def _read(self, index: int, sample: Sample) -> dict[str, Any]:
+        """Decode, convert and resize one image and its mask."""
         size = self.image_size
         item: dict[str, Any] = {
             "index": index,
