@@ -8,12 +8,16 @@ so only the rows with smaller bounds (about ten per query on bottle) get exact d
 nearest of them wins. Results are therefore the same as brute force's (same neighbour, distance
 computed as ``|q - m|``), whatever the data; only the speed depends on how tight the bounds are.
 
-Measured on MVTec bottle (wide_resnet50_2, random init, 10 % coreset: 21401 x 1536 bank, 16 test
-images = 16384 queries): with the top 32 components (the default) a query has 12 rows within its bound
-on average and the search took 1.23 s, against 1.37 s with 64 components and 1.8 s with 128 (the bound
-product grows with the components faster than the exact distances shrink) and 9.4 s by brute force, with identical
-neighbours (brute force in float32 even mis-ranked 18 of 9216 near-ties that this search, and a float64
-reference, get right). On the 1 % bank (2141 rows) it took 0.19 s with 32 components.
+The bound matrix is scanned in blocks of :data:`BOUND_BLOCK` bank rows: one vectorised minimum per
+block (torch's ``amin``), then the first exact distance comes from the best block and only the blocks
+whose minimum beats the limit are looked into. torch's ``argmin``, comparison and ``nonzero`` over the
+full matrix are several times slower per element than ``amin``; on MVTec bottle (wide_resnet50_2,
+random init, 10 % coreset: 21402 x 1536 bank, 16 test images = 16384 queries, 2 CPU cores) the
+blocked scan takes the search from 2.0 s to 0.9 s (bound product 0.27 s, block minima 0.07 s, exact
+distances of the ~11 rows per query within their bound 0.3 s), against 9.4 s by brute force, with
+identical neighbours (brute force in float32 even mis-ranked 18 of 9216 near-ties that this search,
+and a float64 reference, get right). 32 components (the default) beat 64 and 128: the bound product
+grows with the components faster than the exact distances shrink.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from torch import nn
 from hamacho.models.knn import MAX_ELEMENTS, nearest_neighbors, pair_distances
 
 CANDIDATES = 8  # a bank this small is searched by brute force
-SEARCH_BLOCK = 1 << 22  # bound-matrix elements per chunk (16 MiB: stays in cache for the top-k pass)
+SEARCH_BLOCK = 1 << 20  # bound-matrix elements per chunk (4 MiB: stays in cache between the passes)
+BOUND_BLOCK = 64  # bank rows per block minimum
 
 
 class MemoryBankIndex(nn.Module):
@@ -44,6 +49,8 @@ class MemoryBankIndex(nn.Module):
         self.register_buffer("projected", torch.empty(0, 0))
         self.register_buffer("_bank_sq", torch.empty(0), persistent=False)
         self.register_buffer("_projected_sq", torch.empty(0), persistent=False)
+        self.register_buffer("_scan", torch.empty(0, 0), persistent=False)
+        self.register_buffer("_scan_sq", torch.empty(0), persistent=False)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
         """Size the buffers from the file before loading them (sizes are only known after fitting)."""
@@ -57,6 +64,8 @@ class MemoryBankIndex(nn.Module):
     def _derived_reset(self) -> None:
         self._bank_sq = torch.empty(0, device=self.bank.device)
         self._projected_sq = torch.empty(0, device=self.bank.device)
+        self._scan = torch.empty(0, 0, device=self.bank.device)
+        self._scan_sq = torch.empty(0, device=self.bank.device)
 
     def __len__(self) -> int:
         return self.bank.shape[0]
@@ -88,21 +97,48 @@ class MemoryBankIndex(nn.Module):
             self._projected_sq = (self.projected * self.projected).sum(dim=1) if self.projected.numel() else self._bank_sq
         return self._bank_sq, self._projected_sq
 
-    def _search_within_bounds(
-        self, queries: torch.Tensor, bounds: torch.Tensor, limit: torch.Tensor, best: torch.Tensor, index: torch.Tensor
-    ) -> None:
-        """Exact distances to every row whose bound is below the query's limit; nearer rows win (in place).
+    def _scan_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected bank transposed (r, M') and its squared norms (M',), padded to whole blocks.
 
-        The bound matrix is scanned once, without copying it.
+        Padding rows have an infinite squared norm, so their bounds are infinite and never chosen.
         """
-        rows, cols = (bounds < limit.unsqueeze(1)).nonzero(as_tuple=True)
-        if rows.numel() == 0:
-            return
-        distances = pair_distances(queries, rows, self.bank, cols)
-        row_best = best.clone().scatter_reduce_(0, rows, distances, reduce="amin")
-        winners = (distances == row_best[rows]) & (distances < best[rows])
-        index[rows[winners]] = cols[winners]
-        best.copy_(row_best)
+        if self._scan_sq.numel() == 0:
+            _, projected_sq = self._squares()
+            padded = -(-len(self) // BOUND_BLOCK) * BOUND_BLOCK
+            scan = torch.zeros(self.projected.shape[1], padded, device=self.bank.device)
+            scan[:, : len(self)] = self.projected.T
+            scan_sq = torch.full((padded,), float("inf"), device=self.bank.device)
+            scan_sq[: len(self)] = projected_sq
+            self._scan, self._scan_sq = scan, scan_sq
+        return self._scan, self._scan_sq
+
+    def _search_chunk(self, chunk: torch.Tensor, slack_base: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact nearest bank row of every query in ``chunk`` by the blocked bound scan."""
+        scan, scan_sq = self._scan_rows()
+        reduced = (chunk - self.mean) @ self.components.T  # (n, r)
+        reduced_sq = (reduced * reduced).sum(dim=1)
+        # bounds minus |reduced|^2, which is constant per query: added to the limit instead.
+        bounds = torch.addmm(scan_sq.unsqueeze(0), reduced, scan, alpha=-2.0)
+        blocks = bounds.view(chunk.shape[0], -1, BOUND_BLOCK)
+        block_min = blocks.amin(dim=2)
+        queries = torch.arange(chunk.shape[0], device=chunk.device)
+        first = block_min.argmin(dim=1)
+        index = first * BOUND_BLOCK + blocks[queries, first].argmin(dim=1)
+        best = pair_distances(chunk, queries, self.bank, index)
+        # Only rows whose bound is below the first exact distance (plus a rounding allowance, relative
+        # 1e-4, far above the bound's own rounding) can be nearer; they all get exact distances.
+        limit = best * best + 1e-4 * (reduced_sq + slack_base) - reduced_sq
+        rows, hit_blocks = (block_min < limit.unsqueeze(1)).nonzero(as_tuple=True)
+        inside = blocks[rows, hit_blocks] < limit[rows].unsqueeze(1)  # (hits, BOUND_BLOCK)
+        hit, offset = inside.nonzero(as_tuple=True)
+        rows, cols = rows[hit], hit_blocks[hit] * BOUND_BLOCK + offset
+        if rows.numel():
+            distances = pair_distances(chunk, rows, self.bank, cols)
+            row_best = best.clone().scatter_reduce_(0, rows, distances, reduce="amin")
+            winners = (distances == row_best[rows]) & (distances < best[rows])
+            index[rows[winners]] = cols[winners]
+            best = row_best
+        return best, index
 
     def search(self, queries: torch.Tensor, max_elements: int = MAX_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact nearest bank row of every query: ``(distances (Q,), indices (Q,))``."""
@@ -111,21 +147,10 @@ class MemoryBankIndex(nn.Module):
             distances, indices = nearest_neighbors(queries, self.bank, 1, bank_sq, max_elements)
             return distances.squeeze(1), indices.squeeze(1)
         rows = max(1, min(max_elements, SEARCH_BLOCK) // len(self))
-        out_d, out_i = [], []
         slack_base = float(projected_sq.max())
+        out_d, out_i = [], []
         for start in range(0, queries.shape[0], rows):
-            chunk = queries[start : start + rows]
-            reduced = (chunk - self.mean) @ self.components.T  # (rows, r)
-            reduced_sq = (reduced * reduced).sum(dim=1)
-            bounds = torch.addmm(projected_sq.unsqueeze(0), reduced, self.projected.T, alpha=-2.0)
-            bounds += reduced_sq.unsqueeze(1)
-            # The row with the smallest bound gives a first exact distance; only rows whose bound is
-            # below it (plus a rounding allowance, relative 1e-4, far above the bound's own rounding)
-            # can be nearer, and they all get exact distances.
-            index = bounds.argmin(dim=1)
-            best = pair_distances(chunk, torch.arange(chunk.shape[0], device=chunk.device), self.bank, index)
-            limit = best * best + 1e-4 * (reduced_sq + slack_base)
-            self._search_within_bounds(chunk, bounds, limit, best, index)
+            best, index = self._search_chunk(queries[start : start + rows], slack_base)
             out_d.append(best)
             out_i.append(index)
         return torch.cat(out_d), torch.cat(out_i)
