@@ -204,3 +204,29 @@ def test_test_pass_reuses_the_images_decoded_for_calibration(tmp_path, monkeypat
     again = list(module.val_dataloader()) + list(module.test_dataloader())
     assert len(reads) == 2 * len(splits.test)
     assert all(torch.equal(x["image"], y["image"]) for x, y in zip(again[len(calibration):], test, strict=True))
+
+
+def test_batch_decoding_threads_run_no_torch_resize(tmp_path, monkeypatch):
+    """Torch work on the decoding threads would give them OpenMP teams and slow every later torch call."""
+    import threading
+
+    import torch
+
+    import hamacho.data.dataset as dataset_module
+
+    root = make_dataset(tmp_path / "d", n_train=6, n_good=0, n_defect=0, size=80)
+    samples = discover_dataset(root).train
+    threads: list[str] = []
+    real_resize = dataset_module.resize_image
+    monkeypatch.setattr(
+        dataset_module, "resize_image", lambda image, size: threads.append(threading.current_thread().name) or real_resize(image, size)
+    )
+    dataset = AnomalyDataset(samples, 64)
+    batch = dataset.__getitems__(list(range(len(samples))))
+    assert threads == [threading.current_thread().name] * len(samples)
+    assert [item["index"] for item in batch] == list(range(len(samples)))
+    for item, sample in zip(batch, samples, strict=True):
+        assert "pixels" not in item and item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.uint8
+        assert torch.equal(item["image"], dataset[item["index"]]["image"])
+        expected = real_resize(read_image(sample.path), 64)
+        assert np.array_equal(item["image"].permute(1, 2, 0).numpy(), expected)
