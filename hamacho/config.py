@@ -208,7 +208,7 @@ def _layers(v: Any) -> str | None:
 def _image_size(v: Any) -> str | None:
     problem = _int(lo=32)(v)
     if problem is None and v % 32:
-        return f"must be a positive multiple of 32 (the backbone's stride), got {v}"
+        return "must be a positive multiple of 32 (the backbone's stride)"
     return problem
 
 

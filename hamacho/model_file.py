@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -99,7 +100,7 @@ def read_payload(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelFileError(f"{path} is not a Hamacho model file, or it is damaged ({_reason(exc)})") from exc
+        raise ModelFileError(f"{path} is not a Hamacho model file, or it is damaged ({_load_failure(path, exc)})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{path} is not a Hamacho model file (a torch file of another kind)")
     version = payload.get("format_version")
@@ -137,6 +138,15 @@ def load_model_file(path: str | Path) -> LoadedModel:
         raise ModelFileError(f"{path} does not fit its own configuration ({_reason(exc)})") from exc
     module.eval()
     return LoadedModel(module=module, metadata=metadata, path=path)
+
+
+def _load_failure(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load`` refused a file, in the user's terms (torch's own text suggests unsafe loading)."""
+    if not zipfile.is_zipfile(path):
+        return "not a torch archive"
+    if str(exc).startswith("Weights only load failed"):
+        return "it holds Python objects other than tensors and plain data, which are never unpickled"
+    return _reason(exc)
 
 
 def _reason(exc: BaseException) -> str:

@@ -167,7 +167,7 @@ def _inference_cases(tmp: Path, root: Path, model: Path) -> list:
         (["--model-path", empty, "--image-path", image], ["model path is a folder without model.pt"]),
         (["--model-path", foreign, "--image-path", image], ["is not a Hamacho model file"]),
         (["--model-path", tampered, "--image-path", image], ["tampered.pt"]),
-        (["--model-path", text, "--image-path", image], ["is not a Hamacho model file, or it is damaged"]),
+        (["--model-path", text, "--image-path", image], ["is not a Hamacho model file, or it is damaged (not a torch archive)"]),
         (["--model-path", model, "--image-path", tmp / "nothing"], ["image path not found"]),
         (["--model-path", model, "--image-path", text], ["not an image file"]),
         (["--model-path", model, "--image-path", empty], ["no images found under"]),
