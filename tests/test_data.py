@@ -230,3 +230,22 @@ def test_batch_decoding_threads_run_no_torch_resize(tmp_path, monkeypatch):
         assert torch.equal(item["image"], dataset[item["index"]]["image"])
         expected = real_resize(read_image(sample.path), 64)
         assert np.array_equal(item["image"].permute(1, 2, 0).numpy(), expected)
+
+
+def test_unreadable_test_images_are_not_decoded_twice(tmp_path, monkeypatch):
+    import hamacho.data.dataset as dataset_module
+    from hamacho.data.datamodule import AnomalyDataModule
+
+    root = make_dataset(tmp_path / "d", n_train=4, n_good=3, n_defect=3)
+    splits = make_splits(discover_dataset(root), 0.1, seed=0)
+    broken = splits.test[0].path
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)  # a PNG signature, then nothing decodable
+    reads: list[Path] = []
+    real_read = dataset_module.read_image
+    monkeypatch.setattr(dataset_module, "read_image", lambda path: reads.append(path) or real_read(path))
+    module = AnomalyDataModule(splits, 64, batch_size=4)
+    calibration, test = list(module.val_dataloader()), list(module.test_dataloader())
+    assert reads.count(broken) == 1
+    for passed in (calibration, test):
+        valid = [v for batch in passed for v in batch["valid"].tolist()]
+        assert valid.count(False) == 1
