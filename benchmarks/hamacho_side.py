@@ -57,19 +57,19 @@ def run_hamacho(spec: dict[str, Any]) -> dict[str, Any]:
     Returns:
         Metrics, timings, peak RSS and what the peer needs to match (PaDiM channel indices).
     """
-    from hamacho.config import build_config
+    from hamacho.config import build_config, settings_to_dict
     from hamacho.resources import peak_rss_mb
     from hamacho.train import run_training
 
     startup_rss = peak_rss_mb()  # after imports: what the process costs before any work
     config = build_config(spec["model"], options=hamacho_options(spec))
     start = time.perf_counter()
-    result = run_training(config, progress=False, log=lambda line: print(line, file=sys.stderr))
+    result = run_training(config, log=lambda line: print(line, file=sys.stderr))
     total = time.perf_counter() - start
     peak, hwm = peak_rss_mb(), vm_hwm_mb()
     from hamacho.model_file import load_model_file
 
-    model = load_model_file(result.model_path).module.model
+    model = load_model_file(result.model_path).model
     indices = getattr(model, "feature_indices", None)
     bank = getattr(model, "memory_bank", None)
     out = {
@@ -77,7 +77,7 @@ def run_hamacho(spec: dict[str, Any]) -> dict[str, Any]:
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                      "python": sys.version.split()[0]},
         "spec": spec,
-        "config": _plain(config),
+        "config": settings_to_dict(config),
         "metrics": result.metrics,
         "calibration": result.calibration,
         "timings": {**result.timings, "peak_rss_mb": peak, "startup_rss_mb": startup_rss, "vm_hwm_mb": hwm,
@@ -105,12 +105,6 @@ def vm_hwm_mb() -> float | None:
     except OSError:
         pass
     return None
-
-
-def _plain(config: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
 
 
 def load_weights(backbone: str, weights: str, seed: int) -> torch.nn.Module:

@@ -1,27 +1,56 @@
 """The `hamacho` command: thin click commands over :mod:`hamacho.train` and :mod:`hamacho.inference`.
 
 Every error a user can cause ends as one ``Error: ...`` line and a non-zero exit code; ``--debug`` (or
-``HAMACHO_DEBUG=1``) shows the traceback instead.
+``HAMACHO_DEBUG=1``) shows the traceback instead. Ctrl-C stops a run at its next step with one line and
+exit code 130 (SIGTERM: 143).
+
+Nothing heavy is imported at module level: ``hamacho --help``, ``--version`` and usage errors never load
+torch, torchvision or Lightning (model names come from the registry's packaged YAML files).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from typing import Any
 
 import click
 
 from hamacho import __version__
-from hamacho.config import BACKBONES, MODEL_NAMES, build_config
+from hamacho.errors import HamachoError, Interrupted, first_line
+from hamacho.models.registry import model_names
+from hamacho.settings import BACKBONES
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 _ON_LINUX = sys.platform.startswith("linux")
+
+
+class ModelChoice(click.Choice):
+    """``--model``: the registry's model names, looked up when the option is used (not at import)."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(model_names())
+
+    @choices.setter
+    def choices(self, value: Any) -> None:  # click's __init__ assigns it; the registry is the source
+        pass
 
 
 def _echo_err(message: str) -> None:
     click.echo(message, err=True)
+
+
+def _control(quiet: bool, stop_note: str) -> Any:
+    from hamacho.progress import RunControl
+
+    return RunControl(bars=not quiet, stop_note=stop_note)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,7 +64,7 @@ def cli(debug: bool) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
-@click.option("--model", "model_name", type=click.Choice(MODEL_NAMES), default=None,
+@click.option("--model", "model_name", type=ModelChoice(), default=None,
               help="Model to train (default: model.name of --config, else padim).")
 @click.option("--dataset-root", help="Category folder in MVTec AD layout (train/good, test/<type>, ground_truth/).")
 @click.option("--config", "config_file", help="YAML file with settings to change (see configs/).")
@@ -58,7 +87,9 @@ def train(model_name, dataset_root, config_file, image_size, backbone, backbone_
 
     Any configuration key can be set after the options as key=value, e.g. dataset.batch_size=8.
     """
-    from hamacho.train import run_training
+    from hamacho.config import build_config
+    from hamacho.progress import stop_on_signals
+    from hamacho.train import STOP_NOTE, run_training
 
     options = {
         "dataset.root": dataset_root,
@@ -71,11 +102,13 @@ def train(model_name, dataset_root, config_file, image_size, backbone, backbone_
         "project.result_path": result_path,
         "report.enabled": False if no_report else None,
     }
-    config = build_config(model_name, config_file, options, overrides)
-    result = run_training(config, progress=not quiet, log=_echo_err)
+    settings = build_config(model_name, config_file, options, overrides)
+    control = _control(quiet, STOP_NOTE)
+    with stop_on_signals(control):
+        result = run_training(settings, control, log=_echo_err)
     t = result.timings
     click.echo(
-        f"\nTrained {config.model.name} ({config.model.backbone}) on {result.summary['category']}: "
+        f"\nTrained {settings.model.name} ({settings.model.backbone}) on {result.summary['category']}: "
         f"fit {t['fit_seconds']:.1f} s, calibration {t['calibration_seconds']:.1f} s, "
         f"test {t['test_seconds']:.1f} s ({t['test_images_per_second']:.1f} images/s), "
         f"peak memory {t['peak_rss_mb']:.0f} MiB"
@@ -109,17 +142,20 @@ def inference(model_path, image_path, save_path, image_threshold, pixel_threshol
     and then metrics are printed too. Unreadable images are listed in results.csv; the command fails
     only when no image could be processed.
     """
-    from hamacho.inference import run_inference
+    from hamacho.inference import STOP_NOTE, run_inference
+    from hamacho.progress import stop_on_signals
 
     vis = {"report_images": not no_images}
     vis.update({k: True for k, on in (("save_heatmap", save_heatmap), ("save_segmentation", save_segmentation),
                                        ("only_wrong", only_wrong)) if on})
-    result = run_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
-                           visualization=vis, progress=not quiet, log=_echo_err, report=not no_report)
+    control = _control(quiet, STOP_NOTE)
+    with stop_on_signals(control):
+        result = run_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
+                               visualization=vis, control=control, log=_echo_err, report=not no_report)
     _echo_outcome(result)
 
 
-def _echo_outcome(result, results_note: str = "") -> None:  # noqa: ANN001 - TrainResult or InferenceResult
+def _echo_outcome(result: Any, results_note: str = "") -> None:
     """Metrics table (when there are labels), decision counts, and where the files are."""
     from hamacho.report.results import decision_summary, format_metrics_table
 
@@ -134,9 +170,6 @@ def _echo_outcome(result, results_note: str = "") -> None:  # noqa: ANN001 - Tra
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and turn every error into one line and an exit code."""
-    from hamacho.engine import Interrupted
-    from hamacho.errors import HamachoError
-
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("HAMACHO_DEBUG", "") not in ("", "0")
     try:
@@ -153,10 +186,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         _echo_err(f"Error: {exc.format_message()}")
         sys.exit(exc.exit_code)
-    except (Interrupted, KeyboardInterrupt) as exc:
+    except Interrupted as exc:
         if debug:
             raise
-        _echo_err(f"Interrupted: {exc}" if isinstance(exc, Interrupted) else "Interrupted.")
+        _echo_err(str(exc))
+        sys.exit(128 + (exc.signum or signal.SIGINT))
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        _echo_err("Interrupted.")
         sys.exit(EXIT_INTERRUPTED)
     except HamachoError as exc:
         if debug:
@@ -166,8 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # anything unforeseen still ends as one line
         if debug:
             raise
-        text = str(exc).strip().splitlines()
-        _echo_err(f"Error: unexpected {type(exc).__name__}: {text[0] if text else ''} "
+        _echo_err(f"Error: unexpected {type(exc).__name__}: {first_line(exc)} "
                   "(run with --debug for the traceback, and please report it)")
         sys.exit(EXIT_ERROR)
 

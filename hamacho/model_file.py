@@ -3,6 +3,10 @@
 It is a torch zip holding only tensors, strings and numbers, loaded with ``weights_only=True`` so that
 no pickled code can run. A SHA-256 over the metadata and every tensor detects damaged or edited
 files, and a format version lets a newer file be refused by name instead of misread.
+
+Format 2 holds the plain model's state (calibration included, under ``calibration.``). Format 1, written
+by Hamacho before the Predictor, held the Lightning wrapper's state (``model.`` + ``calibration.``); it
+is read by dropping the ``model.`` prefix.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,20 +23,23 @@ from typing import Any
 import torch
 
 from hamacho import __version__
-from hamacho.errors import HamachoError, ModelFileError
-from hamacho.models.base import AnomalyModule
-from hamacho.report.files import atomic_path
+from hamacho.config import settings_from_dict, settings_to_dict
+from hamacho.errors import HamachoError, ModelFileError, first_line
+from hamacho.files import atomic_path
+from hamacho.models.base import AnomalyModel
+from hamacho.settings import Settings
 
 FORMAT_NAME = "hamacho-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MODEL_FILENAME = "model.pt"
 
 
 @dataclass
 class LoadedModel:
-    """A module restored from a model file, with the file's metadata."""
+    """A model restored from a model file, with its settings and the file's metadata."""
 
-    module: AnomalyModule
+    model: AnomalyModel
+    settings: Settings
     metadata: dict[str, Any]
     path: Path
 
@@ -45,21 +53,30 @@ def _digest(state: dict[str, torch.Tensor], metadata_json: str) -> str:
     return sha.hexdigest()
 
 
-def save_model_file(path: str | Path, module: AnomalyModule, extra: dict[str, Any] | None = None) -> Path:
-    """Write the module's state and metadata atomically (temporary file, fsync, rename).
+def save_model_file(
+    path: str | Path,
+    model: AnomalyModel,
+    settings: Settings,
+    extra: dict[str, Any] | None = None,
+    before_commit: Callable[[], None] | None = None,
+) -> Path:
+    """Write the model's state and metadata atomically (temporary file, fsync, rename).
 
     Args:
         path: Target file.
-        module: A fitted and calibrated module.
+        model: A fitted and calibrated model.
+        settings: The settings it was trained with.
         extra: More metadata (dataset counts, timings...), JSON-serialisable.
+        before_commit: Called just before the rename; if it raises, nothing is written (see
+            :func:`hamacho.files.atomic_path`).
 
     Returns:
         The path written.
     """
-    state = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     metadata = {
-        "config": module.config,
-        "calibration": module.calibration.as_dict(),
+        "config": settings_to_dict(settings),
+        "calibration": model.calibration.as_dict(),
         "hamacho_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
@@ -73,7 +90,7 @@ def save_model_file(path: str | Path, module: AnomalyModule, extra: dict[str, An
         "sha256": _digest(state, metadata_json),
     }
     path = Path(path)
-    with atomic_path(path, durable=True) as tmp:
+    with atomic_path(path, durable=True, before_commit=before_commit) as tmp:
         torch.save(payload, tmp)
     return path
 
@@ -119,25 +136,28 @@ def read_payload(path: str | Path) -> dict[str, Any]:
 
 
 def load_model_file(path: str | Path) -> LoadedModel:
-    """Rebuild the trained module from a model file (no download: the weights are in the file).
+    """Rebuild the trained model from a model file (no download: the weights are in the file).
 
     Raises:
-        ModelFileError: See :func:`read_payload`; also when the weights do not fit the configuration.
+        ModelFileError: See :func:`read_payload`; also when the weights or settings do not fit this version.
     """
-    from hamacho.models.factory import build_module
+    from hamacho.models.factory import build_model
 
     path = resolve_model_path(path)
     payload = read_payload(path)
     metadata = payload["metadata"]
+    state = payload["state_dict"]
+    if payload["format_version"] < 2:
+        state = {key.removeprefix("model."): value for key, value in state.items()}
     try:
-        module = build_module(metadata["config"], backbone_weights="none")
-        module.load_state_dict(payload["state_dict"], strict=True)
-    except HamachoError:
-        raise
+        settings = settings_from_dict(metadata["config"], source=str(path))
+        model = build_model(settings, backbone_weights="none")
+        model.load_state_dict(state, strict=True)
+    except HamachoError as exc:
+        raise ModelFileError(f"{path} cannot be used by this version of Hamacho ({exc})") from exc
     except Exception as exc:
-        raise ModelFileError(f"{path} does not fit its own configuration ({_reason(exc)})") from exc
-    module.eval()
-    return LoadedModel(module=module, metadata=metadata, path=path)
+        raise ModelFileError(f"{path} does not fit its own configuration ({first_line(exc, 200)})") from exc
+    return LoadedModel(model=model.eval(), settings=settings, metadata=metadata, path=path)
 
 
 def _load_failure(path: Path, exc: BaseException) -> str:
@@ -146,9 +166,4 @@ def _load_failure(path: Path, exc: BaseException) -> str:
         return "not a torch archive"
     if str(exc).startswith("Weights only load failed"):
         return "it holds Python objects other than tensors and plain data, which are never unpickled"
-    return _reason(exc)
-
-
-def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
+    return first_line(exc, 200)

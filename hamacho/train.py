@@ -1,31 +1,41 @@
-"""`hamacho train` as a library call: fit, calibrate, save the model file, test and write results."""
+"""`hamacho train` as a library call: fit, calibrate, test, report, then save the model file.
+
+Phases (see :mod:`hamacho.progress`): loading, feature extraction (Lightning drives the pass over the
+training images), fit (the model's statistics), calibration and test (both through the Predictor, the
+path every later score takes), report, saving. The model file is written last, in one rename, so a run
+that fails or is stopped at any moment leaves no model file (and an earlier one in the same folder
+stays as it was).
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from hamacho.callbacks.calibration import CalibrationCallback
-from hamacho.callbacks.normalization import NormalizationCallback
-from hamacho.callbacks.results import ImageResult, ResultsCollector
-from hamacho.callbacks.visualizer import VisualizerCallback
-from hamacho.data.datamodule import AnomalyDataModule, make_splits
+from hamacho.config import settings_to_dict
+from hamacho.data.dataset import DecodeCache, make_loader
 from hamacho.data.discovery import Sample, discover_dataset
 from hamacho.data.images import header_problem
-from hamacho.engine import build_trainer, interruptible
-from hamacho.errors import ConfigError, DatasetError
+from hamacho.data.splits import make_splits, repeated_paths
+from hamacho.errors import ConfigError, DatasetError, summarize
+from hamacho.files import atomic_write_text, check_writable_dir
 from hamacho.model_file import MODEL_FILENAME, save_model_file
-from hamacho.models.factory import build_module
-from hamacho.report.files import atomic_write_text, check_writable_dir
+from hamacho.predictor import Predictor, resolve_device
+from hamacho.progress import RunControl
 from hamacho.report.html import write_report_or_warn
+from hamacho.report.pictures import PictureWriter
 from hamacho.report.results import write_metrics_json, write_results_csv
 from hamacho.resources import peak_rss_mb
+from hamacho.results.calibration import CalibrationCollector
+from hamacho.results.collector import ResultsCollector
+from hamacho.results.types import ImageResult
+from hamacho.settings import Settings
+
+STOP_NOTE = "no model file was written"
 
 
 def refuse_unreadable(samples: list[Sample]) -> None:
@@ -35,8 +45,8 @@ def refuse_unreadable(samples: list[Sample]) -> None:
     """
     problems = [problem for problem in (header_problem(s.path) for s in samples) if problem]
     if problems:
-        listed = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise DatasetError(f"{len(problems)} training image(s) cannot be read, fix or remove them: {listed}")
+        raise DatasetError(f"{len(problems)} training image(s) cannot be read, fix or remove them: "
+                           f"{summarize(problems)}")
 
 
 def problem_notes(rows: list[ImageResult]) -> list[str]:
@@ -68,102 +78,122 @@ class TrainResult:
     report_path: Path | None = None
 
 
-def run_training(config: DictConfig, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
-    """Train, calibrate and test one model on one dataset root.
+def run_training(settings: Settings, control: RunControl | None = None,
+                 log: Callable[[str], None] = print) -> TrainResult:
+    """Train, calibrate and test one model on one dataset root, then write its files.
 
     Args:
-        config: Validated configuration (see :func:`hamacho.config.build_config`).
-        progress: Show progress bars.
+        settings: Validated settings (see :func:`hamacho.config.build_config`).
+        control: Progress bars, observer and stop requests (default: none of them).
         log: Where one-line messages go.
 
     Returns:
         Paths, metrics, thresholds and timings of the run.
+
+    Raises:
+        Interrupted: When a stop was requested (nothing of the model is written).
     """
-    cfg: dict[str, Any] = OmegaConf.to_container(config, resolve=True)  # type: ignore[assignment]
-    data_cfg, vis_cfg = cfg["dataset"], cfg["visualization"]
-    if not data_cfg["root"]:
-        raise ConfigError("no dataset given: pass --dataset-root DIR (or set dataset.root)")
-    layout = discover_dataset(data_cfg["root"])
-    refuse_unreadable(layout.train)
-    seed = int(cfg["project"]["seed"])
-    splits = make_splits(layout, float(data_cfg["calibration_split"]), seed)
-    notes = list(layout.warnings) + list(splits.notes)
-    for note in notes:
-        log(f"note: {note}")
-    output_dir = check_writable_dir(
-        Path(cfg["project"]["result_path"]) / cfg["model"]["name"] / layout.category, "result folder"
-    )
+    import lightning.pytorch as pl
 
-    pl.seed_everything(seed, workers=True, verbose=False)
-    module = build_module(cfg)
-    datamodule = AnomalyDataModule(splits, int(data_cfg["image_size"]), int(data_cfg["batch_size"]),
-                                   int(data_cfg["num_workers"]))
-    calibration = CalibrationCallback(float(cfg["threshold"]["fallback_sigma"]))
-    report_cfg = cfg["report"]
-    collector = ResultsCollector(report=bool(report_cfg["enabled"]), examples=int(report_cfg["examples"]),
-                                 pixel_sample=int(report_cfg["pixel_sample"]), seed=seed)
-    visualizer = VisualizerCallback.from_config(output_dir, vis_cfg)
-    trainer = build_trainer(cfg["trainer"]["accelerator"], [calibration, NormalizationCallback(), visualizer,
-                                                             collector], progress)
-    timings: dict[str, float] = {}
+    from hamacho.models.factory import build_model
+    from hamacho.models.lightning_module import fit_features
 
-    start = time.perf_counter()
-    with interruptible(trainer, "interrupted during fitting; nothing was saved"):
-        trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
-    timings["fit_seconds"] = time.perf_counter() - start
-    timings.update(module.fit_timings)  # feature extraction vs covariance inversion / coreset selection
+    control = control or RunControl(stop_note=STOP_NOTE)
+    data, seed = settings.dataset, settings.project.seed
+    with control.phase("loading", total=1, unit="steps", bar=False) as phase:
+        if not data.root:
+            raise ConfigError("no dataset given: pass --dataset-root DIR (or set dataset.root)")
+        layout = discover_dataset(data.root)
+        refuse_unreadable(layout.train)
+        splits = make_splits(layout, data.calibration_split, seed)
+        notes = list(layout.warnings) + list(splits.notes)
+        for note in notes:
+            log(f"note: {note}")
+        output_dir = check_writable_dir(
+            Path(settings.project.result_path) / settings.model.name / layout.category, "result folder")
+        pl.seed_everything(seed, workers=True, verbose=False)
+        model = build_model(settings)
+        phase.advance()
 
-    start = time.perf_counter()
-    with interruptible(trainer, "interrupted during calibration; nothing was saved"):
-        trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)
-    timings["calibration_seconds"] = time.perf_counter() - start
-    notes += calibration.notes
+    with control.phase("feature extraction", total=len(splits.train)) as phase:
+        loader = make_loader(splits.train, data.image_size, data.batch_size, data.num_workers)
+        fit_features(model, loader, settings.trainer.accelerator, phase)
+    with control.phase("fit", unit="steps") as phase:
+        model.to(resolve_device(settings.trainer.accelerator)).fit(phase)
 
-    counts = layout.counts()
-    summary: dict[str, Any] = {
-        "model": cfg["model"]["name"],
-        "backbone": cfg["model"]["backbone"],
-        "backbone_weights": cfg["model"]["backbone_weights"],
-        "image_size": int(data_cfg["image_size"]),
-        "seed": seed,
-        "dataset": str(layout.root),
-        "category": layout.category,
-        "counts": counts,
-        "images_fitted": len(splits.train),
-        "images_calibrated": len(splits.calibration),
-        "calibration": module.calibration.as_dict(),
-        "notes": notes,
-    }
-    model_path = save_model_file(output_dir / MODEL_FILENAME, module, extra={"dataset": summary})
-    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(config))
+    predictor = Predictor(model, settings, settings.trainer.accelerator)
+    again = repeated_paths(splits) if data.num_workers == 0 else set()
+    cache = DecodeCache(again) if again else None  # test images also used for calibration: decoded once
+    with control.phase("calibration", total=len(splits.calibration)) as phase:
+        calibration = CalibrationCollector(settings.threshold.fallback_sigma)
+        for scored in predictor.score_samples(splits.calibration, cache=cache, num_workers=data.num_workers):
+            calibration.add(scored)
+            phase.advance(len(scored))
+        model.calibration.set(**calibration.finish())
+        notes += calibration.notes
 
-    start = time.perf_counter()
-    if splits.test:
-        with interruptible(trainer, f"interrupted during testing; the model file {model_path} is complete, "
-                                    "test results were not written"):
-            trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
-    timings["test_seconds"] = time.perf_counter() - start
-    timings["test_images_per_second"] = len(splits.test) / timings["test_seconds"] if splits.test else 0.0
-    timings["peak_rss_mb"] = peak_rss_mb()
+    collector = ResultsCollector(splits.test, model.calibration.as_dict(), report=settings.report.enabled,
+                                 examples=settings.report.examples, pixel_sample=settings.report.pixel_sample,
+                                 seed=seed)
+    with control.phase("test", total=len(splits.test)) as phase, \
+            PictureWriter(output_dir, splits.test, settings.visualization) as pictures:
+        for scored in predictor.score_samples(splits.test, cache=cache, num_workers=data.num_workers):
+            collector.add(scored)
+            pictures.add(scored)
+            phase.advance(len(scored))
+        pictures.finish()
+        collector.finish()
 
+    timings = _timings(control.seconds, len(splits.test))
     for problem in problem_notes(collector.rows):
         log(f"warning: {problem}")
         notes.append(problem)
-    summary.update(metrics=collector.metrics, timings=timings, model_file=str(model_path))
-    write_results_csv(output_dir / "results.csv", collector.rows)
-    write_metrics_json(output_dir / "metrics.json", summary)
+    model_path = output_dir / MODEL_FILENAME
+    summary: dict[str, Any] = {
+        "model": settings.model.name,
+        "backbone": settings.model.backbone,
+        "backbone_weights": settings.model.backbone_weights,
+        "image_size": data.image_size,
+        "seed": seed,
+        "dataset": str(layout.root),
+        "category": layout.category,
+        "counts": layout.counts(),
+        "images_fitted": len(splits.train),
+        "images_calibrated": len(splits.calibration),
+        "calibration": model.calibration.as_dict(),
+        "notes": notes,
+        "metrics": collector.metrics,
+        "timings": timings,
+        "model_file": str(model_path),
+    }
+    config = settings_to_dict(settings)
     report_path = None
-    if report_cfg["enabled"] and collector.rows:
-        report_path = write_report_or_warn(log, output_dir=output_dir, summary=summary, rows=collector.rows,
-                                           config=cfg, data=collector.report_data)
-    return TrainResult(
-        output_dir=output_dir,
-        model_path=model_path,
-        metrics=collector.metrics,
-        calibration=module.calibration.as_dict(),
-        timings=timings,
-        rows=collector.rows,
-        summary=summary,
-        notes=notes,
-        report_path=report_path,
-    )
+    if settings.report.enabled and collector.rows:
+        with control.phase("report", unit="sections") as phase:
+            report_path = write_report_or_warn(log, output_dir=output_dir, summary=summary, rows=collector.rows,
+                                               config=config, data=collector.report_data, step=phase.advance)
+
+    with control.phase("saving", total=1, unit="files", bar=False) as phase:
+        write_results_csv(output_dir / "results.csv", collector.rows)
+        write_metrics_json(output_dir / "metrics.json", summary)
+        atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
+        dataset_facts = {key: summary[key] for key in ("dataset", "category", "counts", "images_fitted",
+                                                       "images_calibrated", "notes")}
+        save_model_file(model_path, model, settings, extra={"dataset": dataset_facts}, before_commit=phase.advance)
+    return TrainResult(output_dir=output_dir, model_path=model_path, metrics=collector.metrics,
+                       calibration=model.calibration.as_dict(), timings=timings, rows=collector.rows,
+                       summary=summary, notes=notes, report_path=report_path)
+
+
+def _timings(seconds: dict[str, float], tested: int) -> dict[str, float]:
+    """Wall times of the phases, as metrics.json and the report show them."""
+    test = seconds.get("test", 0.0)
+    return {
+        "fit_seconds": seconds.get("feature extraction", 0.0) + seconds.get("fit", 0.0),
+        "feature_extraction_seconds": seconds.get("feature extraction", 0.0),
+        "model_fit_seconds": seconds.get("fit", 0.0),
+        "calibration_seconds": seconds.get("calibration", 0.0),
+        "test_seconds": test,
+        "test_images_per_second": tested / test if tested and test > 0 else 0.0,
+        "peak_rss_mb": peak_rss_mb(),
+    }

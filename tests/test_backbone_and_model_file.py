@@ -11,7 +11,8 @@ import torchvision
 from hamacho.errors import BackboneError, ModelFileError
 from hamacho.model_file import FORMAT_VERSION, load_model_file, read_payload, save_model_file
 from hamacho.models.backbone import build_feature_extractor
-from hamacho.models.factory import build_module
+from hamacho.config import build_config
+from hamacho.models.factory import build_model
 
 
 def test_local_weights_file_gives_torchvision_features(tmp_path):
@@ -68,32 +69,30 @@ def test_offline_imagenet_download_fails_in_one_clear_line(monkeypatch):
     assert "--backbone-weights PATH" in message and "\n" not in message
 
 
-def _tiny_module():
-    config = {
-        "model": {"name": "padim", "backbone": "resnet18", "backbone_weights": "none",
-                  "layers": ["layer1", "layer2"], "num_features": 10, "covariance_epsilon": 0.01, "blur_sigma": 4.0},
-        "dataset": {"image_size": 32, "batch_size": 2, "num_workers": 0},
-        "project": {"seed": 3},
-    }
-    module = build_module(config)
+def _tiny_model():
+    settings = build_config("padim", options={"model.backbone_weights": "none",
+                                              "dataset.image_size": 32, "project.seed": 3},
+                            overrides=["model.layers=[layer1,layer2]", "model.num_features=10"])
+    model = build_model(settings)
     with torch.no_grad():
-        module.model.update(torch.randn(4, 3, 32, 32))
-    module.model.fit(progress=False)
-    module.calibration.set(image_threshold=1.0, pixel_threshold=2.0, image_min=0.0, image_max=3.0,
-                           pixel_min=0.5, pixel_max=4.0)
-    return module
+        model.update(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))
+    model.fit()
+    model.calibration.set(image_threshold=1.0, pixel_threshold=2.0, image_min=0.0, image_max=3.0,
+                          pixel_min=0.5, pixel_max=4.0)
+    return model, settings
 
 
 def test_model_file_round_trip(tmp_path):
-    module = _tiny_module()
-    path = save_model_file(tmp_path / "model.pt", module, extra={"note": "x"})
+    model, settings = _tiny_model()
+    path = save_model_file(tmp_path / "model.pt", model, settings, extra={"note": "x"})
     loaded = load_model_file(path)
-    assert loaded.metadata["note"] == "x"
-    assert loaded.module.calibration.as_dict() == module.calibration.as_dict()
-    assert torch.equal(loaded.module.model.feature_indices, module.model.feature_indices)
-    x = torch.randn(2, 3, 32, 32)
+    assert loaded.metadata["note"] == "x" and loaded.settings == settings
+    assert loaded.model.calibration.as_dict() == model.calibration.as_dict()
+    assert torch.equal(loaded.model.feature_indices, model.feature_indices)
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
-        assert torch.allclose(loaded.module.model(x)[1], module.eval().model(x)[1])
+        for ours, theirs in zip(loaded.model(x), model.eval()(x), strict=True):
+            assert torch.equal(ours, theirs)
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left behind
 
 
@@ -104,7 +103,7 @@ def _rewrite(path, change):
 
 
 def test_tampered_foreign_and_newer_files_are_refused(tmp_path):
-    path = save_model_file(tmp_path / "model.pt", _tiny_module())
+    path = save_model_file(tmp_path / "model.pt", *_tiny_model())
     edited = tmp_path / "edited.pt"
     edited.write_bytes(path.read_bytes())
     _rewrite(edited, lambda p: p["state_dict"]["calibration.image_threshold"].fill_(-5.0))

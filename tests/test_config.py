@@ -3,17 +3,31 @@
 import pytest
 from omegaconf import OmegaConf
 
-from hamacho.config import build_config, default_config, max_num_workers
+from hamacho.config import build_config, max_num_workers, settings_from_dict, settings_to_dict
 from hamacho.errors import ConfigError
+from hamacho.models.registry import builtin_model_names, get_spec
 
 
-def test_every_default_is_valid_and_documented():
-    for name in ("padim", "patchcore"):
-        cfg = build_config(name)
-        assert cfg.model.name == name
-        assert cfg.dataset.image_size == 256 and cfg.dataset.num_workers == 0
-    text = (default_config("padim"))
-    assert OmegaConf.select(text, "model.num_features") is None
+def test_every_default_is_valid_and_documented_in_its_yaml():
+    assert builtin_model_names() == ["padim", "patchcore"]
+    for name in builtin_model_names():
+        settings = build_config(name)
+        assert settings.model.name == name
+        assert settings.dataset.image_size == 256 and settings.dataset.num_workers == 0
+        # configs/<name>.yaml documents exactly the defaults of the typed settings: same keys, same values.
+        documented = OmegaConf.to_container(OmegaConf.create(get_spec(name).config_text()))
+        assert documented == settings_to_dict(settings)
+    assert build_config("padim").model.num_features is None
+
+
+def test_settings_round_trip_through_a_plain_dict():
+    settings = build_config("patchcore", overrides=["model.coreset_ratio=0.02", "dataset.root=/data/x"])
+    assert settings_from_dict(settings_to_dict(settings), "test") == settings
+    older = settings_to_dict(settings)
+    del older["report"]  # a file from a version without this section: today's defaults fill in
+    assert settings_from_dict(older, "test").report == build_config("patchcore").report
+    with pytest.raises(ConfigError, match="unknown config key 'model.colour'"):
+        settings_from_dict({**older, "model": {**older["model"], "colour": "red"}}, "test")
 
 
 def test_precedence_file_then_options_then_overrides(tmp_path):
@@ -48,6 +62,10 @@ def test_model_comes_from_the_config_file(tmp_path):
         (["model.backbone=vgg"], "must be one of: resnet18, wide_resnet50_2"),
         (["model.layers=[layer3,layer1]"], "shallow to deep"),
         (["visualization.only_wrong=maybe"], "true or false"),
+        (["dataset.batch_size=many"], "dataset.batch_size' must be an integer .got 'many'"),
+        (["model.blur_sigma=[1,2]"], "model.blur_sigma' must be a number"),
+        (["model.num_features=1.5"], "must be an integer or null"),
+        (["model.layers=layer1"], "model.layers' must be a list"),
         (["model.coreset_ratio=0"], "greater than 0"),
         (["dataset"], "look like key=value"),
         (["model.name=patchcore"], "cannot be changed"),

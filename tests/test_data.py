@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from hamacho.data.datamodule import make_splits
-from hamacho.data.dataset import AnomalyDataset
+from hamacho.data.dataset import AnomalyDataset, DecodeCache, make_loader
+from hamacho.data.splits import make_splits, repeated_paths
 from hamacho.data.discovery import discover_dataset, discover_inference_inputs
 from hamacho.data.images import ImageReadError, read_image, read_mask, resize_mask
 from hamacho.errors import DatasetError
@@ -139,10 +139,11 @@ def test_dataset_flags_bad_image_and_mismatched_mask(tmp_path):
     layout = discover_dataset(root)
     ds = AnomalyDataset(layout.test, 64)
     items = {layout.test[i].name: ds[i] for i in range(len(ds))}
-    assert not items["scratch/000"]["valid"] and "empty file" in items["scratch/000"]["error"]
-    assert items["scratch/001"]["valid"] and not items["scratch/001"]["has_mask"]
-    assert "mask ignored" in items["scratch/001"]["error"] and "10x10" in items["scratch/001"]["error"]
-    assert items["good/000"]["has_mask"] and items["good/000"]["image"].shape == (3, 64, 64)
+    assert not items["scratch/000"].valid and "empty file" in items["scratch/000"].error
+    assert items["scratch/001"].valid and not items["scratch/001"].has_mask
+    assert "mask ignored" in items["scratch/001"].error and "10x10" in items["scratch/001"].error
+    assert items["good/000"].has_mask and items["good/000"].image.shape == (3, 64, 64)
+    assert items["good/000"].original_size == (96, 96) and items["scratch/000"].original_size == (0, 0)
 
 
 def test_splits_hold_out_training_images_when_test_has_no_good(tmp_path):
@@ -166,12 +167,12 @@ def test_batched_reading_on_threads_matches_one_by_one(tmp_path, capfd):
     ds = AnomalyDataset(layout.test, 64)
     order = [5, 0, 3, 1, 4, 2]
     batch = ds.__getitems__(order)
-    assert [item["index"] for item in batch] == order
+    assert [item.index for item in batch] == order
     for item, index in zip(batch, order, strict=True):
         alone = ds[index]
-        assert item["valid"] == alone["valid"] and item["error"] == alone["error"]
-        assert torch.equal(item["image"], alone["image"]) and torch.equal(item["mask"], alone["mask"])
-    assert sum(not item["valid"] for item in batch) == 1
+        assert item.valid == alone.valid and item.error == alone.error
+        assert torch.equal(item.image, alone.image) and torch.equal(item.mask, alone.mask)
+    assert sum(not item.valid for item in batch) == 1
     # The codec's complaints about the broken file stay silent, and stderr works afterwards.
     import sys
 
@@ -183,27 +184,26 @@ def test_test_pass_reuses_the_images_decoded_for_calibration(tmp_path, monkeypat
     import torch
 
     import hamacho.data.dataset as dataset_module
-    from hamacho.data.datamodule import AnomalyDataModule
 
     root = make_dataset(tmp_path / "d", n_train=4, n_good=3, n_defect=3)
     splits = make_splits(discover_dataset(root), 0.1, seed=0)
     reads: list[Path] = []
     real_read = dataset_module.read_image
     monkeypatch.setattr(dataset_module, "read_image", lambda path: reads.append(path) or real_read(path))
-    module = AnomalyDataModule(splits, 64, batch_size=4)
-    calibration, test = list(module.val_dataloader()), list(module.test_dataloader())
+    cache = DecodeCache(repeated_paths(splits))
+    calibration = list(make_loader(splits.calibration, 64, 4, cache=cache))
+    test = list(make_loader(splits.test, 64, 4, cache=cache))
     assert sorted(reads) == sorted(s.path for s in splits.test)  # each test image decoded once, not twice
     for a, b in zip(calibration, test, strict=True):
-        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
-        assert torch.equal(a["index"], b["index"]) and a["error"] == b["error"]
-    assert module.cache._items == {}  # handed over once, then dropped
+        assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
+        assert torch.equal(a.indices, b.indices) and a.errors == b.errors and a.original_sizes == b.original_sizes
+    assert cache._items == {}  # handed over once, then dropped
     # Without room, every pass decodes again, with the same result.
     reads.clear()
-    module = AnomalyDataModule(splits, 64, batch_size=4)
-    module.cache.budget_bytes = 0
-    again = list(module.val_dataloader()) + list(module.test_dataloader())
+    cache = DecodeCache(repeated_paths(splits), budget_bytes=0)
+    again = list(make_loader(splits.calibration, 64, 4, cache=cache)) + list(make_loader(splits.test, 64, 4, cache=cache))
     assert len(reads) == 2 * len(splits.test)
-    assert all(torch.equal(x["image"], y["image"]) for x, y in zip(again[len(calibration):], test, strict=True))
+    assert all(torch.equal(x.images, y.images) for x, y in zip(again[len(calibration):], test, strict=True))
 
 
 def test_batch_decoding_threads_run_no_torch_resize(tmp_path, monkeypatch):
@@ -224,17 +224,16 @@ def test_batch_decoding_threads_run_no_torch_resize(tmp_path, monkeypatch):
     dataset = AnomalyDataset(samples, 64)
     batch = dataset.__getitems__(list(range(len(samples))))
     assert threads == [threading.current_thread().name] * len(samples)
-    assert [item["index"] for item in batch] == list(range(len(samples)))
+    assert [item.index for item in batch] == list(range(len(samples)))
     for item, sample in zip(batch, samples, strict=True):
-        assert "pixels" not in item and item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.uint8
-        assert torch.equal(item["image"], dataset[item["index"]]["image"])
+        assert item.pixels is None and item.image.shape == (3, 64, 64) and item.image.dtype == torch.uint8
+        assert torch.equal(item.image, dataset[item.index].image)
         expected = real_resize(read_image(sample.path), 64)
-        assert np.array_equal(item["image"].permute(1, 2, 0).numpy(), expected)
+        assert np.array_equal(item.image.permute(1, 2, 0).numpy(), expected)
 
 
 def test_unreadable_test_images_are_not_decoded_twice(tmp_path, monkeypatch):
     import hamacho.data.dataset as dataset_module
-    from hamacho.data.datamodule import AnomalyDataModule
 
     root = make_dataset(tmp_path / "d", n_train=4, n_good=3, n_defect=3)
     splits = make_splits(discover_dataset(root), 0.1, seed=0)
@@ -243,9 +242,10 @@ def test_unreadable_test_images_are_not_decoded_twice(tmp_path, monkeypatch):
     reads: list[Path] = []
     real_read = dataset_module.read_image
     monkeypatch.setattr(dataset_module, "read_image", lambda path: reads.append(path) or real_read(path))
-    module = AnomalyDataModule(splits, 64, batch_size=4)
-    calibration, test = list(module.val_dataloader()), list(module.test_dataloader())
+    cache = DecodeCache(repeated_paths(splits))
+    calibration = list(make_loader(splits.calibration, 64, 4, cache=cache))
+    test = list(make_loader(splits.test, 64, 4, cache=cache))
     assert reads.count(broken) == 1
     for passed in (calibration, test):
-        valid = [v for batch in passed for v in batch["valid"].tolist()]
+        valid = [v for batch in passed for v in batch.valid.tolist()]
         assert valid.count(False) == 1

@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
     cfg = build_config("padim", None, {"dataset.root": str(root), "dataset.image_size": 64,
                                        "model.backbone_weights": "none", "project.result_path": str(out),
                                        "report.enabled": False})
-    result = run_training(cfg, progress=False, log=lambda _: None)
+    result = run_training(cfg, log=lambda _: None)
     return root, result.model_path
 
 
@@ -248,7 +248,7 @@ def test_interrupted_model_save_keeps_the_previous_file(trained, tmp_path, monke
     target = tmp_path / "model.pt"
     shutil.copy(model, target)
     before = target.read_bytes()
-    module = load_model_file(target).module
+    loaded = load_model_file(target)
 
     def save_half_then_interrupt(obj, path):
         Path(path).write_bytes(b"half a model")
@@ -256,28 +256,67 @@ def test_interrupted_model_save_keeps_the_previous_file(trained, tmp_path, monke
 
     monkeypatch.setattr(model_file.torch, "save", save_half_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        save_model_file(target, module)
+        save_model_file(target, loaded.model, loaded.settings)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
 
 
-def test_ctrl_c_during_training_exits_cleanly(tmp_path):
-    root = make_dataset(tmp_path / "big", n_train=300, n_good=2, n_defect=2, size=96)
+TRAIN_PHASES = ["loading", "feature extraction", "fit", "calibration", "test", "report", "saving"]
+
+
+def _train_and_stop(tmp_path: Path, phase: str, sig: int = signal.SIGINT, model: str = "padim"):
+    """Start `hamacho train`, wait until it pauses inside ``phase`` (the HAMACHO_PAUSE_AT hook), then signal it.
+
+    The hook makes the run announce itself in a marker file and wait for the stop request, so the signal
+    always arrives inside the chosen phase, however busy the machine is.
+    """
+    root = tmp_path / "parts"
+    if not root.exists():
+        make_dataset(root, n_train=12, n_good=2, n_defect=2, size=64)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "hamacho", "train", "--dataset-root", str(root), "--result-path", str(out),
-           "--image-size", "96", "--backbone-weights", "none", "--batch-size", "1", "--no-report"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    # Wait until the training loop is running: its progress bar reaches stderr.
-    deadline = time.time() + 120
-    seen = ""
-    while time.time() < deadline and "Epoch 0" not in seen and proc.poll() is None:
-        seen += os.read(proc.stderr.fileno(), 4096).decode(errors="replace")
-    assert "Epoch 0" in seen, seen
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    last = err.strip().splitlines()[-1]
-    assert last == "Interrupted: interrupted during fitting; nothing was saved", err
-    assert "Traceback" not in err
-    assert not list(out.rglob("model.pt")) and not list(out.rglob("*.tmp"))
+    marker = tmp_path / "paused"
+    marker.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "hamacho", "train", "--model", model, "--dataset-root", str(root), "--result-path",
+           str(out), "--image-size", "64", "--backbone", "resnet18", "--backbone-weights", "none", "--batch-size",
+           "4", "--quiet"]
+    env = {**os.environ, "HAMACHO_PAUSE_AT": phase, "HAMACHO_PAUSE_FILE": str(marker)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 600
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not marker.exists():
+        proc.kill()
+        pytest.fail(f"the run never paused in {phase!r}: {proc.communicate()[1]}")
+    assert marker.read_text().strip() == phase
+    proc.send_signal(sig)
+    out_text, err = proc.communicate(timeout=600)
+    return proc.returncode, out_text, err, out
+
+
+@pytest.mark.parametrize("phase", TRAIN_PHASES)
+def test_ctrl_c_in_any_phase_of_training_leaves_no_model_file(tmp_path, phase):
+    code, out_text, err, out = _train_and_stop(tmp_path, phase)
+    assert code == 130, err
+    assert err.strip().splitlines() == [f"Interrupted during {phase}; no model file was written."], err
+    assert out_text == ""
+    assert not list(out.rglob("model.pt")) and not list(out.rglob("*.tmp")) and not list(out.rglob(".*"))
+
+
+def test_interrupted_run_keeps_the_previous_model_file(tmp_path, cli):
+    root = make_dataset(tmp_path / "parts", n_train=12, n_good=2, n_defect=2, size=64)
+    result = cli("train", "--dataset-root", root, "--result-path", tmp_path / "out", *FAST, "--batch-size", "4",
+                 "--seed", "1")
+    assert result.exit_code == 0, result.err
+    model = tmp_path / "out" / "padim" / "parts" / "model.pt"
+    before = model.read_bytes()
+    code, _, err, _ = _train_and_stop(tmp_path, "saving")  # seed 0: another model, stopped before its rename
+    assert code == 130, err
+    assert model.read_bytes() == before
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_sigterm_stops_like_ctrl_c_with_its_own_exit_code(tmp_path):
+    code, _, err, out = _train_and_stop(tmp_path, "fit", sig=signal.SIGTERM, model="patchcore")
+    assert code == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines() == ["Interrupted during fit; no model file was written."]
+    assert not list(out.rglob("model.pt"))

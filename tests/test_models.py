@@ -36,7 +36,7 @@ def test_running_gaussians_equal_batch_statistics_whatever_the_batches():
         for n in sizes:
             gauss.update(data[start : start + n])
             start += n
-        gauss.finalize(progress=False)
+        gauss.finalize()
         fitted.append(gauss)
     flat = data.flatten(2).permute(2, 0, 1)  # (P, N, C)
     for p in range(6):
@@ -142,14 +142,14 @@ def test_patch_store_spills_to_disk_with_identical_gather(tmp_path):
 
 
 def _images(n, size=64, seed=0):
-    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
 def _fitted(model, train):
     with torch.no_grad():
         for start in range(0, len(train), 4):
             model.update(train[start : start + 4])
-        model.fit(progress=False)
+        model.fit()
     return model.eval()
 
 
@@ -164,8 +164,8 @@ def test_scores_do_not_depend_on_batch_size(name):
     model = _fitted(model, _images(8))
     test = _images(8, seed=1)
     with torch.no_grad():
-        maps8, scores8 = model(test)
-        singles = [model(test[i : i + 1]) for i in range(8)]
+        maps8, scores8 = model.raw_scores(test)
+        singles = [model.raw_scores(test[i : i + 1]) for i in range(8)]
     maps1 = torch.cat([m for m, _ in singles])
     scores1 = torch.cat([s for _, s in singles])
     assert torch.allclose(scores1, scores8, rtol=1e-4, atol=1e-5)
@@ -187,7 +187,7 @@ def test_patchcore_image_score_reweighting_matches_the_paper():
     model = _fitted(PatchcoreModel(extractor, 64, seed=0, coreset_ratio=0.2, num_neighbors=3), _images(4))
     with torch.no_grad():
         x = _images(1, seed=9)
-        _, score = model(x)
+        _, score = model.raw_scores(x)
         patches = model._patches(model.embed(x))
         dist = torch.cdist(patches, model.memory_bank)
         nn_dist, nn_idx = dist.min(dim=1)

@@ -18,8 +18,8 @@ import torch
 
 from hamacho.config import build_config
 from hamacho.errors import ConfigError
-from hamacho.report.curves import binary_curves, downsample_curve, sample_pixels
-from hamacho.report.examples import Example, ExampleTracker, rank_keys
+from hamacho.post.curves import binary_curves, downsample_curve, sample_pixels
+from hamacho.results.examples import Example, ExampleTracker, rank_keys
 from tests.conftest import FAST, make_dataset
 
 WITH_REPORT = [option for option in FAST if option != "--no-report"]

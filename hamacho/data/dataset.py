@@ -1,4 +1,4 @@
-"""Torch dataset over discovered samples. Unreadable files do not stop a run: they come back flagged."""
+"""Torch dataset over samples or arrays. Unreadable inputs do not stop a run: they come back flagged."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from hamacho.data.batch import Item, collate
 from hamacho.data.discovery import Sample
-from hamacho.data.images import ImageReadError, read_image, read_mask, resize_image, resize_mask, to_tensor
-
+from hamacho.data.images import ImageReadError, as_rgb_uint8, read_image, read_mask, resize_image, resize_mask, to_tensor
 
 DECODE_CACHE_BYTES = 256 * 1024 * 1024  # decoded images kept for a second pass (about 1000 at 256 px)
+Source = Sample | np.ndarray  # an image file (with label and mask), or an array given by a program
 
 
 class DecodeCache:
@@ -37,51 +37,47 @@ class DecodeCache:
     def __init__(self, keep: set[Path], budget_bytes: int = DECODE_CACHE_BYTES) -> None:
         self.keep = keep
         self.budget_bytes = budget_bytes
-        self._items: dict[Path, dict[str, Any]] = {}
+        self._items: dict[Path, Item] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def offer(self, path: Path, item: dict[str, Any]) -> None:
+    def offer(self, path: Path, item: Item) -> None:
         """Keep an item for later if its image is wanted again and the budget allows."""
         if path not in self.keep:
             return
-        size = sum(v.numel() * v.element_size() for v in item.values() if isinstance(v, torch.Tensor))
         with self._lock:
-            if path not in self._items and self._bytes + size <= self.budget_bytes:
-                self._items[path] = {k: v for k, v in item.items() if k != "index"}
-                self._bytes += size
+            if path not in self._items and self._bytes + item.nbytes() <= self.budget_bytes:
+                self._items[path] = item
+                self._bytes += item.nbytes()
 
-    def take(self, path: Path) -> dict[str, Any] | None:
+    def take(self, path: Path) -> Item | None:
         """The kept item of an image (removed from the cache), or None."""
         with self._lock:
             item = self._items.pop(path, None)
             if item is not None:
-                self._bytes -= sum(v.numel() * v.element_size() for v in item.values() if isinstance(v, torch.Tensor))
+                self._bytes -= item.nbytes()
             return item
 
 
 class AnomalyDataset(Dataset):
-    """Images resized to a square and normalised, with masks and labels.
-
-    Each item is a dict with ``image`` (3, S, S) uint8, ``mask`` (S, S) uint8, ``has_mask`` bool,
-    ``label`` int (-1 unknown), ``index`` int, ``valid`` bool (False when the image could not be read)
-    and ``error`` str (why the image or its mask could not be used; empty when all is well).
+    """Images converted to RGB and resized to the model's square input, with masks and labels.
 
     Args:
-        samples: Images to read.
+        sources: Samples (files with labels and masks) or image arrays (see
+            :func:`hamacho.data.images.as_rgb_uint8`; unknown label, no mask).
         image_size: Side of the square they are resized to.
         cache: Shared :class:`DecodeCache`: items are taken from it when there, and offered to it.
     """
 
-    def __init__(self, samples: Sequence[Sample], image_size: int, cache: DecodeCache | None = None) -> None:
-        self.samples = list(samples)
+    def __init__(self, sources: Sequence[Source], image_size: int, cache: DecodeCache | None = None) -> None:
+        self.sources = list(sources)
         self.image_size = image_size
         self.cache = cache
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.sources)
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+    def __getitems__(self, indices: list[int]) -> list[Item]:
         """The items of one batch, decoded on a few threads (the DataLoader calls this per batch).
 
         OpenCV releases the GIL while it decodes, so a batch reads in parallel even with ``num_workers``
@@ -100,77 +96,80 @@ class AnomalyDataset(Dataset):
         try:
             decoded = [future.result() for future in futures]
         except BaseException:
-            # Ctrl-C or a failure: let running decodes end (they silence file descriptor 2 while they
-            # work) before anyone reports the failure on stderr.
+            # A failure or a second Ctrl-C: let running decodes end (they silence file descriptor 2 while
+            # they work) before anyone reports the failure on stderr.
             for future in futures:
                 future.cancel()
             wait(futures)
             raise
         return [self._finish(item) for item in decoded]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> Item:
         return self._finish(self._decode(index))
 
-    def _decode(self, index: int) -> dict[str, Any]:
-        """The cached item, or the image decoded and the mask read (no torch operations: runs on threads)."""
-        sample = self.samples[index]
-        if self.cache is not None:
-            cached = self.cache.take(sample.path)
+    def _decode(self, index: int) -> Item:
+        """The cached item, or the image decoded and its mask read (no torch operations: runs on threads)."""
+        source = self.sources[index]
+        if self.cache is not None and isinstance(source, Sample):
+            cached = self.cache.take(source.path)
             if cached is not None:
-                return {**cached, "index": index}
-        return self._read(index, sample)
+                cached.index = index
+                return cached
+        return self._read(index, source)
 
-    def _finish(self, item: dict[str, Any]) -> dict[str, Any]:
-        """Resize a freshly decoded image to a uint8 tensor and offer the item to the cache.
-
-        Fresh items carry ``pixels`` (None when the image could not be read); cached ones do not.
-        """
-        if "pixels" not in item:
-            return item
-        pixels = item.pop("pixels")
-        if pixels is not None:
-            item["image"] = to_tensor(resize_image(pixels, self.image_size))
-        if self.cache is not None:
-            self.cache.offer(self.samples[item["index"]].path, item)
+    def _finish(self, item: Item) -> Item:
+        """Resize a freshly decoded image to a uint8 tensor and offer the item to the cache."""
+        if item.image is not None:
+            return item  # from the cache: already finished
+        if item.pixels is not None:
+            item.image = to_tensor(resize_image(item.pixels, self.image_size))
+            item.pixels = None
+        else:
+            # numpy, then torch.from_numpy: a torch fill is a parallel (OpenMP) region (see __getitems__)
+            item.image = torch.from_numpy(np.zeros((3, self.image_size, self.image_size), dtype=np.uint8))
+        source = self.sources[item.index]
+        if self.cache is not None and isinstance(source, Sample):
+            self.cache.offer(source.path, item)
         return item
 
-    def _read(self, index: int, sample: Sample) -> dict[str, Any]:
-        """Decode and convert one image (left full size under ``pixels``, None if unreadable) and read its mask."""
+    def _read(self, index: int, source: Source) -> Item:
+        """Decode and convert one image (kept full size in ``pixels``) and read its mask."""
         size = self.image_size
-        item: dict[str, Any] = {
-            "index": index,
-            "label": -1 if sample.label is None else sample.label,
-            "valid": True,
-            "error": "",
-            "has_mask": False,
-            # numpy, then torch.from_numpy: a torch fill of this size is a parallel (OpenMP) region, and on
-            # a pool thread it slows later torch calls just as the resize does (search 0.39 s -> 0.79 s)
-            "mask": torch.from_numpy(np.zeros((size, size), dtype=np.uint8)),
-        }
+        sample = source if isinstance(source, Sample) else None
+        label = -1 if sample is None or sample.label is None else sample.label
+        item = Item(index=index, label=label, mask=torch.from_numpy(np.zeros((size, size), dtype=np.uint8)))
         try:
-            image = read_image(sample.path)
+            image = read_image(sample.path) if sample is not None else as_rgb_uint8(source)
         except ImageReadError as exc:
-            blank = torch.from_numpy(np.zeros((3, size, size), dtype=np.uint8))
-            item.update(valid=False, error=str(exc), image=blank, pixels=None)
+            item.valid, item.error = False, str(exc)
             return item
-        item["pixels"] = image
+        item.pixels, item.original_size = image, image.shape[:2]
+        if sample is None:
+            return item
         if sample.mask_path is not None:
             try:
                 mask = read_mask(sample.mask_path)
             except ImageReadError as exc:
-                item["error"] = f"mask ignored: {exc}"
+                item.error = f"mask ignored: {exc}"
                 return item
             if mask.shape != image.shape[:2]:
-                item["error"] = (
-                    f"mask ignored: {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} "
-                    f"but the image is {image.shape[1]}x{image.shape[0]}"
-                )
+                item.error = (f"mask ignored: {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} "
+                              f"but the image is {image.shape[1]}x{image.shape[0]}")
                 return item
-            item["mask"] = torch.from_numpy(resize_mask(mask, size).astype("uint8"))
-            item["has_mask"] = True
+            item.mask = torch.from_numpy(resize_mask(mask, size).astype("uint8"))
+            item.has_mask = True
         elif sample.label == 0:
-            item["has_mask"] = True  # a good image's mask is all zeros
+            item.has_mask = True  # a good image's mask is all zeros
         return item
+
+
+def make_loader(
+    sources: Sequence[Source], image_size: int, batch_size: int, num_workers: int = 0,
+    cache: DecodeCache | None = None,
+) -> DataLoader:
+    """Batches (:class:`~hamacho.data.batch.Batch`) of the sources, in order."""
+    return DataLoader(AnomalyDataset(sources, image_size, cache), batch_size=batch_size, shuffle=False,
+                      num_workers=num_workers, collate_fn=collate, persistent_workers=False)
 
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
@@ -185,17 +184,3 @@ def _decoder_pool() -> ThreadPoolExecutor:
             workers = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
             _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hamacho-decode"))
         return _POOL[1]
-
-
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors and numbers, keep strings as lists."""
-    batch: dict[str, Any] = {}
-    for key in items[0]:
-        values = [item[key] for item in items]
-        if isinstance(values[0], torch.Tensor):
-            batch[key] = torch.stack(values)
-        elif isinstance(values[0], (bool, int)):
-            batch[key] = torch.tensor(values)
-        else:
-            batch[key] = values
-    return batch

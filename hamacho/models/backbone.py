@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import ResNet18_Weights, Wide_ResNet50_2_Weights
 
-from hamacho.errors import BackboneError
+from hamacho.errors import BackboneError, first_line
 
 # ImageNet weights used by the PaDiM and PatchCore papers (torchvision's V1 of each network).
 IMAGENET_WEIGHTS = {
@@ -133,9 +133,8 @@ def _download_imagenet(backbone: str) -> dict[str, torch.Tensor]:
     try:
         return enum.get_state_dict(progress=True, check_hash=True)
     except Exception as exc:  # URLError, socket errors, HTTP errors, hash mismatch...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BackboneError(
-            f"cannot download ImageNet weights for {backbone} from {enum.url} ({reason}); "
+            f"cannot download ImageNet weights for {backbone} from {enum.url} ({first_line(exc)}); "
             f"without a network pass --backbone-weights PATH to a local copy of that file (or 'none')"
         ) from exc
 

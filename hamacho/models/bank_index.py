@@ -58,14 +58,31 @@ class MemoryBankIndex(nn.Module):
             value = state_dict.get(prefix + name)
             if value is not None:
                 setattr(self, name, torch.empty_like(value, device=self.bank.device))
-        self._derived_reset()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._derive()
 
-    def _derived_reset(self) -> None:
-        self._bank_sq = torch.empty(0, device=self.bank.device)
-        self._projected_sq = torch.empty(0, device=self.bank.device)
-        self._scan = torch.empty(0, 0, device=self.bank.device)
-        self._scan_sq = torch.empty(0, device=self.bank.device)
+    def _derive(self) -> None:
+        """Compute the search's derived buffers from the bank (after building or loading it).
+
+        They are computed eagerly, never on first use, so that searches from several threads only read.
+        The bound scan needs the projected bank transposed (r, M') with its squared norms (M',), padded
+        to whole blocks; padding rows have an infinite squared norm, so their bounds are never chosen.
+        """
+        with torch.no_grad():
+            device = self.bank.device
+            self._bank_sq = (self.bank * self.bank).sum(dim=1)
+            if self.projected.numel() == 0:
+                self._projected_sq = self._bank_sq
+                self._scan = torch.empty(0, 0, device=device)
+                self._scan_sq = torch.empty(0, device=device)
+                return
+            self._projected_sq = (self.projected * self.projected).sum(dim=1)
+            padded = -(-len(self) // BOUND_BLOCK) * BOUND_BLOCK
+            scan = torch.zeros(self.projected.shape[1], padded, device=device)
+            scan[:, : len(self)] = self.projected.T
+            scan_sq = torch.full((padded,), float("inf"), device=device)
+            scan_sq[: len(self)] = self._projected_sq
+            self._scan, self._scan_sq = scan, scan_sq
 
     def __len__(self) -> int:
         return self.bank.shape[0]
@@ -74,47 +91,26 @@ class MemoryBankIndex(nn.Module):
     def build(self, bank: torch.Tensor) -> None:
         """Store the bank and compute its top principal components (float64 eigen-decomposition)."""
         self.bank = bank.contiguous()
-        self._derived_reset()
         if self.pruning_dim <= 0 or bank.shape[0] <= CANDIDATES:
             self.components = torch.empty(0, bank.shape[1], device=bank.device)
             self.projected = torch.empty(0, 0, device=bank.device)
-            return
-        mean = bank.double().mean(dim=0)
-        centred = bank.double() - mean
-        _, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
-        components = vectors[:, -self.pruning_dim :].flip(1).T.contiguous()  # (r, D), largest first
-        self.mean = mean.float()
-        self.components = components.float()
-        self.projected = (centred @ components.T).float().contiguous()
+        else:
+            mean = bank.double().mean(dim=0)
+            centred = bank.double() - mean
+            _, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+            components = vectors[:, -self.pruning_dim :].flip(1).T.contiguous()  # (r, D), largest first
+            self.mean = mean.float()
+            self.components = components.float()
+            self.projected = (centred @ components.T).float().contiguous()
+        self._derive()
 
     def squared_norms(self) -> torch.Tensor:
         """``(bank ** 2).sum(1)``, computed once per bank."""
-        return self._squares()[0]
-
-    def _squares(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._bank_sq.numel() != len(self):
-            self._bank_sq = (self.bank * self.bank).sum(dim=1)
-            self._projected_sq = (self.projected * self.projected).sum(dim=1) if self.projected.numel() else self._bank_sq
-        return self._bank_sq, self._projected_sq
-
-    def _scan_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Projected bank transposed (r, M') and its squared norms (M',), padded to whole blocks.
-
-        Padding rows have an infinite squared norm, so their bounds are infinite and never chosen.
-        """
-        if self._scan_sq.numel() == 0:
-            _, projected_sq = self._squares()
-            padded = -(-len(self) // BOUND_BLOCK) * BOUND_BLOCK
-            scan = torch.zeros(self.projected.shape[1], padded, device=self.bank.device)
-            scan[:, : len(self)] = self.projected.T
-            scan_sq = torch.full((padded,), float("inf"), device=self.bank.device)
-            scan_sq[: len(self)] = projected_sq
-            self._scan, self._scan_sq = scan, scan_sq
-        return self._scan, self._scan_sq
+        return self._bank_sq
 
     def _search_chunk(self, chunk: torch.Tensor, slack_base: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact nearest bank row of every query in ``chunk`` by the blocked bound scan."""
-        scan, scan_sq = self._scan_rows()
+        scan, scan_sq = self._scan, self._scan_sq
         reduced = (chunk - self.mean) @ self.components.T  # (n, r)
         reduced_sq = (reduced * reduced).sum(dim=1)
         # bounds minus |reduced|^2, which is constant per query: added to the limit instead.
@@ -142,12 +138,11 @@ class MemoryBankIndex(nn.Module):
 
     def search(self, queries: torch.Tensor, max_elements: int = MAX_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact nearest bank row of every query: ``(distances (Q,), indices (Q,))``."""
-        bank_sq, projected_sq = self._squares()
         if self.projected.numel() == 0:
-            distances, indices = nearest_neighbors(queries, self.bank, 1, bank_sq, max_elements)
+            distances, indices = nearest_neighbors(queries, self.bank, 1, self._bank_sq, max_elements)
             return distances.squeeze(1), indices.squeeze(1)
         rows = max(1, min(max_elements, SEARCH_BLOCK) // len(self))
-        slack_base = float(projected_sq.max())
+        slack_base = float(self._projected_sq.max())
         out_d, out_i = [], []
         for start in range(0, queries.shape[0], rows):
             best, index = self._search_chunk(queries[start : start + rows], slack_base)

@@ -1,40 +1,40 @@
-"""The contract every model meets: a plain ``nn.Module`` wrapped by a thin LightningModule.
+"""The contract every model meets: a plain ``nn.Module`` from uint8 images to normalized maps and scores.
 
-A plain model (no Lightning, exportable) provides:
-    ``update(images)``  add a batch of training images to what the model memorises;
-    ``fit()``           turn what was memorised into the fitted state (Gaussians, memory bank);
-    ``forward(images)`` -> ``(anomaly_maps (B, S, S), image_scores (B,))`` raw scores.
+:class:`AnomalyModel` holds what every model shares: the frozen feature extractor, the map generator
+(upsampling to the input size and blur), and the calibration (thresholds and min/max) as buffers, so
+that they travel in the model file with the weights. Its :meth:`~AnomalyModel.forward` is the whole
+scoring pipeline after decoding: channel conversion and resize to the input size, features, patch
+scores, map, image score, normalization. An export of ``forward`` is therefore the whole model.
 
-:class:`AnomalyModule` feeds it batches, skips unreadable images and carries the calibration state
-(thresholds and min/max) as buffers so that it travels in the model file with the weights.
+A model subclass provides:
+    ``update(images)``        add a batch of (input-size, uint8) training images to what it memorises;
+    ``fit(phase)``            turn what it memorised into its fitted state (Gaussians, memory bank);
+    ``patch_scores(images)``  -> ``(scores (B, h, w), image_scores (B,) or None)`` raw, on the feature grid.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import NamedTuple
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from hamacho.errors import DatasetError
+from hamacho.data.images import resize_batch
+from hamacho.models.anomaly_map import AnomalyMapGenerator
+from hamacho.models.backbone import FeatureExtractor
+from hamacho.post.normalization import normalize
+from hamacho.progress import Phase
 
 CALIBRATION_KEYS = ("image_threshold", "pixel_threshold", "image_min", "image_max", "pixel_min", "pixel_max")
 
 
 class Calibration(nn.Module):
-    """Thresholds and score ranges found on the calibration images, in raw score units."""
+    """Thresholds and score ranges found on the calibration images, in raw score units (NaN until set)."""
 
     def __init__(self) -> None:
         super().__init__()
         for key in CALIBRATION_KEYS:
             self.register_buffer(key, torch.tensor(float("nan")))
-
-    @property
-    def done(self) -> bool:
-        """True once every value has been set."""
-        return all(bool(torch.isfinite(getattr(self, key))) for key in CALIBRATION_KEYS)
 
     def set(self, **values: float) -> None:
         """Set some of the values (keys from ``CALIBRATION_KEYS``)."""
@@ -47,79 +47,77 @@ class Calibration(nn.Module):
         """Plain floats, for JSON and reports."""
         return {key: float(getattr(self, key)) for key in CALIBRATION_KEYS}
 
+    def normalize_scores(self, raw: torch.Tensor) -> torch.Tensor:
+        """Image scores on the normalized scale (0.5 = the image threshold)."""
+        return normalize(raw, self.image_threshold, self.image_min, self.image_max)
 
-class AnomalyModule(pl.LightningModule):
-    """Lightning wrapper: one pass over the training images, then scoring in every other stage.
+    def normalize_maps(self, raw: torch.Tensor) -> torch.Tensor:
+        """Anomaly maps on the normalized scale (0.5 = the pixel threshold)."""
+        return normalize(raw, self.pixel_threshold, self.pixel_min, self.pixel_max)
 
-    Args:
-        model: The plain model.
-        config: The effective configuration (plain dict), stored in the model file.
+
+class AnomalyOutput(NamedTuple):
+    """What a model returns for a batch of B images of input size S.
+
+    Attributes:
+        anomaly_map: (B, S, S) normalized maps, 0..1 (NaN before calibration).
+        pred_score: (B,) normalized image scores, 0..1; NG at or above 0.5 unless the user moves the cut.
+        raw_map: (B, S, S) raw maps (distances).
+        raw_score: (B,) raw image scores.
     """
 
-    def __init__(self, model: nn.Module, config: dict[str, Any]) -> None:
+    anomaly_map: torch.Tensor
+    pred_score: torch.Tensor
+    raw_map: torch.Tensor
+    raw_score: torch.Tensor
+
+
+class AnomalyModel(nn.Module):
+    """Base of every model (see the module docstring).
+
+    Args:
+        feature_extractor: Frozen backbone returning the configured layers.
+        image_size: Side of the square model input.
+        blur_sigma: Sigma of the anomaly-map blur (0: none).
+    """
+
+    def __init__(self, feature_extractor: FeatureExtractor, image_size: int, blur_sigma: float) -> None:
         super().__init__()
-        self.model = model
-        self.config = config
+        self.feature_extractor = feature_extractor
+        self.image_size = image_size
+        self.anomaly_map = AnomalyMapGenerator(image_size, blur_sigma)
         self.calibration = Calibration()
-        self.unreadable_training_files: list[str] = []
-        self.automatic_optimization = False
-        # Wall seconds of the two fitting phases, for summaries and benchmarks.
-        self.fit_timings: dict[str, float] = {}
-        self._epoch_start = 0.0
 
-    def configure_optimizers(self) -> None:
-        """No optimiser: the models are fitted statistically, in one pass."""
-        return None
+    def update(self, images: torch.Tensor) -> None:
+        """Add training images (B, 3, S, S) uint8 to what the model memorises."""
+        raise NotImplementedError
 
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start = time.perf_counter()
+    def fit(self, phase: Phase | None = None) -> None:
+        """Turn what was memorised into the fitted state; ``phase`` gets progress and may stop it."""
+        raise NotImplementedError
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        valid = batch["valid"]
-        for ok, error in zip(valid.tolist(), batch["error"]):
-            if not ok:
-                self.unreadable_training_files.append(error)
-        if valid.any():
-            with torch.no_grad():
-                self.model.update(batch["image"][valid])
+    def patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Raw scores (B, h, w) on the feature grid, and raw image scores (B,) or None (= the map's maximum)."""
+        raise NotImplementedError
 
-    def on_train_epoch_end(self) -> None:
-        bad = self.unreadable_training_files
-        if bad:
-            listed = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
-            raise DatasetError(f"{len(bad)} training image(s) cannot be read, fix or remove them: {listed}")
-        start = time.perf_counter()
-        self.fit_timings["feature_extraction_seconds"] = start - self._epoch_start
-        self.model.fit(progress=self.trainer.progress_bar_callback is not None)
-        self.fit_timings["model_fit_seconds"] = time.perf_counter() - start
+    def to_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W), C in 1, 3, 4 (gray, RGB, RGBA) -> uint8 RGB (B, 3, S, S), resized as in training."""
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3, 4):
+            raise ValueError(f"expected uint8 images (B, 1|3|4, H, W), got {images.dtype} {tuple(images.shape)}")
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        elif images.shape[1] == 4:
+            images = images[:, :3]
+        return resize_batch(images, self.image_size)
 
-    def score_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Raw anomaly maps and image scores; unreadable images get NaN."""
-        images, valid = batch["image"], batch["valid"]
-        size = images.shape[-1]
-        maps = torch.full((images.shape[0], size, size), float("nan"), device=images.device)
-        scores = torch.full((images.shape[0],), float("nan"), device=images.device)
-        if valid.any():
-            valid_maps, valid_scores = self.model(images[valid])
-            maps[valid] = valid_maps
-            scores[valid] = valid_scores
-        return {
-            "anomaly_map": maps.cpu(),
-            "pred_score": scores.cpu(),
-            "label": batch["label"].cpu(),
-            "mask": batch["mask"].cpu(),
-            "has_mask": batch["has_mask"].cpu(),
-            "valid": valid.cpu(),
-            "error": batch["error"],
-            "index": batch["index"].cpu(),
-            "image": batch["image"].cpu(),
-        }
+    def raw_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw anomaly maps (B, S, S) and image scores (B,) of input-size uint8 images."""
+        scores, image_scores = self.patch_scores(images)
+        maps = self.anomaly_map(scores)
+        return maps, image_scores if image_scores is not None else maps.flatten(1).amax(dim=1)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return self.score_batch(batch)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return self.score_batch(batch)
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return self.score_batch(batch)
+    def forward(self, images: torch.Tensor) -> AnomalyOutput:
+        """uint8 images (B, C, H, W) -> normalized and raw maps and scores at the input size."""
+        raw_map, raw_score = self.raw_scores(self.to_input(images))
+        return AnomalyOutput(self.calibration.normalize_maps(raw_map), self.calibration.normalize_scores(raw_score),
+                             raw_map, raw_score)

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
+
+from hamacho.progress import Phase, null_phase
 
 BOUND_DIMS = 16  # principal axes used for the cheap lower bounds
 _SLACK = 1e-4  # relative allowance for rounding in the expanded squared-distance form
+STEPS_PER_REPORT = 256  # coreset steps between progress reports (each report also honours stop requests)
 
 
 def random_projection(dim_in: int, dim_out: int, seed: int) -> torch.Tensor:
@@ -105,19 +107,20 @@ class _Cells:
         self.radius_sq[active] = radius
 
 
-def greedy_coreset(points: torch.Tensor, count: int, seed: int, progress: bool = False) -> torch.Tensor:
+def greedy_coreset(points: torch.Tensor, count: int, seed: int, phase: Phase | None = None) -> torch.Tensor:
     """Indices of ``count`` points chosen by greedy k-center selection.
 
     Args:
         points: (N, d) float points (projected features).
         count: Number of points to choose, 1..N.
         seed: Seed of the first centre (itself part of the coreset).
-        progress: Show a progress bar.
+        phase: Told of the steps done (progress, stop requests).
 
     Returns:
         (count,) long tensor of distinct indices, in selection order. Once every point is covered
         (duplicates only remain), the next unchosen indices are taken in order.
     """
+    phase = phase or null_phase()
     n = points.shape[0]
     if not 1 <= count <= n:
         raise ValueError(f"coreset size {count} must be between 1 and the number of points {n}")
@@ -136,7 +139,11 @@ def greedy_coreset(points: torch.Tensor, count: int, seed: int, progress: bool =
     min_sq = _squared_distances(points, points[first])
     min_sq[first] = 0
     cells = _Cells(count, min_sq)
-    for step in tqdm(range(1, count), desc="Coreset", disable=not progress, leave=False, mininterval=0.5):
+    phase.set_total(count)
+    phase.advance()
+    for step in range(1, count):
+        if step % STEPS_PER_REPORT == 0:
+            phase.advance(STEPS_PER_REPORT)
         new = cells.farthest(min_sq, step)
         if is_chosen[new]:  # every point is at distance 0 from a centre: only duplicates are left
             chosen[step:] = np.flatnonzero(~is_chosen)[: count - step]
@@ -171,4 +178,5 @@ def greedy_coreset(points: torch.Tensor, count: int, seed: int, progress: bool =
         cells.members.append(won_points)
         cells.radius_sq[step] = dist[closer].max() if won_points.size else 0.0
         cells.split(active, members, segment, won, min_sq)
+    phase.advance(count - phase.done)
     return torch.from_numpy(chosen)

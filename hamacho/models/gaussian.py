@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm import tqdm
+
+from hamacho.progress import Phase, null_phase
 
 PENDING_SAMPLES = 32  # images gathered before their outer products are added ...
 PENDING_BYTES = 64 * 1024 * 1024  # ... unless their embeddings already take this much memory
@@ -73,12 +74,17 @@ class PositionGaussians(nn.Module):
         self.inv_covariance.baddbmm_(x, x.transpose(1, 2))
 
     @torch.no_grad()
-    def finalize(self, chunk: int = 64, progress: bool = True) -> None:
+    def finalize(self, chunk: int = 64, phase: Phase | None = None) -> None:
         """Turn the sums into the mean and inverse covariances (a chunk of positions at a time).
 
         Small chunks keep the float64 temporaries small (5 MB each for 100 channels), which keeps the
         process's peak memory down; larger chunks were not faster.
+
+        Args:
+            chunk: Positions inverted at once.
+            phase: Told of every chunk done (progress, stop requests).
         """
+        phase = phase or null_phase()
         n = int(self.count)
         if n < 1:
             raise RuntimeError("no embeddings were added")
@@ -86,7 +92,8 @@ class PositionGaussians(nn.Module):
         positions, channels, _ = self.inv_covariance.shape
         eye = torch.eye(channels, dtype=torch.float64, device=self.mean.device) * self.epsilon
         starts = range(0, positions, chunk)
-        for start in tqdm(starts, desc="Inverting covariances", disable=not progress, leave=False):
+        phase.set_total(len(starts))
+        for start in starts:
             block = self.inv_covariance[start : start + chunk]
             total = self._shifted_sum[start : start + chunk].double()
             covariance = block.double()
@@ -96,6 +103,7 @@ class PositionGaussians(nn.Module):
             if bool(info.any()):
                 raise RuntimeError("a covariance matrix could not be inverted (non-finite features?)")
             block.copy_(inverse)
+            phase.advance()
         self.mean += self._shifted_sum / n
         self._shifted_sum.zero_()
         self.fitted.fill_(True)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from hamacho.models.anomaly_map import AnomalyMapGenerator
 from hamacho.models.backbone import FeatureExtractor
+from hamacho.models.base import AnomalyModel
 from hamacho.models.gaussian import PositionGaussians
+from hamacho.models.registry import ModelSpec, register
+from hamacho.progress import Phase
+from hamacho.settings import ModelParams, setting
 
 # Channel subset sizes used in the paper.
 DEFAULT_NUM_FEATURES = {"resnet18": 100, "wide_resnet50_2": 550}
@@ -16,7 +20,16 @@ DEFAULT_NUM_FEATURES = {"resnet18": 100, "wide_resnet50_2": 550}
 LAYER_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 
 
-class PadimModel(nn.Module):
+@dataclass
+class PadimParams(ModelParams):
+    """The ``model`` section of PaDiM (documented in configs/padim.yaml)."""
+
+    name: str = "padim"
+    num_features: int | None = setting(None, at_least=1)
+    covariance_epsilon: float = setting(0.01, above=0.0)
+
+
+class PadimModel(AnomalyModel):
     """PaDiM as a plain module.
 
     Args:
@@ -39,8 +52,7 @@ class PadimModel(nn.Module):
         blur_sigma: float = 4.0,
         backbone: str = "resnet18",
     ) -> None:
-        super().__init__()
-        self.feature_extractor = feature_extractor
+        super().__init__(feature_extractor, image_size, blur_sigma)
         total = sum(feature_extractor.out_channels)
         num_features = num_features or min(DEFAULT_NUM_FEATURES.get(backbone, 100), total)
         if num_features > total:
@@ -50,7 +62,6 @@ class PadimModel(nn.Module):
         self.register_buffer("feature_indices", indices)
         self.embedding_size = image_size // LAYER_STRIDES[feature_extractor.layers[0]]
         self.gaussians = PositionGaussians(self.embedding_size**2, num_features, epsilon)
-        self.anomaly_map = AnomalyMapGenerator(image_size, blur_sigma)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) images -> (B, C, h, w) embeddings of the chosen channels.
@@ -77,27 +88,21 @@ class PadimModel(nn.Module):
         """Add training images to the running Gaussian statistics."""
         self.gaussians.update(self.embed(images))
 
-    def fit(self, progress: bool = True) -> None:
+    def fit(self, phase: Phase | None = None) -> None:
         """Invert the covariances."""
-        self.gaussians.finalize(progress=progress)
+        self.gaussians.finalize(phase=phase)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anomaly maps (B, S, S) and image scores (B,) = the maximum of each map."""
+    def patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Mahalanobis distance per position (B, h, w); the image score is the map's maximum."""
         distances = self.gaussians.mahalanobis(self.embed(images))
         side = self.embedding_size
-        maps = self.anomaly_map(distances.view(-1, side, side))
-        return maps, maps.flatten(1).amax(dim=1)
+        return distances.view(-1, side, side), None
 
 
-def build_padim(model_cfg: dict, image_size: int, seed: int, feature_extractor: FeatureExtractor) -> PadimModel:
-    """PadimModel from the ``model`` section of the configuration."""
-    return PadimModel(
-        feature_extractor,
-        image_size=image_size,
-        num_features=model_cfg.get("num_features"),
-        seed=seed,
-        epsilon=float(model_cfg.get("covariance_epsilon", 0.01)),
-        blur_sigma=float(model_cfg.get("blur_sigma", 4.0)),
-        backbone=model_cfg["backbone"],
-    )
+def build_padim(params: PadimParams, feature_extractor: FeatureExtractor, image_size: int, seed: int) -> PadimModel:
+    """PadimModel from its parameters."""
+    return PadimModel(feature_extractor, image_size=image_size, num_features=params.num_features, seed=seed,
+                      epsilon=params.covariance_epsilon, blur_sigma=params.blur_sigma, backbone=params.backbone)
 
+
+SPEC = register(ModelSpec(name="padim", display_name="PaDiM", params=PadimParams, build=build_padim))

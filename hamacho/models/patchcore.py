@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from hamacho.models.anomaly_map import AnomalyMapGenerator
 from hamacho.models.backbone import FeatureExtractor
 from hamacho.models.bank_index import MemoryBankIndex
+from hamacho.models.base import AnomalyModel
 from hamacho.models.coreset import greedy_coreset, random_projection
 from hamacho.models.knn import nearest_neighbors
 from hamacho.models.patch_store import PatchStore
+from hamacho.models.registry import ModelSpec, register
+from hamacho.progress import Phase
+from hamacho.settings import ModelParams, backbone_field, layers_field, setting
 
 
-class PatchcoreModel(nn.Module):
+@dataclass
+class PatchcoreParams(ModelParams):
+    """The ``model`` section of PatchCore (documented in configs/patchcore.yaml)."""
+
+    name: str = "patchcore"
+    backbone: str = backbone_field("wide_resnet50_2")
+    layers: list[str] = layers_field(["layer2", "layer3"])
+    projection_dim: int | None = setting(None, at_least=1)
+    coreset_ratio: float = setting(0.1, above=0.0, at_most=1.0)
+    coreset_projection_dim: int = setting(256, at_least=0)
+    num_neighbors: int = setting(9, at_least=1)
+    memory_budget_mb: int = setting(4096, at_least=1)
+    search_pruning_dim: int = setting(32, at_least=0)
+
+
+class PatchcoreModel(AnomalyModel):
     """PatchCore as a plain module.
 
     Args:
@@ -45,8 +63,7 @@ class PatchcoreModel(nn.Module):
         blur_sigma: float = 4.0,
         search_pruning_dim: int = 32,
     ) -> None:
-        super().__init__()
-        self.feature_extractor = feature_extractor
+        super().__init__(feature_extractor, image_size, blur_sigma)
         self.seed = seed
         self.coreset_ratio = coreset_ratio
         self.num_neighbors = num_neighbors
@@ -56,7 +73,6 @@ class PatchcoreModel(nn.Module):
         self.embedding_dim = self.projection_dim or total
         self.coreset_projection_dim = coreset_projection_dim
         self.index = MemoryBankIndex(self.embedding_dim, search_pruning_dim)
-        self.anomaly_map = AnomalyMapGenerator(image_size, blur_sigma)
         self._store: PatchStore | None = None
 
     @property
@@ -95,19 +111,19 @@ class PatchcoreModel(nn.Module):
             self._store = PatchStore(self.embedding_dim, projection, self.memory_budget_mb * 1024 * 1024)
         self._store.add(self._patches(self.embed(images)))
 
-    def fit(self, progress: bool = True) -> None:
+    def fit(self, phase: Phase | None = None) -> None:
         """Choose the memory bank by greedy coreset selection."""
         store = self._store
         if store is None or store.count == 0:
             raise RuntimeError("no training patches were added")
         count = max(1, math.ceil(self.coreset_ratio * store.count))
-        indices = greedy_coreset(store.projected(), count, self.seed, progress=progress)
+        indices = greedy_coreset(store.projected(), count, self.seed, phase=phase)
         self.index.build(store.gather(indices).to(self.index.bank.device))
         store.close()
         self._store = None
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anomaly maps (B, S, S) and re-weighted image scores (B,)."""
+    def patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distances (B, h, w) of each patch to its nearest bank entry, and re-weighted image scores (B,)."""
         if self.memory_bank.shape[0] == 0:
             raise RuntimeError("the memory bank is empty: fit the model first")
         embedding = self.embed(images)
@@ -116,7 +132,7 @@ class PatchcoreModel(nn.Module):
         distances, locations = self.index.search(patches)
         patch_scores = distances.view(batch, h * w)
         image_scores = self._image_scores(patches.view(batch, h * w, -1), patch_scores, locations.view(batch, h * w))
-        return self.anomaly_map(patch_scores.view(batch, h, w)), image_scores
+        return patch_scores.view(batch, h, w), image_scores
 
     def _image_scores(self, patches: torch.Tensor, patch_scores: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
         """Paper, eq. 7: the largest patch score, damped when its nearest bank entry sits in a dense region."""
@@ -133,18 +149,21 @@ class PatchcoreModel(nn.Module):
 
 
 def build_patchcore(
-    model_cfg: dict, image_size: int, seed: int, feature_extractor: FeatureExtractor
+    params: PatchcoreParams, feature_extractor: FeatureExtractor, image_size: int, seed: int
 ) -> PatchcoreModel:
-    """PatchcoreModel from the ``model`` section of the configuration."""
+    """PatchcoreModel from its parameters."""
     return PatchcoreModel(
         feature_extractor,
         image_size=image_size,
         seed=seed,
-        coreset_ratio=float(model_cfg.get("coreset_ratio", 0.1)),
-        coreset_projection_dim=int(model_cfg.get("coreset_projection_dim", 256)),
-        projection_dim=model_cfg.get("projection_dim"),
-        num_neighbors=int(model_cfg.get("num_neighbors", 9)),
-        memory_budget_mb=int(model_cfg.get("memory_budget_mb", 4096)),
-        blur_sigma=float(model_cfg.get("blur_sigma", 4.0)),
-        search_pruning_dim=int(model_cfg.get("search_pruning_dim", 32)),
+        coreset_ratio=params.coreset_ratio,
+        coreset_projection_dim=params.coreset_projection_dim,
+        projection_dim=params.projection_dim,
+        num_neighbors=params.num_neighbors,
+        memory_budget_mb=params.memory_budget_mb,
+        blur_sigma=params.blur_sigma,
+        search_pruning_dim=params.search_pruning_dim,
     )
+
+
+SPEC = register(ModelSpec(name="patchcore", display_name="PatchCore", params=PatchcoreParams, build=build_patchcore))

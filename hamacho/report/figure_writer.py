@@ -6,7 +6,7 @@ import base64
 from html import escape
 from pathlib import Path
 
-from hamacho.report.files import atomic_write_bytes
+from hamacho.files import atomic_write_bytes
 
 FIGURE_DIR = "report"
 

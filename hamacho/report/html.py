@@ -21,17 +21,18 @@ from typing import Any
 import torch
 
 from hamacho import __version__
-from hamacho.callbacks.results import ImageResult, ReportData
+from hamacho.errors import Interrupted, first_line
+from hamacho.files import atomic_write_text
+from hamacho.models.registry import display_name
+from hamacho.post.curves import binary_curves
 from hamacho.report import plots
 from hamacho.report import sections as sec
-from hamacho.report.curves import binary_curves
 from hamacho.report.example_section import examples_section
 from hamacho.report.figure_writer import FIGURE_DIR, FigureWriter
-from hamacho.report.files import atomic_write_text
 from hamacho.report.page_style import CSS
+from hamacho.results.types import ImageResult, ReportData
 
 REPORT_FILENAME = "report.html"
-MODEL_NAMES = {"padim": "PaDiM", "patchcore": "PatchCore"}
 
 
 def write_report(
@@ -43,6 +44,7 @@ def write_report(
     image_cut: float = 0.5,
     pixel_cut: float = 0.5,
     kind: str = "training",
+    step: Callable[[], None] | None = None,
 ) -> Path:
     """Write ``report.html`` and ``report/*.png`` into ``output_dir``.
 
@@ -56,30 +58,36 @@ def write_report(
         image_cut: Normalized image threshold in use.
         pixel_cut: Normalized pixel threshold in use.
         kind: ``training`` or ``inference`` (headings and facts).
+        step: Called after each section (progress; it may raise to stop the report).
 
     Returns:
         Path of report.html.
     """
     output_dir = Path(output_dir)
+    step = step or (lambda: None)
     figures = FigureWriter(output_dir / FIGURE_DIR)
     calibration, metrics = summary["calibration"], summary.get("metrics") or {}
     labelled = [r for r in rows if r.label and r.decision]
     has_labels = bool({r.label for r in labelled} >= {"good", "defective"})  # both classes: curves defined
-    model = MODEL_NAMES.get(config["model"]["name"], config["model"]["name"])
+    model = display_name(config["model"]["name"])
     place = summary.get("category") or Path(str(summary.get("image_path", ""))).name
     parts = [
         _header(model, config, place, kind, rows, metrics, bool(labelled)),
         _summary_section(summary, config, rows, kind, image_cut, pixel_cut),
     ]
+    step()
     if labelled and metrics:
         same_images = kind == "training" and bool((summary.get("counts") or {}).get("test", {}).get("good"))
         parts.append(_metrics_section(metrics, rows, same_images))
     parts.append(_distribution_section(figures, rows, calibration, data, image_cut, pixel_cut))
+    step()
     if has_labels:
         parts.append(_curves_section(figures, labelled, metrics, data))
+        step()
     if data is not None:
         alpha = float(config.get("visualization", {}).get("heatmap_alpha", 0.5))
         parts.append(examples_section(figures, data, alpha, pixel_cut))
+        step()
     parts.append(f'<section id="images"><h2>Per-image results</h2><p class="lead">Same rows as '
                  f"<code>results.csv</code>; wrong decisions are highlighted; hover a name for its file path."
                  f"</p>{sec.per_image_table(rows)}</section>")
@@ -93,13 +101,14 @@ def write_report(
 def write_report_or_warn(log: Callable[[str], None], **kwargs: Any) -> Path | None:
     """:func:`write_report`, but a failure only costs the report: one warning line, None returned.
 
-    The model file and results are written before the report, so they stay complete either way.
+    A stop request (:class:`~hamacho.errors.Interrupted`) is not a failure of the report: it goes on up.
     """
     try:
         return write_report(**kwargs)
+    except Interrupted:
+        raise
     except Exception as exc:  # noqa: BLE001 - the report is an extra: never fail a finished run for it
-        text = str(exc).strip().splitlines()
-        log(f"warning: report not written: {type(exc).__name__}: {text[0] if text else ''}")
+        log(f"warning: report not written: {type(exc).__name__}: {first_line(exc)}")
         return None
 
 
@@ -141,7 +150,7 @@ def _data_metric(key: str) -> str:
 def _summary_section(summary: dict[str, Any], config: dict[str, Any], rows: Sequence[ImageResult], kind: str,
                      image_cut: float, pixel_cut: float) -> str:
     model_cfg = config["model"]
-    facts = [("Model", MODEL_NAMES.get(model_cfg["name"], model_cfg["name"])),
+    facts = [("Model", display_name(model_cfg["name"])),
              ("Backbone", f"{model_cfg['backbone']} (weights: {model_cfg.get('backbone_weights', '?')})"),
              ("Image size", f"{config['dataset']['image_size']} \u00d7 {config['dataset']['image_size']} px")]
     if kind == "training":

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hamacho.report.curves import Curves
+from hamacho.post.curves import Curves
 
 GOOD = "#2f6db5"
 DEFECTIVE = "#d1495b"

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
-from hamacho.callbacks.results import ImageResult
+from hamacho.results.types import ImageResult
 from hamacho.report.results import METRIC_ORDER
 
 METRIC_TEXT = {

@@ -1,15 +1,10 @@
-"""Which images fit the model, which calibrate the threshold, which are tested; and their loaders."""
+"""Which images fit the model, which calibrate the threshold, which are tested."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import lightning.pytorch as pl
-from torch.utils.data import DataLoader
-
-from hamacho.data.dataset import AnomalyDataset, DecodeCache, collate
 from hamacho.data.discovery import DatasetLayout, Sample
 from hamacho.errors import DatasetError
 
@@ -69,47 +64,6 @@ def make_splits(layout: DatasetLayout, calibration_split: float, seed: int) -> S
     return Splits(train, holdout + labelled, test, notes)
 
 
-class AnomalyDataModule(pl.LightningDataModule):
-    """Loaders for every stage; batches are dicts built by :func:`hamacho.data.dataset.collate`."""
-
-    def __init__(
-        self,
-        splits: Splits | None,
-        image_size: int,
-        batch_size: int,
-        num_workers: int = 0,
-        predict_samples: Sequence[Sample] = (),
-    ) -> None:
-        super().__init__()
-        self.splits = splits
-        self.image_size = image_size
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.predict_samples = list(predict_samples)
-        # Test images also used for calibration are decoded once (see DecodeCache); not across processes.
-        self.cache = None
-        if splits is not None and num_workers == 0:
-            again = {s.path for s in splits.calibration} & {s.path for s in splits.test}
-            self.cache = DecodeCache(again) if again else None
-
-    def _loader(self, samples: Sequence[Sample], cache: DecodeCache | None = None) -> DataLoader:
-        return DataLoader(
-            AnomalyDataset(samples, self.image_size, cache),
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-            collate_fn=collate,
-            persistent_workers=False,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.train)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.calibration, self.cache)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.test, self.cache)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_samples)
+def repeated_paths(splits: Splits) -> set:
+    """Images scored twice by a training run (calibration, then test): worth keeping decoded in between."""
+    return {s.path for s in splits.calibration} & {s.path for s in splits.test}

@@ -1,4 +1,7 @@
-"""Atomic file writing: a temporary file beside the target, then a rename. Readers never see half a file."""
+"""Atomic file writing: a temporary file beside the target, then a rename. Readers never see half a file.
+
+Used by the model file, training and inference results and the report alike; it knows nothing about them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +22,19 @@ from hamacho.errors import HamachoError
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
+def atomic_path(
+    path: str | Path, durable: bool = False, before_commit: Callable[[], None] | None = None
+) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces ``path`` in one rename.
 
     On any exception (including Ctrl-C) the temporary file is removed and ``path`` is untouched.
-    ``durable`` also flushes the data to disk before the rename (for model files: a power cut then
-    leaves the old file or the new one, never an empty one).
+
+    Args:
+        path: The file to write.
+        durable: Also flush the data to disk before the rename (for model files: a power cut then
+            leaves the old file or the new one, never an empty one).
+        before_commit: Called after the data is written, just before the rename; if it raises (a stop
+            request, say), the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
     try:
@@ -40,6 +50,8 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
         if durable:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
+        if before_commit is not None:
+            before_commit()
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

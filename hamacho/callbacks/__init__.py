@@ -1,1 +1,0 @@
-"""Lightning callbacks that apply the post-processing functions and write results."""

@@ -1,0 +1,90 @@
+"""The thin Lightning wrapper that fits a plain model: Lightning drives the one pass over the training images.
+
+Lightning places the model on the accelerator (``trainer.accelerator: auto`` uses a GPU when there is
+one) and feeds it batches; the wrapper hands each batch's readable images to ``model.update`` and counts
+them in the run's phase (progress bar, stop requests). Fitting the statistics (``model.fit``) and all
+scoring happen outside Lightning, through the model's own forward (:mod:`hamacho.predictor`).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import lightning.pytorch as pl
+import torch
+
+from hamacho.data.batch import Batch
+from hamacho.errors import DatasetError, summarize
+from hamacho.models.base import AnomalyModel
+from hamacho.progress import Phase, null_phase
+
+_NOISY_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*configure_optimizers.*",
+    r".*`training_step` returned `None`.*",
+    r".*LightningModule.*has parameters that were not used.*",
+    r".*GPU available but not used.*",
+    r".*The number of training batches.*",
+    r".*Total length of .* across ranks is zero.*",
+    r".*is not a valid configuration for.*",
+    r".*Found .* module\(s\) in eval mode at the start of training.*",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+)
+
+
+class AnomalyModule(pl.LightningModule):
+    """Feeds training batches to ``model.update``; no optimiser, no checkpoints.
+
+    Args:
+        model: The plain model to fit.
+        phase: The run's feature-extraction phase (progress and stop requests).
+    """
+
+    def __init__(self, model: AnomalyModel, phase: Phase | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.phase = phase or null_phase("feature extraction")
+        self.unreadable_training_files: list[str] = []
+        self.automatic_optimization = False
+
+    def configure_optimizers(self) -> None:
+        """No optimiser: the models are fitted statistically, in one pass."""
+        return None
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        self.unreadable_training_files += [error for ok, error in zip(batch.valid.tolist(), batch.errors) if not ok]
+        if batch.valid.any():
+            with torch.no_grad():
+                self.model.update(batch.images[batch.valid])
+
+    def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
+        self.phase.advance(len(batch))
+
+    def on_train_epoch_end(self) -> None:
+        bad = self.unreadable_training_files
+        if bad:
+            raise DatasetError(f"{len(bad)} training image(s) cannot be read, fix or remove them: {summarize(bad)}")
+
+
+def fit_features(model: AnomalyModel, loader: torch.utils.data.DataLoader, accelerator: str, phase: Phase) -> None:
+    """One pass of ``model.update`` over the training loader with a Lightning Trainer.
+
+    Args:
+        model: The plain model (moved to the accelerator; it stays there).
+        loader: Batches of training images (:class:`~hamacho.data.batch.Batch`).
+        accelerator: Lightning accelerator, ``auto`` for a GPU when there is one.
+        phase: Progress and stop requests; a stop raises :class:`~hamacho.errors.Interrupted`.
+
+    Raises:
+        DatasetError: When training images could not be read (all of them listed).
+    """
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for pattern in _NOISY_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        trainer = pl.Trainer(accelerator=accelerator, devices=1, max_epochs=1, logger=False,
+                             enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+                             num_sanity_val_steps=0)
+        trainer.fit(AnomalyModule(model, phase), train_dataloaders=loader)

@@ -1,0 +1,257 @@
+"""The Predictor: the one scoring path from a trained model to OK/NG decisions, maps and masks.
+
+``hamacho inference``, the training run's calibration and test passes, and programs that embed Hamacho
+all score through :meth:`Predictor.score_batch`, which runs the model's own forward (uint8 images in,
+normalized maps and scores out). No Trainer, no files, no global state: a Predictor only reads its
+model, so several threads may use one Predictor, or several, at once.
+
+    from hamacho import Predictor
+    predictor = Predictor.load("results/padim/bottle/model.pt")
+    for p in predictor.predict(["part1.png", camera_frame]):
+        print(p.source, p.decision, round(p.score, 3), p.anomaly_map.shape)
+
+See docs/api.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hamacho.data.batch import Batch, collate
+from hamacho.data.dataset import AnomalyDataset, DecodeCache, Source, make_loader
+from hamacho.data.discovery import Sample
+from hamacho.errors import ConfigError
+from hamacho.models.base import AnomalyModel
+from hamacho.post.normalization import decide, resize_map
+from hamacho.settings import Settings
+
+Image = str | Path | np.ndarray
+
+
+@dataclass
+class Prediction:
+    """The outcome for one image.
+
+    Attributes:
+        source: The file path, or ``array #i`` for the i-th input array.
+        raw_score: Image score in the model's own units (NaN when unreadable).
+        score: Normalized image score, 0..1 (NaN when unreadable).
+        decision: ``NG`` (score at or above ``image_threshold``), ``OK``, or ``""`` when unreadable.
+        image_threshold: Normalized cut used for the decision (0.5 = the trained threshold).
+        pixel_threshold: Normalized cut used for the mask.
+        anomaly_map: Normalized anomaly map (H, W) float32 at the image's own resolution, None when unreadable.
+        mask: Predicted defect mask (H, W) bool, ``anomaly_map >= pixel_threshold``; None when unreadable.
+        error: Why the image could not be scored; None when it was.
+    """
+
+    source: str
+    raw_score: float
+    score: float
+    decision: str
+    image_threshold: float
+    pixel_threshold: float
+    anomaly_map: np.ndarray | None = field(default=None, repr=False)
+    mask: np.ndarray | None = field(default=None, repr=False)
+    error: str | None = None
+
+    @property
+    def is_anomalous(self) -> bool:
+        """True for NG."""
+        return self.decision == "NG"
+
+
+@dataclass
+class ScoredBatch:
+    """A batch and what the model made of it, at the model's input size, on the CPU.
+
+    Unreadable images have NaN scores and maps, and are neither NG nor masked.
+
+    Attributes:
+        batch: The input batch (labels, masks, indices, errors).
+        raw_maps: (B, S, S) raw anomaly maps.
+        raw_scores: (B,) raw image scores.
+        maps: (B, S, S) normalized maps.
+        scores: (B,) normalized image scores.
+        is_ng: (B,) decisions at the image cut.
+        pred_masks: (B, S, S) predicted masks at the pixel cut.
+    """
+
+    batch: Batch
+    raw_maps: torch.Tensor
+    raw_scores: torch.Tensor
+    maps: torch.Tensor
+    scores: torch.Tensor
+    is_ng: torch.Tensor
+    pred_masks: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` (or Lightning's ``gpu``) is the GPU when there is one, else the CPU; others are taken as given."""
+    if isinstance(device, torch.device):
+        return device
+    if device in ("auto", "gpu"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if device == "auto" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device '{device}'; use auto, cpu, cuda or mps") from exc
+
+
+def check_cut(name: str, value: float) -> float:
+    """Normalized thresholds must lie within 0..1."""
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be between 0 and 1 (normalized scale, 0.5 = trained threshold), got {value}")
+    return float(value)
+
+
+class Predictor:
+    """Scores images with a trained model (see the module docstring).
+
+    Args:
+        model: A fitted and calibrated model.
+        settings: The settings it was trained with.
+        device: ``auto`` (GPU when there is one), ``cpu``, ``cuda``, ...
+        batch_size: Images per forward pass (default: as trained). Scores do not depend on it.
+        metadata: What the model file says about the run (empty for a model in memory).
+        path: The model file (None for a model in memory).
+    """
+
+    def __init__(self, model: AnomalyModel, settings: Settings, device: str | torch.device = "auto",
+                 batch_size: int | None = None, metadata: dict[str, Any] | None = None,
+                 path: Path | None = None) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.settings = settings
+        self.batch_size = batch_size or settings.dataset.batch_size
+        self.metadata = metadata or {}
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "auto", batch_size: int | None = None) -> Predictor:
+        """A Predictor for a model file written by ``hamacho train`` (or the results folder holding it).
+
+        Raises:
+            ModelFileError: The file is missing, foreign, damaged or from a newer version.
+        """
+        from hamacho.model_file import load_model_file
+
+        loaded = load_model_file(path)
+        return cls(loaded.model, loaded.settings, device, batch_size, loaded.metadata, loaded.path)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square model input."""
+        return self.model.image_size
+
+    @property
+    def calibration(self) -> dict[str, float]:
+        """Raw thresholds and score ranges (what normalized 0.5 and the ends of the scale are)."""
+        return self.model.calibration.as_dict()
+
+    def score_batch(self, batch: Batch, image_threshold: float = 0.5, pixel_threshold: float = 0.5) -> ScoredBatch:
+        """Run the model on a batch's readable images; unreadable ones get NaN.
+
+        Args:
+            batch: Images at the model's input size (see :func:`hamacho.data.batch.collate`).
+            image_threshold: Normalized cut of the OK/NG decision.
+            pixel_threshold: Normalized cut of the predicted masks.
+        """
+        size = self.image_size
+        n = len(batch)
+        raw_maps = torch.full((n, size, size), float("nan"))
+        raw_scores = torch.full((n,), float("nan"))
+        maps, scores = raw_maps.clone(), raw_scores.clone()
+        valid = batch.valid
+        if valid.any():
+            with torch.inference_mode():
+                out = self.model(batch.images[valid].to(self.device))
+            maps[valid], scores[valid] = out.anomaly_map.float().cpu(), out.pred_score.float().cpu()
+            raw_maps[valid], raw_scores[valid] = out.raw_map.float().cpu(), out.raw_score.float().cpu()
+        return ScoredBatch(batch, raw_maps, raw_scores, maps, scores, decide(scores, image_threshold),
+                           decide(maps, pixel_threshold))
+
+    def score_samples(
+        self, samples: Sequence[Sample], image_threshold: float = 0.5, pixel_threshold: float = 0.5,
+        cache: DecodeCache | None = None, num_workers: int = 0,
+    ) -> Iterator[ScoredBatch]:
+        """Score image files batch by batch (decoded on threads, or by ``num_workers`` processes)."""
+        loader = make_loader(samples, self.image_size, self.batch_size, num_workers, cache)
+        for batch in loader:
+            yield self.score_batch(batch, image_threshold, pixel_threshold)
+
+    def iter_predict(
+        self, images: Iterable[Image], image_threshold: float | None = None, pixel_threshold: float | None = None,
+    ) -> Iterator[Prediction]:
+        """Like :meth:`predict`, one :class:`Prediction` at a time (memory stays at one batch)."""
+        image_cut = check_cut("image_threshold", 0.5 if image_threshold is None else image_threshold)
+        pixel_cut = check_cut("pixel_threshold", 0.5 if pixel_threshold is None else pixel_threshold)
+        chunk: list[tuple[str, Source | None, str]] = []
+        for number, image in enumerate(images):
+            chunk.append(_as_source(number, image))
+            if len(chunk) == self.batch_size:
+                yield from self._predict_chunk(chunk, image_cut, pixel_cut)
+                chunk = []
+        if chunk:
+            yield from self._predict_chunk(chunk, image_cut, pixel_cut)
+
+    def predict(
+        self, images: Image | Iterable[Image], image_threshold: float | None = None,
+        pixel_threshold: float | None = None,
+    ) -> list[Prediction]:
+        """Score images: file paths, or arrays (H, W), (H, W, 3) RGB, (H, W, 4) RGBA, uint8 or uint16.
+
+        Args:
+            images: One image or several.
+            image_threshold: Normalized OK/NG cut for this call, 0..1 (default 0.5: the trained threshold).
+            pixel_threshold: Normalized cut for the masks, 0..1 (default 0.5).
+
+        Returns:
+            One :class:`Prediction` per image, in order; an unreadable image gets one with ``error`` set
+            instead of failing the others.
+        """
+        if isinstance(images, (str, Path, np.ndarray)):
+            images = [images]
+        return list(self.iter_predict(images, image_threshold, pixel_threshold))
+
+    def _predict_chunk(self, chunk: list[tuple[str, Source | None, str]], image_cut: float,
+                       pixel_cut: float) -> Iterator[Prediction]:
+        readable = [(position, source) for position, (_, source, _) in enumerate(chunk) if source is not None]
+        dataset = AnomalyDataset([source for _, source in readable], self.image_size)
+        scored = self.score_batch(collate(dataset.__getitems__(list(range(len(readable))))), image_cut, pixel_cut) \
+            if readable else None
+        rows = {position: row for row, (position, _) in enumerate(readable)}
+        for position, (name, _, problem) in enumerate(chunk):
+            row = rows.get(position)
+            if row is None or not bool(scored.batch.valid[row]):
+                error = problem if row is None else scored.batch.errors[row]
+                yield Prediction(name, float("nan"), float("nan"), "", image_cut, pixel_cut, error=error)
+                continue
+            height, width = scored.batch.original_sizes[row]
+            full = resize_map(scored.maps[row].numpy(), height, width)
+            yield Prediction(name, float(scored.raw_scores[row]), float(scored.scores[row]),
+                             "NG" if bool(scored.is_ng[row]) else "OK", image_cut, pixel_cut,
+                             anomaly_map=full, mask=full >= pixel_cut)
+
+
+def _as_source(number: int, image: Any) -> tuple[str, Source | None, str]:
+    """(name, what the dataset reads or None, why it cannot be read) for one input of :meth:`Predictor.predict`."""
+    if isinstance(image, (str, Path)):
+        return str(image), Sample(Path(image), Path(image).stem, None, "unknown"), ""
+    if isinstance(image, np.ndarray):
+        return f"array #{number}", image, ""
+    return f"input #{number}", None, f"unsupported input type {type(image).__name__}: give a file path or a numpy array"

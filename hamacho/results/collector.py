@@ -1,0 +1,145 @@
+"""The test and inference passes' collector: per-image rows and, where labels are known, the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from hamacho.data.discovery import Sample
+from hamacho.data.images import to_uint8_image
+from hamacho.post.curves import binary_curves, sample_pixels
+from hamacho.post.metrics import image_metrics, pixel_metrics
+from hamacho.post.sweep import Sweep, as_numpy, descending_order, sweep
+from hamacho.predictor import ScoredBatch
+from hamacho.results.examples import Example, ExampleTracker, rank_keys
+from hamacho.results.types import LABEL_NAMES, ImageResult, ReportData
+
+
+class ResultsCollector:
+    """Collects :class:`ImageResult` rows batch by batch and computes metrics at the end.
+
+    After :meth:`finish`, ``rows`` holds one row per image and ``metrics`` the image metrics (when good
+    and defective images are labelled) and pixel metrics (when masks exist). With ``report=True``,
+    ``report_data`` also holds the report's example images, pixel sample and pixel curves.
+
+    Args:
+        samples: The images being scored, in the order of the batches' ``indices``.
+        calibration: The model's raw thresholds and min/max (to rank report examples).
+        report: Gather :class:`ReportData` for the HTML report.
+        examples: Example images per report group.
+        pixel_sample: Most pixels kept for the report's pixel-score histogram.
+        seed: Seed of the pixel sample.
+        image_cut: Normalized image threshold in use (ranks the examples by their distance to it).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        calibration: dict[str, float],
+        report: bool = False,
+        examples: int = 5,
+        pixel_sample: int = 200_000,
+        seed: int = 0,
+        image_cut: float = 0.5,
+    ) -> None:
+        self.samples = list(samples)
+        self.calibration = calibration
+        self.pixel_sample = pixel_sample
+        self.seed = seed
+        self.image_cut = image_cut
+        self.rows: list[ImageResult] = []
+        self.metrics: dict[str, float | None] = {}
+        show_gt = any(s.mask_path is not None for s in self.samples)
+        self.report_data = ReportData(ExampleTracker(examples), show_gt=show_gt) if report else None
+        self._scores: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+        self._decisions: list[torch.Tensor] = []
+        self._maps: list[torch.Tensor] = []
+        self._masks: list[torch.Tensor] = []
+        self._pred_masks: list[torch.Tensor] = []
+
+    def add(self, scored: ScoredBatch) -> None:
+        """Take one scored batch: its rows, its labelled scores and pixels, its example candidates."""
+        batch = scored.batch
+        first_row = len(self.rows)
+        for i, index in enumerate(batch.indices.tolist()):
+            sample = self.samples[index]
+            valid = bool(batch.valid[i])
+            self.rows.append(ImageResult(
+                file=str(sample.path),
+                name=sample.name,
+                defect_type=sample.defect_type,
+                label=LABEL_NAMES.get(int(batch.labels[i]), ""),
+                raw_score=float(scored.raw_scores[i]),
+                normalized_score=float(scored.scores[i]),
+                decision=("NG" if bool(scored.is_ng[i]) else "OK") if valid else "",
+                status=batch.errors[i] or "ok",
+            ))
+        if self.report_data is not None:
+            self._offer_examples(scored, first_row)
+        keep = batch.valid & (batch.labels >= 0)
+        if keep.any():
+            self._scores.append(scored.raw_scores[keep])
+            self._labels.append(batch.labels[keep])
+            self._decisions.append(scored.is_ng[keep])
+            with_mask = batch.has_mask[keep]
+            if with_mask.any():
+                self._maps.append(scored.raw_maps[keep][with_mask])
+                self._masks.append(batch.masks[keep][with_mask] > 0)
+                self._pred_masks.append(scored.pred_masks[keep][with_mask])
+
+    def _offer_examples(self, scored: ScoredBatch, first_row: int) -> None:
+        """Let the batch's readable images compete for the report's example groups (copies only winners)."""
+        assert self.report_data is not None
+        tracker = self.report_data.examples
+        cal = self.calibration
+        span = cal["image_max"] - cal["image_min"]
+        span = span if span > 0 else 1.0
+        for i, row in enumerate(self.rows[first_row:]):
+            if not row.decision:
+                continue
+            unclipped = (row.raw_score - cal["image_threshold"]) / span + 0.5
+            keys = rank_keys(row.label, unclipped, self.image_cut, row.decision)
+            if not tracker.wants(keys):
+                continue
+            gt = scored.batch.masks[i].numpy() > 0 if self.report_data.show_gt else None
+            tracker.offer(keys, Example(
+                name=row.name,
+                label=row.label,
+                normalized_score=row.normalized_score,
+                decision=row.decision,
+                image=to_uint8_image(scored.batch.images[i]),
+                norm_map=scored.maps[i].numpy().astype(np.float16),
+                pred_mask=scored.pred_masks[i].numpy().copy(),
+                gt_mask=gt,
+            ))
+
+    def finish(self) -> None:
+        """Compute the metrics (and the report's pixel data); the pixel data is freed, the rows kept."""
+        self.metrics = {}
+        if self._scores:
+            self.metrics.update(
+                image_metrics(torch.cat(self._scores), torch.cat(self._labels), torch.cat(self._decisions))
+            )
+            masks = torch.cat(self._masks) if self._masks else None
+            if masks is not None and bool(masks.any()):
+                maps, pred_masks = torch.cat(self._maps), torch.cat(self._pred_masks)
+                self._maps, self._pred_masks = [], []
+                order = descending_order(as_numpy(maps))  # one sort for every pixel figure
+                counts = sweep(maps, masks, order)
+                self.metrics.update(pixel_metrics(maps, masks, pred_masks, counts=counts, order=order))
+                del order
+                if self.report_data is not None:
+                    self._pixel_report_data(maps, masks, pred_masks, counts)
+        self._maps, self._masks, self._pred_masks = [], [], []
+
+    def _pixel_report_data(
+        self, maps: torch.Tensor, masks: torch.Tensor, pred_masks: torch.Tensor, counts: Sweep
+    ) -> None:
+        """Pixel sample and downsampled pixel curves for the report (the full maps are freed afterwards)."""
+        assert self.report_data is not None
+        self.report_data.pixel_curves = binary_curves(maps, masks, pred_masks, counts=counts)
+        if self.pixel_sample > 0:
+            self.report_data.pixel_sample = sample_pixels(maps, masks, self.pixel_sample, self.seed)

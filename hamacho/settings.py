@@ -1,0 +1,225 @@
+"""Typed settings: one dataclass per configuration section, the single source of defaults and checks.
+
+Each field's default is the default users get; its bounds and choices (``setting(...)`` metadata) are
+what :func:`validate` enforces. Types are enforced by OmegaConf, which builds structured configs from
+these classes (:mod:`hamacho.config`). The ``model`` section is a :class:`ModelParams` subclass that each
+model defines next to its code (see :mod:`hamacho.models.registry`). ``configs/<model>.yaml`` documents
+the same values with comments; a test keeps the two equal.
+
+This module imports neither torch nor omegaconf, so that the CLI can use it before parsing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import Any
+
+from hamacho.errors import ConfigError
+
+BACKBONES = ("resnet18", "wide_resnet50_2")
+LAYERS = ("layer1", "layer2", "layer3", "layer4")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+Check = Callable[[Any], "str | None"]
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    default_factory: Callable[[], Any] | Any = MISSING,
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+    choices: Sequence[str] | None = None,
+    nonempty: bool = False,
+    check: Check | None = None,
+) -> Any:
+    """A dataclass field with the bounds :func:`validate` checks (``None`` values are not checked).
+
+    Args:
+        default: The default value.
+        default_factory: For mutable defaults (lists).
+        at_least: Smallest allowed value.
+        above: The value must be greater than this.
+        at_most: Largest allowed value.
+        choices: Allowed strings.
+        nonempty: Strings must not be empty.
+        check: Further check, returning what is wrong (``"must be ..."``) or None.
+    """
+    metadata = {"at_least": at_least, "above": above, "at_most": at_most, "choices": choices,
+                "nonempty": nonempty, "check": check}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _problem(value: Any, meta: dict[str, Any]) -> str | None:
+    """What is wrong with a value, by its field's metadata, or None."""
+    if value is None:
+        return None
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        return f"must be one of: {', '.join(meta['choices'])}"
+    if meta.get("nonempty") and value == "":
+        return "must be a non-empty string"
+    if meta.get("at_least") is not None and value < meta["at_least"]:
+        return f"must be at least {meta['at_least']}"
+    if meta.get("above") is not None and value <= meta["above"]:
+        return f"must be greater than {meta['above']}"
+    if meta.get("at_most") is not None and value > meta["at_most"]:
+        return f"must be at most {meta['at_most']}"
+    check = meta.get("check")
+    return check(value) if check is not None else None
+
+
+def validate(section: Any, prefix: str = "") -> None:
+    """Check every field of a settings dataclass (recursively) against its bounds.
+
+    Raises:
+        ConfigError: Naming the first bad key, what it must be, and the value given.
+    """
+    for item in fields(section):
+        value = getattr(section, item.name)
+        key = f"{prefix}{item.name}"
+        if is_dataclass(value):
+            validate(value, f"{key}.")
+            continue
+        problem = _problem(value, dict(item.metadata))
+        if problem:
+            raise ConfigError(f"config key '{key}' {problem} (got {value!r})")
+
+
+def check_layers(value: Sequence[str]) -> str | None:
+    """Backbone stages: known names, distinct, from shallow to deep."""
+    if not value:
+        return "must be a non-empty list such as [layer1, layer2, layer3]"
+    if any(layer not in LAYERS for layer in value):
+        return f"may only hold {', '.join(LAYERS)}"
+    if list(value) != sorted(set(value)):
+        return "must list distinct layers from shallow to deep"
+    return None
+
+
+def check_image_size(value: int) -> str | None:
+    """Square side of the model input: a multiple of the backbones' stride."""
+    return "must be a positive multiple of 32 (the backbone's stride)" if value % 32 else None
+
+
+def max_num_workers() -> int:
+    """Most data-loading workers allowed here: cpu_count - 2 on Linux, none elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    return max((os.cpu_count() or 1) - 2, 0)
+
+
+def check_num_workers(value: int) -> str | None:
+    """Data-loading processes: Linux only, at most cpu_count - 2."""
+    if value and not sys.platform.startswith("linux"):
+        return "data-loading workers are only supported on Linux; use 0"
+    limit = max_num_workers()
+    if value > limit:
+        return f"is {value} but at most {limit} is allowed here (cpu_count {os.cpu_count()} - 2)"
+    return None
+
+
+@dataclass
+class ModelParams:
+    """The ``model`` section every model has; each model subclasses it with its own parameters.
+
+    Subclasses change a default by declaring the field again with :func:`backbone_field` or
+    :func:`layers_field`, which keep the checks.
+    """
+
+    name: str = ""
+    backbone: str = setting("resnet18", choices=BACKBONES)
+    backbone_weights: str | None = setting("imagenet", nonempty=True)
+    layers: list[str] = setting(default_factory=lambda: ["layer1", "layer2", "layer3"], check=check_layers)
+    blur_sigma: float = setting(4.0, at_least=0.0)
+
+
+def backbone_field(default: str) -> Any:
+    """The ``backbone`` field with another default."""
+    return setting(default, choices=BACKBONES)
+
+
+def layers_field(default: Sequence[str]) -> Any:
+    """The ``layers`` field with another default."""
+    return setting(default_factory=lambda: list(default), check=check_layers)
+
+
+@dataclass
+class DatasetSettings:
+    """Where the images are and how they are batched."""
+
+    root: str | None = None
+    image_size: int = setting(256, at_least=32, check=check_image_size)
+    batch_size: int = setting(8, at_least=1)
+    num_workers: int = setting(0, at_least=0, check=check_num_workers)
+    calibration_split: float = setting(0.1, above=0.0, at_most=0.9)
+
+
+@dataclass
+class ThresholdSettings:
+    """How the threshold is set without defective calibration images."""
+
+    fallback_sigma: float = setting(3.0, at_least=0.0)
+
+
+@dataclass
+class VisualizationSettings:
+    """Which pictures are written per scored image."""
+
+    report_images: bool = True
+    save_heatmap: bool = False
+    save_segmentation: bool = False
+    only_wrong: bool = False
+    heatmap_alpha: float = setting(0.5, at_least=0.0, at_most=1.0)
+
+
+@dataclass
+class ReportSettings:
+    """The analysis report (report.html)."""
+
+    enabled: bool = True
+    examples: int = setting(5, at_least=0, at_most=50)
+    pixel_sample: int = setting(200_000, at_least=0)
+
+
+@dataclass
+class ProjectSettings:
+    """Seed and where results go."""
+
+    seed: int = setting(0, at_least=0, at_most=2**32 - 1)
+    result_path: str = setting("results", nonempty=True)
+
+
+@dataclass
+class TrainerSettings:
+    """Device choice."""
+
+    accelerator: str = setting("auto", choices=ACCELERATORS)
+
+
+@dataclass
+class Settings:
+    """The whole configuration of a training run (stored in the model file)."""
+
+    model: ModelParams = field(default_factory=ModelParams)
+    dataset: DatasetSettings = field(default_factory=DatasetSettings)
+    threshold: ThresholdSettings = field(default_factory=ThresholdSettings)
+    visualization: VisualizationSettings = field(default_factory=VisualizationSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
+    project: ProjectSettings = field(default_factory=ProjectSettings)
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
+
+
+def type_words(annotation: Any) -> str:
+    """How a value of a field's declared type is described in an error, e.g. ``must be an integer``."""
+    text = str(annotation).replace("typing.", "")
+    nullable = " or null" if "None" in text else ""
+    for name, words in (("bool", "must be true or false"), ("int", "must be an integer"),
+                        ("float", "must be a number"), ("list", "must be a list"), ("str", "must be a string")):
+        if text.startswith(name):
+            return words + nullable
+    return f"must be of type {text}"

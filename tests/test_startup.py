@@ -1,0 +1,41 @@
+"""`hamacho --help`, `--version` and usage errors answer without loading torch, torchvision or Lightning."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "torchvision", "lightning", "pytorch_lightning", "cv2", "omegaconf")
+PROBE = """
+import json, sys
+from hamacho.cli import main
+try:
+    main({args!r})
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({{"code": code, "loaded": [m for m in {heavy!r} if m in sys.modules]}}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(("args", "code", "text"), [
+    (["--help"], 0, "Train on good images"),
+    (["train", "--help"], 0, "--backbone-weights"),
+    (["inference", "--help"], 0, "--image-threshold"),
+    (["--version"], 0, "hamacho, version"),
+    (["train", "--model", "nope"], 2, "Invalid value for '--model': 'nope' is not one of 'padim', 'patchcore'"),
+    (["train", "--image-size", "big"], 2, "'big' is not a valid integer"),
+    (["inference", "--image-path", "x.png"], 2, "Missing option '--model-path'"),
+    (["serve-everything"], 2, "No such command"),
+])
+def test_help_version_and_usage_errors_do_not_import_heavy_modules(args, code, text):
+    result = subprocess.run([sys.executable, "-c", PROBE.format(args=args, heavy=HEAVY)], capture_output=True,
+                            text=True, timeout=120)
+    outcome = json.loads(result.stderr.strip().splitlines()[-1])
+    assert outcome == {"code": code, "loaded": []}, result.stderr
+    assert text in result.stdout + result.stderr
+    if code:
+        assert result.stderr.strip().splitlines()[0].startswith("Error: ")
