@@ -30,9 +30,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: every weight comes from the given file
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
+import numpy as np
+import torch
+import torchvision
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -109,7 +109,7 @@ def load_backbone(extractor: torch.nn.Module, backbone: str, layers: list[str], 
     }
 
 
-def build_model(spec: dict):  # noqa: ANN201 - anomalib types are imported lazily
+def build_model(spec: dict):
     """anomalib's Padim or Patchcore configured like Hamacho's run: same size, layers, defaults."""
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms.v2 import Compose, Normalize, Resize
@@ -145,7 +145,7 @@ def build_model(spec: dict):  # noqa: ANN201 - anomalib types are imported lazil
     return model
 
 
-def make_callbacks(model) -> tuple[list, dict, dict]:  # noqa: ANN001
+def make_callbacks(model) -> tuple[list, dict, dict]:
     """A timing callback (fit phases) and a raw-output capture of the test pass.
 
     The capture is a forward hook on the plain torch model, so it sees ``pred_score`` and
@@ -157,7 +157,7 @@ def make_callbacks(model) -> tuple[list, dict, dict]:  # noqa: ANN001
     captured: dict[str, list] = {"scores": [], "maps": [], "paths": [], "labels": []}
     state = {"capturing": False}
 
-    def hook(_module, _inputs, output) -> None:  # noqa: ANN001
+    def hook(_module, _inputs, output) -> None:
         if state["capturing"] and not _module.training:
             captured["scores"].append(output.pred_score.detach().float().cpu().numpy().reshape(-1))
             maps = output.anomaly_map.detach().float().cpu().numpy()
@@ -174,20 +174,20 @@ def make_callbacks(model) -> tuple[list, dict, dict]:  # noqa: ANN001
     model.fit = timed_fit  # called by MemoryBankMixin at the start of validation
 
     class Marks(Callback):
-        def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
             marks.setdefault("train_start", time.perf_counter())
 
-        def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        def on_validation_end(self, trainer, pl_module) -> None:
             marks["validation_end"] = time.perf_counter()
 
-        def on_test_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        def on_test_epoch_start(self, trainer, pl_module) -> None:
             state["capturing"] = True
 
-        def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: ANN001
+        def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
             captured["paths"].extend(str(p) for p in batch.image_path)
             captured["labels"].append(batch.gt_label.detach().cpu().numpy().reshape(-1).astype(np.int64))
 
-        def on_test_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        def on_test_epoch_end(self, trainer, pl_module) -> None:
             state["capturing"] = False
 
     return [Marks()], marks, captured
@@ -198,9 +198,8 @@ def run(spec: dict) -> dict:
     import anomalib
     from anomalib.data import MVTecAD
     from anomalib.engine import Engine
-    from lightning.pytorch import seed_everything
-
     from anomalib.models import Padim, Patchcore  # noqa: F401 - imported before the start-up RSS is taken
+    from lightning.pytorch import seed_everything
 
     startup_rss = peak_rss_mb()  # after imports: what the process costs before any work
     out_dir = Path(spec["out_dir"])

@@ -32,7 +32,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR.parent) not in sys.path:  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(BENCH_DIR.parent))
 
-from benchmarks import report  # noqa: E402
+from benchmarks import report, startup
 
 MODELS = ("padim", "patchcore")
 BACKBONES = ("resnet18", "wide_resnet50_2")
@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PaDiM channel subset of anomalib: same as Hamacho's (default) or its own seeded choice")
     p.add_argument("--forward-repeats", type=int, default=1, help="timed passes of the forward floor (best) [1]")
     p.add_argument("--keep-work", action="store_true", help="keep model files and anomalib's work folder")
+    p.add_argument("--startup-only", action="store_true", help="only measure and print the CLI start-up")
+    p.add_argument("--startup-repeats", type=int, default=5, help="runs per start-up command (median) [5]")
     p.add_argument("--make-weights", metavar="PATH",
                    help="only write random-init weights of --backbone (seeded by --seed) to PATH and exit")
     return p
@@ -197,7 +199,7 @@ def run_anomalib(args: argparse.Namespace, spec: dict[str, Any], run_dir: Path,
     return result
 
 
-def run_pair(args: argparse.Namespace, dataset: Path, model: str, out: Path, log=print) -> dict[str, Any]:  # noqa: ANN001
+def run_pair(args: argparse.Namespace, dataset: Path, model: str, out: Path, log=print) -> dict[str, Any]:
     """Forward floor, Hamacho (compared ratio and extras), then the peer, for one (category, model)."""
     spec = base_spec(args, dataset, model)
     folder = out / dataset.name / model
@@ -250,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--make-weights needs --backbone resnet18|wide_resnet50_2")
         print(make_weights(args.make_weights, args.backbone, args.seed))
         return 0
+    if args.startup_only:
+        print(startup.table(startup.measure(args.startup_repeats)))
+        return 0
     datasets = datasets_of(args)
     if args.peer:
         for backbone in sorted({base_spec(args, datasets[0], model)["backbone"] for model in args.models}):
@@ -267,12 +272,13 @@ def main(argv: list[str] | None = None) -> int:
             comparisons.append(run_pair(args, dataset, model, out, log=lambda m: print(f"[bench] {m}", file=sys.stderr)))
     tables = "\n\n".join(report.markdown_table(c["title"], c["rows"], bool(args.peer)) for c in comparisons)
     verdict = report.verdict_summary(comparisons)
-    text = f"{tables}\n\n{verdict}\n"
+    start_up = startup.measure(args.startup_repeats)
+    text = f"{tables}\n\n{verdict}\n\n{startup.table(start_up)}\n"
     (out / "table.md").write_text(text, encoding="utf-8")
     write_json(out / "summary.json", {
         "command": shlex.join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
         "environment": environment(), "wall_seconds": time.perf_counter() - started,
-        "peer": args.peer, "comparisons": comparisons, "verdict": verdict,
+        "peer": args.peer, "comparisons": comparisons, "verdict": verdict, "startup": start_up,
     })
     print(text, end="")
     return 0

@@ -20,8 +20,14 @@ from hamacho.errors import ConfigError, first_line
 from hamacho.models.registry import DEFAULT_MODEL, get_spec
 from hamacho.settings import Settings, max_num_workers, type_words, validate
 
-__all__ = ["build_config", "default_settings", "settings_from_dict", "settings_to_dict", "load_yaml",
-           "max_num_workers"]
+__all__ = [
+    "build_config",
+    "default_settings",
+    "load_yaml",
+    "max_num_workers",
+    "settings_from_dict",
+    "settings_to_dict",
+]
 
 
 def default_settings(model_name: str) -> Settings:
@@ -156,10 +162,10 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def _check_keys(base: DictConfig, update: DictConfig, prefix: str, source: str) -> None:
-    for key in update.keys():
+    for key in update:
         dotted = f"{prefix}{key}"
         if key not in base:
-            valid = ", ".join(str(k) for k in base.keys())
+            valid = ", ".join(str(k) for k in base)
             where = f"in section '{prefix[:-1]}'" if prefix else "at the top level"
             raise ConfigError(f"unknown config key '{dotted}' ({source}); valid keys {where}: {valid}")
         if isinstance(base[key], DictConfig):

@@ -173,7 +173,7 @@ def stop_on_signals(control: RunControl, signals: tuple[int, ...] = (signal.SIGI
         yield
         return
 
-    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+    def handler(signum: int, frame: Any) -> None:
         if control.stop_requested:
             raise KeyboardInterrupt
         control.request_stop(signum)

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torchvision
 
+from hamacho.config import build_config
 from hamacho.errors import BackboneError, ModelFileError
 from hamacho.model_file import FORMAT_VERSION, load_model_file, read_payload, save_model_file
 from hamacho.models.backbone import build_feature_extractor
-from hamacho.config import build_config
 from hamacho.models.factory import build_model
 
 

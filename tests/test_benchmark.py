@@ -38,7 +38,7 @@ def bench_run(tmp_path_factory) -> tuple[Path, Path, str, Path]:
 
 
 def test_benchmark_writes_json_per_run_and_a_summary(bench_run):
-    out, data, _, weights = bench_run
+    out, _data, _, weights = bench_run
     summary = json.loads((out / "summary.json").read_text())
     assert [c["model"] for c in summary["comparisons"]] == ["padim", "patchcore"]
     assert summary["peer"] is None and "targets" in summary["verdict"]
@@ -81,6 +81,12 @@ def test_benchmark_prints_the_table(bench_run):
     for row in report.ROWS:
         assert f"| {row.label} |" in printed
     assert "anomalib" not in printed.split("\n")[2]  # no peer: no anomalib column
+    assert "#### CLI start-up (median of runs; target < 0.5 s)" in printed
+    start_up = json.loads((out / "summary.json").read_text())["startup"]
+    assert [row["exit_code"] for row in start_up] == [0, 0, 0, 2]
+    for row in start_up:
+        assert row["median_seconds"] > 0 and row["peak_rss_mb"] > 0
+        assert f"| {row['command']} | {row['median_seconds']:.3f} |" in printed
 
 
 def test_peer_scoring_reproduces_hamachos_own_image_metrics(bench_run):

@@ -95,7 +95,7 @@ def test_threshold_outside_zero_to_one_is_refused(cli, dataset, tmp_path, value)
 
 def test_good_only_dataset_uses_the_fallback_and_flags_no_good_image(cli, tmp_path):
     root = make_dataset(tmp_path / "goods", n_train=10, n_good=4, n_defect=0)
-    run_dir, result = _train(cli, root, tmp_path / "r")
+    run_dir, _ = _train(cli, root, tmp_path / "r")
     rows = _rows(run_dir / "results.csv")
     assert len(rows) == 4 and all(r["decision"] == "OK" for r in rows)
     summary = json.loads((run_dir / "metrics.json").read_text())
@@ -136,7 +136,7 @@ def test_full_resolution_outputs_and_only_wrong(cli, dataset, tmp_path):
 
 def test_python_dash_m_and_no_traceback_on_errors(tmp_path):
     result = subprocess.run([sys.executable, "-m", "hamacho", "train", "--dataset-root", str(tmp_path / "nope"),
-                             "--backbone-weights", "none"], capture_output=True, text=True)
+                             "--backbone-weights", "none"], capture_output=True, text=True, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"Error: dataset root not found: {tmp_path / 'nope'}"]
     assert "Traceback" not in result.stderr

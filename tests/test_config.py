@@ -53,8 +53,8 @@ def test_model_comes_from_the_config_file(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["dataset.bach_size=3"], "unknown config key 'dataset.bach_size' .*valid keys in section 'dataset': root, "
-                                  "image_size, batch_size"),
+        (["dataset.bach_size=3"], ("unknown config key 'dataset.bach_size' .*valid keys in section 'dataset': root, "
+                                   "image_size, batch_size")),
         (["foo.bar=1"], "unknown config key 'foo'"),
         (["dataset.image_size=100"], "positive multiple of 32"),
         (["dataset.image_size=0"], "must be at least 32"),

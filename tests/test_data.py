@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from hamacho.data.dataset import AnomalyDataset, DecodeCache, make_loader
-from hamacho.data.splits import make_splits, repeated_paths
 from hamacho.data.discovery import discover_dataset, discover_inference_inputs
 from hamacho.data.images import ImageReadError, read_image, read_mask, resize_mask
+from hamacho.data.splits import make_splits, repeated_paths
 from hamacho.errors import DatasetError
 from tests.conftest import make_dataset, write_png
 

@@ -38,9 +38,8 @@ def test_a_stop_request_ends_the_run_at_its_next_step():
     assert steps == 3
     assert str(info.value) == "Interrupted during feature extraction; no model file was written."
     assert info.value.signum is None
-    with pytest.raises(Interrupted):  # and no later phase starts
-        with control.phase("fit"):
-            pass
+    with pytest.raises(Interrupted), control.phase("fit"):  # and no later phase starts
+        pass
 
 
 def test_ctrl_c_only_requests_a_stop_and_a_second_one_interrupts_at_once():

@@ -14,7 +14,15 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from hamacho.data.batch import Item, collate
 from hamacho.data.discovery import Sample
-from hamacho.data.images import ImageReadError, as_rgb_uint8, read_image, read_mask, resize_image, resize_mask, to_tensor
+from hamacho.data.images import (
+    ImageReadError,
+    as_rgb_uint8,
+    read_image,
+    read_mask,
+    resize_image,
+    resize_mask,
+    to_tensor,
+)
 
 DECODE_CACHE_BYTES = 256 * 1024 * 1024  # decoded images kept for a second pass (about 1000 at 256 px)
 Source = Sample | np.ndarray  # an image file (with label and mask), or an array given by a program

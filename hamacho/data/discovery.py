@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hamacho.errors import DatasetError
+from hamacho.errors import DatasetError, summarize
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
@@ -121,7 +121,7 @@ def _find_masks(gt_dir: Path) -> dict[tuple[str, str], Path]:
         return masks
     for type_dir in sorted(p for p in gt_dir.iterdir() if p.is_dir()):
         for path in list_images(type_dir):
-            stem = path.stem[: -len("_mask")] if path.stem.endswith("_mask") else path.stem
+            stem = path.stem.removesuffix("_mask")
             masks.setdefault((type_dir.name, stem), path)
     return masks
 
@@ -182,7 +182,6 @@ def _discover_test(root: Path) -> tuple[list[Sample], list[str]]:
             warnings.append(f"{missing} image(s) in test/{kind} have no mask; they count for image metrics only")
     unused = sorted(set(masks.values()) - used_masks)
     if unused:
-        listed = ", ".join(str(p.relative_to(root)) for p in unused[:5])
-        more = f" and {len(unused) - 5} more" if len(unused) > 5 else ""
-        warnings.append(f"{len(unused)} mask(s) without an image were ignored: {listed}{more}")
+        listed = summarize([str(p.relative_to(root)) for p in unused], limit=5, separator=", ")
+        warnings.append(f"{len(unused)} mask(s) without an image were ignored: {listed}")
     return test, warnings

@@ -63,7 +63,7 @@ class FeatureExtractor(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
-    def train(self, mode: bool = True) -> FeatureExtractor:  # noqa: ARG002 - frozen on purpose
+    def train(self, mode: bool = True) -> FeatureExtractor:
         """Keep eval mode whatever Lightning asks for."""
         return super().train(False)
 

@@ -52,7 +52,7 @@ class MemoryBankIndex(nn.Module):
         self.register_buffer("_scan", torch.empty(0, 0), persistent=False)
         self.register_buffer("_scan_sq", torch.empty(0), persistent=False)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         """Size the buffers from the file before loading them (sizes are only known after fitting)."""
         for name in ("bank", "components", "projected"):
             value = state_dict.get(prefix + name)

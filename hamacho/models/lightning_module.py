@@ -50,7 +50,7 @@ class AnomalyModule(pl.LightningModule):
 
     def configure_optimizers(self) -> None:
         """No optimiser: the models are fitted statistically, in one pass."""
-        return None
+        return
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         self.unreadable_training_files += [error for ok, error in zip(batch.valid.tolist(), batch.errors) if not ok]

@@ -56,7 +56,8 @@ class PatchStore:
         self.count += patches.shape[0]
 
     def _spill(self) -> None:
-        handle = tempfile.NamedTemporaryFile(prefix="hamacho-patches-", suffix=".f32", delete=False)
+        # Kept open while patches stream in; closed and deleted by close().
+        handle = tempfile.NamedTemporaryFile(prefix="hamacho-patches-", suffix=".f32", delete=False)  # noqa: SIM115
         self._file, self._path = handle, Path(handle.name)
         for block in self._memory:
             handle.write(block.numpy().tobytes())

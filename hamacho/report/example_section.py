@@ -10,10 +10,10 @@ from html import escape
 import cv2
 import numpy as np
 
-from hamacho.results.types import ReportData
-from hamacho.results.examples import Example
 from hamacho.report.figure_writer import FigureWriter
 from hamacho.report.images import compose_report
+from hamacho.results.examples import Example
+from hamacho.results.types import ReportData
 
 
 def examples_section(figures: FigureWriter, data: ReportData, alpha: float, pixel_cut: float) -> str:

@@ -57,7 +57,7 @@ def _colour_bar(width: int, cut: float) -> np.ndarray:
     ramp = colorize(np.tile(np.linspace(0.0, 1.0, width), (8, 1)))
     bar[2:10] = ramp
     for value in (0.0, cut, 1.0):
-        x = int(round(value * (width - 1)))
+        x = round(value * (width - 1))
         cv2.line(bar, (x, 0), (x, 12), TEXT, 1)
         label = f"{value:g}"
         size = cv2.getTextSize(label, FONT, 0.4, 1)[0][0]

@@ -53,7 +53,7 @@ class PictureWriter:
         """True when any picture is to be written."""
         return self.settings.report_images or self.settings.save_heatmap or self.settings.save_segmentation
 
-    def __enter__(self) -> PictureWriter:
+    def __enter__(self) -> PictureWriter:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:

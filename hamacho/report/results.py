@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hamacho.results.types import RESULT_COLUMNS, ImageResult, result_table
 from hamacho.files import write_csv, write_json
+from hamacho.results.types import RESULT_COLUMNS, ImageResult, result_table
 
 METRIC_ORDER = ("image_AUROC", "image_F1", "pixel_AUROC", "pixel_F1", "pixel_AUPRO")
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
-from hamacho.results.types import ImageResult
 from hamacho.report.results import METRIC_ORDER
+from hamacho.results.types import ImageResult
 
 METRIC_TEXT = {
     "image_AUROC": ("Image AUROC", ("How well scores rank defective above good images, whatever the threshold "
