@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from hamacho.data.batch import Batch, collate
-from hamacho.data.dataset import AnomalyDataset, DecodeCache, Source, make_loader
+from hamacho.data.dataset import AnomalyDataset, DecodeCache, make_loader
 from hamacho.data.discovery import Sample
 from hamacho.errors import ConfigError
 from hamacho.models.base import AnomalyModel
@@ -200,9 +200,12 @@ class Predictor:
         """Like :meth:`predict`, one :class:`Prediction` at a time (memory stays at one batch)."""
         image_cut = check_cut("image_threshold", 0.5 if image_threshold is None else image_threshold)
         pixel_cut = check_cut("pixel_threshold", 0.5 if pixel_threshold is None else pixel_threshold)
-        chunk: list[tuple[str, Source | None, str]] = []
+        chunk: list[tuple[str, Any]] = []
         for number, image in enumerate(images):
-            chunk.append(_as_source(number, image))
+            if isinstance(image, (str, Path)):
+                chunk.append((str(image), Sample(Path(image), Path(image).stem, None, "unknown")))
+            else:  # an array; anything else comes back with an error from the dataset
+                chunk.append((f"{'array' if isinstance(image, np.ndarray) else 'input'} #{number}", image))
             if len(chunk) == self.batch_size:
                 yield from self._predict_chunk(chunk, image_cut, pixel_cut)
                 chunk = []
@@ -228,30 +231,15 @@ class Predictor:
             images = [images]
         return list(self.iter_predict(images, image_threshold, pixel_threshold))
 
-    def _predict_chunk(self, chunk: list[tuple[str, Source | None, str]], image_cut: float,
-                       pixel_cut: float) -> Iterator[Prediction]:
-        readable = [(position, source) for position, (_, source, _) in enumerate(chunk) if source is not None]
-        dataset = AnomalyDataset([source for _, source in readable], self.image_size)
-        scored = self.score_batch(collate(dataset.__getitems__(list(range(len(readable))))), image_cut, pixel_cut) \
-            if readable else None
-        rows = {position: row for row, (position, _) in enumerate(readable)}
-        for position, (name, _, problem) in enumerate(chunk):
-            row = rows.get(position)
-            if row is None or not bool(scored.batch.valid[row]):
-                error = problem if row is None else scored.batch.errors[row]
-                yield Prediction(name, float("nan"), float("nan"), "", image_cut, pixel_cut, error=error)
+    def _predict_chunk(self, chunk: list[tuple[str, Any]], image_cut: float, pixel_cut: float) -> Iterator[Prediction]:
+        items = AnomalyDataset([source for _, source in chunk], self.image_size).__getitems__(list(range(len(chunk))))
+        scored = self.score_batch(collate(items), image_cut, pixel_cut)
+        for row, (name, _) in enumerate(chunk):
+            if not bool(scored.batch.valid[row]):
+                yield Prediction(name, float("nan"), float("nan"), "", image_cut, pixel_cut,
+                                 error=scored.batch.errors[row])
                 continue
-            height, width = scored.batch.original_sizes[row]
-            full = resize_map(scored.maps[row].numpy(), height, width)
+            full = resize_map(scored.maps[row].numpy(), *scored.batch.original_sizes[row])
             yield Prediction(name, float(scored.raw_scores[row]), float(scored.scores[row]),
                              "NG" if bool(scored.is_ng[row]) else "OK", image_cut, pixel_cut,
                              anomaly_map=full, mask=full >= pixel_cut)
-
-
-def _as_source(number: int, image: Any) -> tuple[str, Source | None, str]:
-    """(name, what the dataset reads or None, why it cannot be read) for one input of :meth:`Predictor.predict`."""
-    if isinstance(image, (str, Path)):
-        return str(image), Sample(Path(image), Path(image).stem, None, "unknown"), ""
-    if isinstance(image, np.ndarray):
-        return f"array #{number}", image, ""
-    return f"input #{number}", None, f"unsupported input type {type(image).__name__}: give a file path or a numpy array"

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hamacho.errors import Interrupted
+from hamacho.files import atomic_write_text
 
 Observer = Callable[[str, int, "int | None"], None]  # (phase, steps done, total steps or None)
 PAUSE_SECONDS = 300.0
@@ -156,8 +157,8 @@ def _new_bar(name: str, total: int | None, unit: str) -> Any:
 def _pause_for_stop(control: RunControl) -> None:
     """The test hook (see the module docstring): announce the pause in a file, then wait for a stop request."""
     marker = os.environ.get("HAMACHO_PAUSE_FILE")
-    if marker:
-        Path(marker).write_text(f"{control.current}\n", encoding="utf-8")
+    if marker:  # written whole (temporary file and rename): a watcher never reads it half-written
+        atomic_write_text(Path(marker), f"{control.current}\n")
     deadline = time.monotonic() + PAUSE_SECONDS
     while not control.stop_requested and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -113,7 +113,8 @@ def test_unreadable_inputs_get_an_error_each_and_do_not_fail_the_batch(trained, 
     assert "empty file (0 bytes)" in errors[1]
     assert "got shape (4, 4, 7)" in errors[3]
     assert "not a readable image" in errors[4]
-    assert errors[5].startswith("unsupported input type dict")
+    assert errors[5].startswith("unsupported input type dict") and results[5].source == "input #5"
+    assert results[3].source == "array #3" and results[1].source == str(empty)
     assert "missing.png" in errors[6]
     for i in errors:
         assert results[i].decision == "" and np.isnan(results[i].score) and results[i].anomaly_map is None

@@ -101,13 +101,15 @@ def as_rgb_uint8(image: np.ndarray, bgr: bool = False) -> np.ndarray:
         bgr: The colour channels are in OpenCV's order (decoded files); otherwise RGB (arrays from users).
 
     Raises:
-        ImageReadError: For another shape, an empty image or a dtype that is not a number.
+        ImageReadError: For something that is not an array, another shape, an empty image or a dtype that
+            is not a number.
     """
-    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0 or (
+    if not isinstance(image, np.ndarray):
+        raise ImageReadError(f"unsupported input type {type(image).__name__}: give a file path or a numpy array")
+    if image.ndim not in (2, 3) or image.size == 0 or (
         image.ndim == 3 and not 1 <= image.shape[2] <= 4
     ):
-        shape = getattr(image, "shape", None)
-        raise ImageReadError(f"not an image array: expected (H, W) or (H, W, 1-4 channels), got shape {shape}")
+        raise ImageReadError(f"not an image array: expected (H, W) or (H, W, 1-4 channels), got shape {image.shape}")
     if not (np.issubdtype(image.dtype, np.number) or image.dtype == np.bool_):
         raise ImageReadError(f"not an image array: dtype {image.dtype}")
     image = _to_uint8(image)
