@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torchvision
 
 from hamacho.data.discovery import discover_dataset
-from hamacho.data.images import read_image, resize_image, to_tensor
+from hamacho.data.images import read_image, resize_image, to_chw
 
 LAYER_ORDER = ("layer1", "layer2", "layer3", "layer4")
 
@@ -147,7 +148,7 @@ def forward_floor(
     from hamacho.models.backbone import IMAGENET_MEAN, IMAGENET_STD, build_feature_extractor
 
     layout = discover_dataset(dataset)
-    images = torch.stack([to_tensor(resize_image(read_image(s.path), image_size)) for s in layout.test])
+    images = torch.from_numpy(np.stack([to_chw(resize_image(read_image(s.path), image_size)) for s in layout.test]))
     if images.shape[0] == 0:
         return {"forward_seconds": None, "extractor_forward_seconds": None, "images": 0,
                 "forward_images_per_second": None}

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from hamacho.data.discovery import Sample, discover_dataset
 from hamacho.data.images import ImageReadError, read_mask, resize_mask
@@ -23,7 +22,7 @@ from hamacho.post.normalization import decide, normalize
 from hamacho.post.threshold import calibrate
 
 
-def ground_truth(samples: list[Sample], image_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ground_truth(samples: list[Sample], image_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels (N,), masks (N, S, S) bool and has-mask flags (N,) as Hamacho's dataset builds them.
 
     Good images have an all-zero mask; defective images without a usable mask count for image
@@ -40,14 +39,14 @@ def ground_truth(samples: list[Sample], image_size: int) -> tuple[torch.Tensor, 
                 usable = True
             except ImageReadError:
                 usable = False
-        masks.append(torch.from_numpy(mask))
+        masks.append(mask)
         has_mask.append(usable)
-    return torch.tensor(labels), torch.stack(masks), torch.tensor(has_mask)
+    return np.array(labels, dtype=np.int64), np.stack(masks), np.array(has_mask, dtype=bool)
 
 
 def evaluate_raw(
-    scores: np.ndarray, maps: np.ndarray | None, labels: torch.Tensor, masks: torch.Tensor | None = None,
-    has_mask: torch.Tensor | None = None,
+    scores: np.ndarray, maps: np.ndarray | None, labels: np.ndarray, masks: np.ndarray | None = None,
+    has_mask: np.ndarray | None = None,
 ) -> dict[str, float | None]:
     """Calibrate on the labelled images and compute the five metrics, as ``hamacho train`` does.
 
@@ -61,18 +60,18 @@ def evaluate_raw(
     Returns:
         ``image_AUROC``, ``image_F1``, ``pixel_AUROC``, ``pixel_F1``, ``pixel_AUPRO`` (None where undefined).
     """
-    scores_t = torch.as_tensor(np.asarray(scores, dtype=np.float32))
-    labels = torch.as_tensor(labels)
+    scores_t = np.asarray(scores, dtype=np.float32)
+    labels = np.asarray(labels)
     keep = labels >= 0
     if maps is None:
         thresholds, _ = calibrate(scores_t[keep], labels[keep], None, None)
         threshold, low, high = thresholds["image_threshold"], float(scores_t[keep].min()), float(scores_t[keep].max())
         return image_metrics(scores_t[keep], labels[keep], decide(normalize(scores_t[keep], threshold, low, high)))
-    maps_t = torch.as_tensor(np.asarray(maps, dtype=np.float32))
+    maps_t = np.asarray(maps, dtype=np.float32)
     scores_t, maps_t, labels, masks, has_mask = scores_t[keep], maps_t[keep], labels[keep], masks[keep], has_mask[keep]
     pixel_keep = has_mask
-    pixel_scores = maps_t[pixel_keep].flatten() if bool(masks[pixel_keep].any()) else None
-    pixel_labels = masks[pixel_keep].flatten().long() if pixel_scores is not None else None
+    pixel_scores = maps_t[pixel_keep].ravel() if bool(masks[pixel_keep].any()) else None
+    pixel_labels = masks[pixel_keep].ravel().astype(np.int64) if pixel_scores is not None else None
     thresholds, _ = calibrate(scores_t, labels, pixel_scores, pixel_labels)
     image_min, image_max = float(scores_t.min()), float(scores_t.max())
     pixel_min, pixel_max = float(maps_t.min()), float(maps_t.max())

@@ -25,6 +25,7 @@ from hamacho.settings import BACKBONES
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
+TRAINING_PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics")
 _ON_LINUX = sys.platform.startswith("linux")
 
 
@@ -120,7 +121,8 @@ def train(model_name, dataset_root, config_file, image_size, backbone, backbone_
 
 
 @cli.command()
-@click.option("--model-path", required=True, help="Model file written by `hamacho train` (model.pt).")
+@click.option("--model-path", required=True,
+              help="Model file written by `hamacho train` (model.pt), or an export folder (`hamacho export`).")
 @click.option("--image-path", required=True, help="An image, a folder of images, or a dataset root.")
 @click.option("--save-path", help="Output folder [inference/ beside the model file].")
 @click.option("--image-threshold", type=float, default=0.5, show_default=True,
@@ -153,6 +155,26 @@ def inference(model_path, image_path, save_path, image_threshold, pixel_threshol
         result = run_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
                                visualization=vis, control=control, log=_echo_err, report=not no_report)
     _echo_outcome(result)
+
+
+@cli.command()
+@click.option("--model-path", required=True, help="Model file written by `hamacho train` (model.pt).")
+@click.option("--format", "runtime", type=click.Choice(("onnx", "openvino", "torchscript")), required=True,
+              help="Runtime to export for.")
+@click.option("--output", help="Folder to write [export-<format>/ beside the model file].")
+@click.option("--precision", type=click.Choice(("fp32", "fp16")), default="fp32", show_default=True,
+              help="Weight (and, where the runtime supports it, arithmetic) precision; fp16: onnx, openvino.")
+def export(model_path, runtime, output, precision) -> None:
+    """Export a model for deployment: ONNX Runtime, OpenVINO or TorchScript.
+
+    The folder holds the graph and metadata.json; `hamacho inference --model-path FOLDER` and
+    Predictor.load(FOLDER) use it like model.pt, without PyTorch for onnx and openvino (docs/export.md).
+    """
+    from hamacho.export import export_model
+
+    result = export_model(model_path, runtime, output, precision, log=_echo_err)
+    click.echo(f"Exported for {result.runtime} ({result.precision}): {result.folder}")
+    click.echo(f"Files: {', '.join(result.files)}, metadata.json")
 
 
 def _echo_outcome(result: Any, results_note: str = "") -> None:
@@ -204,8 +226,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # anything unforeseen still ends as one line
         if debug:
             raise
-        _echo_err(f"Error: unexpected {type(exc).__name__}: {first_line(exc)} "
-                  "(run with --debug for the traceback, and please report it)")
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TRAINING_PACKAGES:
+            _echo_err(f"Error: this needs PyTorch ({exc.name} is not installed): pip install 'hamacho[train]'; "
+                      "exported models (hamacho export) run without it")
+        else:
+            _echo_err(f"Error: unexpected {type(exc).__name__}: {first_line(exc)} "
+                      "(run with --debug for the traceback, and please report it)")
         sys.exit(EXIT_ERROR)
 
 

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hamacho.errors import ConfigError, first_line
 from hamacho.models.registry import DEFAULT_MODEL, get_spec
-from hamacho.settings import Settings, max_num_workers, type_words, validate
+from hamacho.settings import ModelParams, Settings, max_num_workers, type_words, validate
 
 __all__ = [
     "build_config",
@@ -126,10 +126,17 @@ def build_config(
     return _finish(cfg)
 
 
-def settings_from_dict(data: Mapping[str, Any], source: str) -> Settings:
+def settings_from_dict(data: Mapping[str, Any], source: str, generic_model: bool = False) -> Settings:
     """Rebuild validated settings from :func:`settings_to_dict`'s output (a model file's ``config``).
 
     Keys missing from ``data`` (written by an older version) take today's defaults.
+
+    Args:
+        data: The stored configuration.
+        source: Where it comes from, for error messages.
+        generic_model: Keep only the ``model`` keys every model has (:class:`~hamacho.settings.ModelParams`),
+            without importing the model's code (and torch): for exported models, whose own parameters
+            live in their graph (and stay readable in their metadata).
 
     Raises:
         ConfigError: For an unknown model, unknown keys or invalid values.
@@ -137,8 +144,13 @@ def settings_from_dict(data: Mapping[str, Any], source: str) -> Settings:
     name = (data.get("model") or {}).get("name")
     if not isinstance(name, str):
         raise ConfigError(f"{source} names no model")
-    cfg = merge_checked(OmegaConf.structured(default_settings(name)), OmegaConf.create(dict(data)), source)
-    return _finish(cfg)
+    if generic_model:
+        common = {item.name for item in dataclasses.fields(ModelParams)}
+        data = {**data, "model": {k: v for k, v in data["model"].items() if k in common}}
+        base = Settings(model=ModelParams(name=name))
+    else:
+        base = default_settings(name)
+    return _finish(merge_checked(OmegaConf.structured(base), OmegaConf.create(dict(data)), source))
 
 
 def settings_to_dict(settings: Settings) -> dict[str, Any]:

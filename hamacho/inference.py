@@ -122,7 +122,8 @@ def run_inference(
             report_path = write_report_or_warn(log, output_dir=output_dir, summary=summary, rows=rows,
                                                config=settings_to_dict(settings), data=collector.report_data,
                                                image_cut=image_threshold, pixel_cut=pixel_threshold,
-                                               kind="inference", step=phase.advance)
+                                               kind="inference", step=phase.advance,
+                                               model_title=predictor.display_name)
     return InferenceResult(output_dir=output_dir, rows=rows, metrics=collector.metrics, summary=summary,
                            report_path=report_path)
 

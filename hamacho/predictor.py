@@ -2,8 +2,11 @@
 
 ``hamacho inference``, the training run's calibration and test passes, and programs that embed Hamacho
 all score through :meth:`Predictor.score_batch`, which runs the model's own forward (uint8 images in,
-normalized maps and scores out). No Trainer, no files, no global state: a Predictor only reads its
-model, so several threads may use one Predictor, or several, at once.
+normalized maps and scores out) on a runtime: PyTorch for a model file, ONNX Runtime, OpenVINO or
+TorchScript for an export folder (:mod:`hamacho.runtimes`). Decoding, resizing, batching, thresholds
+and maps at the original resolution are the same for every runtime. No Trainer, no files, no global
+state: a Predictor only reads its model, so several threads may use one Predictor, or several, at once.
+This module imports no torch: with an exported model, a line PC needs none.
 
     from hamacho import Predictor
     predictor = Predictor.load("results/padim/bottle/model.pt")
@@ -21,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from hamacho.data.batch import Batch, collate
-from hamacho.data.dataset import AnomalyDataset, DecodeCache, make_loader
+from hamacho.data.dataset import AnomalyDataset, DecodeCache, iter_batches
 from hamacho.data.discovery import Sample
 from hamacho.errors import ConfigError
-from hamacho.models.base import AnomalyModel
 from hamacho.post.normalization import decide, resize_map
+from hamacho.runtimes import OpenedModel, Runtime
 from hamacho.settings import Settings
 
 Image = str | Path | np.ndarray
@@ -68,46 +70,30 @@ class Prediction:
 
 @dataclass
 class ScoredBatch:
-    """A batch and what the model made of it, at the model's input size, on the CPU.
+    """A batch and what the model made of it, at the model's input size (numpy).
 
     Unreadable images have NaN scores and maps, and are neither NG nor masked.
 
     Attributes:
         batch: The input batch (labels, masks, indices, errors).
-        raw_maps: (B, S, S) raw anomaly maps.
-        raw_scores: (B,) raw image scores.
-        maps: (B, S, S) normalized maps.
-        scores: (B,) normalized image scores.
-        is_ng: (B,) decisions at the image cut.
-        pred_masks: (B, S, S) predicted masks at the pixel cut.
+        raw_maps: (B, S, S) float32 raw anomaly maps.
+        raw_scores: (B,) float32 raw image scores.
+        maps: (B, S, S) float32 normalized maps.
+        scores: (B,) float32 normalized image scores.
+        is_ng: (B,) bool decisions at the image cut.
+        pred_masks: (B, S, S) bool predicted masks at the pixel cut.
     """
 
     batch: Batch
-    raw_maps: torch.Tensor
-    raw_scores: torch.Tensor
-    maps: torch.Tensor
-    scores: torch.Tensor
-    is_ng: torch.Tensor
-    pred_masks: torch.Tensor
+    raw_maps: np.ndarray
+    raw_scores: np.ndarray
+    maps: np.ndarray
+    scores: np.ndarray
+    is_ng: np.ndarray
+    pred_masks: np.ndarray
 
     def __len__(self) -> int:
         return len(self.batch)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` (or Lightning's ``gpu``) is the GPU when there is one, else the CPU; others are taken as given."""
-    if isinstance(device, torch.device):
-        return device
-    if device in ("auto", "gpu"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if device == "auto" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"unknown device '{device}'; use auto, cpu, cuda or mps") from exc
 
 
 def check_cut(name: str, value: float) -> float:
@@ -121,47 +107,59 @@ class Predictor:
     """Scores images with a trained model (see the module docstring).
 
     Args:
-        model: A fitted and calibrated model.
-        settings: The settings it was trained with.
-        device: ``auto`` (GPU when there is one), ``cpu``, ``cuda``, ...
+        runtime: What runs the model (see :mod:`hamacho.runtimes`).
+        settings: The settings the model was trained with.
         batch_size: Images per forward pass (default: as trained). Scores do not depend on it.
-        metadata: What the model file says about the run (empty for a model in memory).
-        path: The model file (None for a model in memory).
+        metadata: What the model file or export says about the run.
+        path: The model file or export folder (None for a model in memory).
+        display_name: How reports name the model (``PaDiM``).
     """
 
-    def __init__(self, model: AnomalyModel, settings: Settings, device: str | torch.device = "auto",
-                 batch_size: int | None = None, metadata: dict[str, Any] | None = None,
-                 path: Path | None = None) -> None:
+    def __init__(self, runtime: Runtime, settings: Settings, batch_size: int | None = None,
+                 metadata: dict[str, Any] | None = None, path: Path | None = None, display_name: str = "") -> None:
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-        self.device = resolve_device(device)
-        self.model = model.eval().to(self.device)
+        self.runtime = runtime
         self.settings = settings
         self.batch_size = batch_size or settings.dataset.batch_size
         self.metadata = metadata or {}
         self.path = path
+        self.display_name = display_name or settings.model.name
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "auto", batch_size: int | None = None) -> Predictor:
-        """A Predictor for a model file written by ``hamacho train`` (or the results folder holding it).
+    def load(cls, path: str | Path, device: str = "auto", batch_size: int | None = None) -> Predictor:
+        """A Predictor for a model file written by ``hamacho train`` (or its results folder), or an export folder.
+
+        Args:
+            path: ``model.pt``, its folder, an export folder or its ``metadata.json``.
+            device: ``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ... (``gpu`` for OpenVINO's GPU).
+            batch_size: Images per forward pass (default: as trained).
 
         Raises:
-            ModelFileError: The file is missing, foreign, damaged or from a newer version.
+            ModelFileError: Missing, foreign, damaged, tampered or newer files, or a runtime not installed.
         """
-        from hamacho.model_file import load_model_file
+        from hamacho.runtimes import open_model
 
-        loaded = load_model_file(path)
-        return cls(loaded.model, loaded.settings, device, batch_size, loaded.metadata, loaded.path)
+        opened: OpenedModel = open_model(path, device)
+        return cls(opened.runtime, opened.settings, batch_size, opened.metadata, opened.path, opened.display_name)
+
+    @classmethod
+    def from_model(cls, model: Any, settings: Settings, device: str = "auto") -> Predictor:
+        """A Predictor over a model in memory (an :class:`~hamacho.models.base.AnomalyModel`; PyTorch runtime)."""
+        from hamacho.models.registry import display_name
+        from hamacho.runtimes.torch_runtime import TorchRuntime
+
+        return cls(TorchRuntime(model, device), settings, display_name=display_name(settings.model.name))
 
     @property
     def image_size(self) -> int:
         """Side of the square model input."""
-        return self.model.image_size
+        return self.runtime.image_size
 
     @property
     def calibration(self) -> dict[str, float]:
         """Raw thresholds and score ranges (what normalized 0.5 and the ends of the scale are)."""
-        return self.model.calibration.as_dict()
+        return self.runtime.calibration
 
     def score_batch(self, batch: Batch, image_threshold: float = 0.5, pixel_threshold: float = 0.5) -> ScoredBatch:
         """Run the model on a batch's readable images; unreadable ones get NaN.
@@ -173,25 +171,23 @@ class Predictor:
         """
         size = self.image_size
         n = len(batch)
-        raw_maps = torch.full((n, size, size), float("nan"))
-        raw_scores = torch.full((n,), float("nan"))
-        maps, scores = raw_maps.clone(), raw_scores.clone()
+        raw_maps = np.full((n, size, size), np.nan, dtype=np.float32)
+        raw_scores = np.full((n,), np.nan, dtype=np.float32)
+        maps, scores = raw_maps.copy(), raw_scores.copy()
         valid = batch.valid
         if valid.any():
-            with torch.inference_mode():
-                out = self.model(batch.images[valid].to(self.device))
-            maps[valid], scores[valid] = out.anomaly_map.float().cpu(), out.pred_score.float().cpu()
-            raw_maps[valid], raw_scores[valid] = out.raw_map.float().cpu(), out.raw_score.float().cpu()
+            out = self.runtime.run(batch.images[valid])
+            maps[valid], scores[valid], raw_maps[valid], raw_scores[valid] = (
+                out.maps, out.scores, out.raw_maps, out.raw_scores)
         return ScoredBatch(batch, raw_maps, raw_scores, maps, scores, decide(scores, image_threshold),
                            decide(maps, pixel_threshold))
 
     def score_samples(
         self, samples: Sequence[Sample], image_threshold: float = 0.5, pixel_threshold: float = 0.5,
-        cache: DecodeCache | None = None, num_workers: int = 0,
+        cache: DecodeCache | None = None,
     ) -> Iterator[ScoredBatch]:
-        """Score image files batch by batch (decoded on threads, or by ``num_workers`` processes)."""
-        loader = make_loader(samples, self.image_size, self.batch_size, num_workers, cache)
-        for batch in loader:
+        """Score image files batch by batch (decoded on threads)."""
+        for batch in iter_batches(samples, self.image_size, self.batch_size, cache):
             yield self.score_batch(batch, image_threshold, pixel_threshold)
 
     def iter_predict(
@@ -239,7 +235,7 @@ class Predictor:
                 yield Prediction(name, float("nan"), float("nan"), "", image_cut, pixel_cut,
                                  error=scored.batch.errors[row])
                 continue
-            full = resize_map(scored.maps[row].numpy(), *scored.batch.original_sizes[row])
+            full = resize_map(scored.maps[row], *scored.batch.original_sizes[row])
             yield Prediction(name, float(scored.raw_scores[row]), float(scored.scores[row]),
                              "NG" if bool(scored.is_ng[row]) else "OK", image_cut, pixel_cut,
                              anomaly_map=full, mask=full >= pixel_cut)

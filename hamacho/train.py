@@ -17,14 +17,14 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from hamacho.config import settings_to_dict
-from hamacho.data.dataset import DecodeCache, make_loader
+from hamacho.data.dataset import DecodeCache
 from hamacho.data.discovery import Sample, discover_dataset
 from hamacho.data.images import header_problem
 from hamacho.data.splits import make_splits, repeated_paths
 from hamacho.errors import ConfigError, DatasetError, summarize
 from hamacho.files import atomic_write_text, check_writable_dir
 from hamacho.model_file import MODEL_FILENAME, save_model_file
-from hamacho.predictor import Predictor, resolve_device
+from hamacho.predictor import Predictor
 from hamacho.progress import RunControl
 from hamacho.report.html import write_report_or_warn
 from hamacho.report.pictures import PictureWriter
@@ -97,6 +97,7 @@ def run_training(settings: Settings, control: RunControl | None = None,
 
     from hamacho.models.factory import build_model
     from hamacho.models.lightning_module import fit_features
+    from hamacho.runtimes.torch_runtime import resolve_device
 
     control = control or RunControl(stop_note=STOP_NOTE)
     data, seed = settings.dataset, settings.project.seed
@@ -116,17 +117,16 @@ def run_training(settings: Settings, control: RunControl | None = None,
         phase.advance()
 
     with control.phase("feature extraction", total=len(splits.train)) as phase:
-        loader = make_loader(splits.train, data.image_size, data.batch_size, data.num_workers)
-        fit_features(model, loader, settings.trainer.accelerator, phase)
+        fit_features(model, splits.train, data.batch_size, data.num_workers, settings.trainer.accelerator, phase)
     with control.phase("fit", unit="steps") as phase:
         model.to(resolve_device(settings.trainer.accelerator)).fit(phase)
 
-    predictor = Predictor(model, settings, settings.trainer.accelerator)
-    again = repeated_paths(splits) if data.num_workers == 0 else set()
+    predictor = Predictor.from_model(model, settings, settings.trainer.accelerator)
+    again = repeated_paths(splits)
     cache = DecodeCache(again) if again else None  # test images also used for calibration: decoded once
     with control.phase("calibration", total=len(splits.calibration)) as phase:
         calibration = CalibrationCollector(settings.threshold.fallback_sigma)
-        for scored in predictor.score_samples(splits.calibration, cache=cache, num_workers=data.num_workers):
+        for scored in predictor.score_samples(splits.calibration, cache=cache):
             calibration.add(scored)
             phase.advance(len(scored))
         model.calibration.set(**calibration.finish())
@@ -137,7 +137,7 @@ def run_training(settings: Settings, control: RunControl | None = None,
                                  seed=seed)
     with control.phase("test", total=len(splits.test)) as phase, \
             PictureWriter(output_dir, splits.test, settings.visualization) as pictures:
-        for scored in predictor.score_samples(splits.test, cache=cache, num_workers=data.num_workers):
+        for scored in predictor.score_samples(splits.test, cache=cache):
             collector.add(scored)
             pictures.add(scored)
             phase.advance(len(scored))
@@ -171,7 +171,8 @@ def run_training(settings: Settings, control: RunControl | None = None,
     if settings.report.enabled and collector.rows:
         with control.phase("report", unit="sections") as phase:
             report_path = write_report_or_warn(log, output_dir=output_dir, summary=summary, rows=collector.rows,
-                                               config=config, data=collector.report_data, step=phase.advance)
+                                               config=config, data=collector.report_data, step=phase.advance,
+                                               model_title=predictor.display_name)
 
     with control.phase("saving", total=1, unit="files", bar=False) as phase:
         write_results_csv(output_dir / "results.csv", collector.rows)

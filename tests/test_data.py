@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hamacho.data.dataset import AnomalyDataset, DecodeCache, make_loader
+from hamacho.data.dataset import AnomalyDataset, DecodeCache, iter_batches
 from hamacho.data.discovery import discover_dataset, discover_inference_inputs
 from hamacho.data.images import ImageReadError, read_image, read_mask, resize_mask
 from hamacho.data.splits import make_splits, repeated_paths
@@ -159,7 +159,6 @@ def test_splits_hold_out_training_images_when_test_has_no_good(tmp_path):
 
 
 def test_batched_reading_on_threads_matches_one_by_one(tmp_path, capfd):
-    import torch
 
     root = make_dataset(tmp_path / "d", n_train=2, n_good=3, n_defect=3)
     (root / "test" / "scratch" / "001.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 40)
@@ -171,7 +170,7 @@ def test_batched_reading_on_threads_matches_one_by_one(tmp_path, capfd):
     for item, index in zip(batch, order, strict=True):
         alone = ds[index]
         assert item.valid == alone.valid and item.error == alone.error
-        assert torch.equal(item.image, alone.image) and torch.equal(item.mask, alone.mask)
+        assert np.array_equal(item.image, alone.image) and np.array_equal(item.mask, alone.mask)
     assert sum(not item.valid for item in batch) == 1
     # The codec's complaints about the broken file stay silent, and stderr works afterwards.
     import sys
@@ -181,7 +180,6 @@ def test_batched_reading_on_threads_matches_one_by_one(tmp_path, capfd):
 
 
 def test_test_pass_reuses_the_images_decoded_for_calibration(tmp_path, monkeypatch):
-    import torch
 
     import hamacho.data.dataset as dataset_module
 
@@ -191,45 +189,65 @@ def test_test_pass_reuses_the_images_decoded_for_calibration(tmp_path, monkeypat
     real_read = dataset_module.read_image
     monkeypatch.setattr(dataset_module, "read_image", lambda path: reads.append(path) or real_read(path))
     cache = DecodeCache(repeated_paths(splits))
-    calibration = list(make_loader(splits.calibration, 64, 4, cache=cache))
-    test = list(make_loader(splits.test, 64, 4, cache=cache))
+    calibration = list(iter_batches(splits.calibration, 64, 4, cache=cache))
+    test = list(iter_batches(splits.test, 64, 4, cache=cache))
     assert sorted(reads) == sorted(s.path for s in splits.test)  # each test image decoded once, not twice
     for a, b in zip(calibration, test, strict=True):
-        assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
-        assert torch.equal(a.indices, b.indices) and a.errors == b.errors and a.original_sizes == b.original_sizes
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.masks, b.masks)
+        assert np.array_equal(a.indices, b.indices) and a.errors == b.errors and a.original_sizes == b.original_sizes
     assert cache._items == {}  # handed over once, then dropped
     # Without room, every pass decodes again, with the same result.
     reads.clear()
     cache = DecodeCache(repeated_paths(splits), budget_bytes=0)
-    again = list(make_loader(splits.calibration, 64, 4, cache=cache)) + list(make_loader(splits.test, 64, 4, cache=cache))
+    again = list(iter_batches(splits.calibration, 64, 4, cache=cache)) + list(iter_batches(splits.test, 64, 4, cache=cache))
     assert len(reads) == 2 * len(splits.test)
-    assert all(torch.equal(x.images, y.images) for x, y in zip(again[len(calibration):], test, strict=True))
+    assert all(np.array_equal(x.images, y.images) for x, y in zip(again[len(calibration):], test, strict=True))
 
 
-def test_batch_decoding_threads_run_no_torch_resize(tmp_path, monkeypatch):
-    """Torch work on the decoding threads would give them OpenMP teams and slow every later torch call."""
-    import threading
-
-    import torch
-
-    import hamacho.data.dataset as dataset_module
+def test_batches_are_read_on_threads_without_torch(tmp_path):
+    """Decoding and resizing never touch torch: torch work on the decoding threads would give them OpenMP
+    teams and slow every later torch call, and exported models run where torch is not installed."""
+    import subprocess
+    import sys
 
     root = make_dataset(tmp_path / "d", n_train=6, n_good=0, n_defect=0, size=80)
-    samples = discover_dataset(root).train
-    threads: list[str] = []
-    real_resize = dataset_module.resize_image
-    monkeypatch.setattr(
-        dataset_module, "resize_image", lambda image, size: threads.append(threading.current_thread().name) or real_resize(image, size)
+    code = (
+        "import sys, numpy as np\n"
+        "from hamacho.data.dataset import AnomalyDataset, iter_batches\n"
+        "from hamacho.data.discovery import discover_dataset\n"
+        "from hamacho.data.images import read_image, resize_image, to_chw\n"
+        f"samples = discover_dataset({str(root)!r}).train\n"
+        "(batch,) = list(iter_batches(samples, 64, 8))\n"
+        "assert batch.images.shape == (6, 3, 64, 64) and batch.images.dtype == np.uint8\n"
+        "assert list(batch.indices) == list(range(6))\n"
+        "for row, sample in enumerate(samples):\n"
+        "    assert np.array_equal(batch.images[row], to_chw(resize_image(read_image(sample.path), 64)))\n"
+        "    assert np.array_equal(batch.images[row], AnomalyDataset(samples, 64)[row].image)\n"
+        "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))\n"
     )
-    dataset = AnomalyDataset(samples, 64)
-    batch = dataset.__getitems__(list(range(len(samples))))
-    assert threads == [threading.current_thread().name] * len(samples)
-    assert [item.index for item in batch] == list(range(len(samples)))
-    for item, sample in zip(batch, samples, strict=True):
-        assert item.pixels is None and item.image.shape == (3, 64, 64) and item.image.dtype == torch.uint8
-        assert torch.equal(item.image, dataset[item.index].image)
-        expected = real_resize(read_image(sample.path), 64)
-        assert np.array_equal(item.image.permute(1, 2, 0).numpy(), expected)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_resize_is_pillows_and_close_to_torchs():
+    """Pillow's antialiased bilinear resize (what every path uses) and torch's uint8 kernel differ by at most
+    one grey level (rounding of their fixed-point coefficients)."""
+    import torch
+    import torch.nn.functional as F
+
+    from hamacho.data.images import resize_image
+
+    rng = np.random.default_rng(0)
+    for height, width, size in [(900, 900, 256), (70, 130, 64), (1000, 333, 224), (50, 50, 256)]:
+        image = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (0, 0), 2)
+        ours = resize_image(image, size)
+        theirs = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None], size=(size, size), mode="bilinear",
+                               antialias=True, align_corners=False)[0].permute(1, 2, 0).numpy()
+        assert ours.shape == (size, size, 3) and ours.dtype == np.uint8
+        difference = np.abs(ours.astype(int) - theirs.astype(int))
+        assert difference.max() <= 1 and difference.mean() < 0.2
+    assert resize_image(image, 50) is image  # already the size: untouched
 
 
 def test_unreadable_test_images_are_not_decoded_twice(tmp_path, monkeypatch):
@@ -243,8 +261,8 @@ def test_unreadable_test_images_are_not_decoded_twice(tmp_path, monkeypatch):
     real_read = dataset_module.read_image
     monkeypatch.setattr(dataset_module, "read_image", lambda path: reads.append(path) or real_read(path))
     cache = DecodeCache(repeated_paths(splits))
-    calibration = list(make_loader(splits.calibration, 64, 4, cache=cache))
-    test = list(make_loader(splits.test, 64, 4, cache=cache))
+    calibration = list(iter_batches(splits.calibration, 64, 4, cache=cache))
+    test = list(iter_batches(splits.test, 64, 4, cache=cache))
     assert reads.count(broken) == 1
     for passed in (calibration, test):
         valid = [v for batch in passed for v in batch.valid.tolist()]

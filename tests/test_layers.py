@@ -13,10 +13,10 @@ LAYERS = [
     ["hamacho.post"],
     ["hamacho.models"],
     ["hamacho.config"],
-    ["hamacho.model_file", "hamacho.predictor"],
+    ["hamacho.model_file", "hamacho.runtimes", "hamacho.predictor"],
     ["hamacho.results"],
     ["hamacho.report"],
-    ["hamacho.train", "hamacho.inference"],
+    ["hamacho.train", "hamacho.inference", "hamacho.export"],
     ["hamacho.cli", "hamacho.__main__"],
 ]
 

@@ -15,35 +15,34 @@ def test_f1_threshold_picks_the_best_cut():
     # Sorted scores with labels: 1 g, 2 g, 3 d, 4 g, 5 d, 6 d.
     # Cut at 3 -> TP 3, FP 1, FN 0: F1 = 6/7 = 0.857; cut at 5 -> TP 2, FP 0, FN 1: F1 = 0.8;
     # cut at 2 -> TP 3 FP 2: 0.75.  Best: NG from 3 up; the threshold is midway to the score below.
-    scores = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
-    labels = torch.tensor([0, 0, 1, 0, 1, 1])
+    scores = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    labels = np.array([0, 0, 1, 0, 1, 1])
     assert f1_threshold(scores, labels) == 2.5
 
 
 def test_f1_threshold_is_exact_for_large_raw_values():
     # Distances far outside [0, 1]: a sigmoid would saturate them; the threshold must stay exact.
-    scores = torch.tensor([30.1, 31.7, 45.25, 52.5, 60.0])
-    labels = torch.tensor([0, 0, 1, 1, 1])
+    scores = np.array([30.1, 31.7, 45.25, 52.5, 60.0])
+    labels = np.array([0, 0, 1, 1, 1])
     assert f1_threshold(scores, labels) == pytest.approx((31.7 + 45.25) / 2)
 
 
 def test_f1_threshold_when_every_image_is_defective_at_the_lowest_score():
-    scores = torch.tensor([0.5, 0.7])
-    labels = torch.tensor([1, 1])
+    scores = np.array([0.5, 0.7])
+    labels = np.array([1, 1])
     assert f1_threshold(scores, labels) == 0.5
 
 
 def test_fallback_threshold_hand_computed():
-    good = torch.tensor([1.0, 2.0, 3.0])  # mean 2, sample std 1
+    good = np.array([1.0, 2.0, 3.0])  # mean 2, sample std 1
     assert fallback_threshold(good, sigma=3.0) == pytest.approx(5.0)
     assert fallback_threshold(good, sigma=0.0) == pytest.approx(3.03)  # 1 % above the highest good
-    assert fallback_threshold(torch.tensor([4.0]), sigma=3.0) == pytest.approx(4.04)
+    assert fallback_threshold(np.array([4.0]), sigma=3.0) == pytest.approx(4.04)
 
 
 def test_fallback_keeps_every_good_calibration_image_ok():
-    rng = torch.Generator().manual_seed(0)
-    good = torch.rand(40, generator=rng) * 10 + 20
-    thresholds, notes = calibrate(good, torch.zeros(40, dtype=torch.long), None, None, fallback_sigma=3.0)
+    good = np.random.default_rng(0).random(40).astype(np.float32) * 10 + 20
+    thresholds, notes = calibrate(good, np.zeros(40, dtype=np.int64), None, None, fallback_sigma=3.0)
     t = thresholds["image_threshold"]
     normalized = normalize(good, t, float(good.min()), float(good.max()))
     assert not decide(normalized).any()
@@ -52,35 +51,54 @@ def test_fallback_keeps_every_good_calibration_image_ok():
 
 
 def test_calibrate_uses_pixels_when_masks_exist():
-    scores = torch.tensor([1.0, 2.0, 5.0, 6.0])
-    labels = torch.tensor([0, 0, 1, 1])
-    pixels = torch.tensor([0.1, 0.2, 0.3, 0.9, 0.95])
-    pixel_labels = torch.tensor([0, 0, 0, 1, 1])
+    scores = np.array([1.0, 2.0, 5.0, 6.0])
+    labels = np.array([0, 0, 1, 1])
+    pixels = np.array([0.1, 0.2, 0.3, 0.9, 0.95])
+    pixel_labels = np.array([0, 0, 0, 1, 1])
     thresholds, _ = calibrate(scores, labels, pixels, pixel_labels)
     assert thresholds == {"image_threshold": 3.5, "pixel_threshold": pytest.approx(0.6)}
     thresholds, notes = calibrate(scores, labels, None, None)
     assert thresholds["pixel_threshold"] == 3.5 and "no masks" in notes[0]
 
 
-def test_normalize_hand_computed():
-    values = torch.tensor([0.0, 4.0, 6.0, 10.0, 30.0, -20.0])
+@pytest.mark.parametrize("array", [np.array, torch.tensor])
+def test_normalize_hand_computed_on_arrays_and_tensors(array):
+    values = array([0.0, 4.0, 6.0, 10.0, 30.0, -20.0])
     out = normalize(values, threshold=6.0, min_value=2.0, max_value=12.0)
     # (x - 6) / 10 + 0.5, clipped
-    expected = torch.tensor([0.0, 0.3, 0.5, 0.9, 1.0, 0.0])
-    assert torch.allclose(out, expected)
+    assert type(out) is type(values)
+    assert np.allclose(np.asarray(out), [0.0, 0.3, 0.5, 0.9, 1.0, 0.0])
     assert decide(out).tolist() == [False, False, True, True, True, False]
     assert decide(out, 0.95).tolist() == [False, False, False, False, True, False]
+    # The model normalizes with its calibration buffers (tensors), the same formula.
+    t = torch.tensor
+    tensors = torch.as_tensor(np.asarray(values, dtype=np.float32))
+    assert np.allclose(normalize(tensors, t(6.0), t(2.0), t(12.0)).numpy(), np.asarray(out), atol=1e-6)
 
 
-def test_normalize_degenerate_range_and_nan():
-    out = normalize(torch.tensor([5.0, 5.5, float("nan")]), threshold=5.0, min_value=5.0, max_value=5.0)
+@pytest.mark.parametrize("array", [np.array, torch.tensor])
+def test_normalize_degenerate_range_and_nan(array):
+    out = normalize(array([5.0, 5.5, float("nan")]), threshold=5.0, min_value=5.0, max_value=5.0)
     assert out[0] == 0.5 and out[1] == 1.0 and math.isnan(out[2])
+    out = normalize(array([5.0, 9.0]), threshold=5.0, min_value=6.0, max_value=4.0)  # max below min: span 1
+    assert out[0] == 0.5 and out[1] == 1.0
+
+
+def test_image_auroc_equals_torchmetrics():
+    from torchmetrics.functional.classification import binary_auroc
+
+    rng = np.random.default_rng(5)
+    scores = rng.normal(30, 5, 60).astype(np.float32)  # raw distances, far outside [0, 1]
+    labels = (rng.random(60) < 0.5).astype(np.int64)
+    expected = float(binary_auroc(torch.from_numpy((scores - scores.min()) / np.ptp(scores)).double(),
+                                  torch.from_numpy(labels)))
+    assert image_metrics(scores, labels, scores > 30)["image_AUROC"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_image_metrics_hand_computed():
-    scores = torch.tensor([0.1, 0.4, 0.35, 0.8])
-    labels = torch.tensor([0, 0, 1, 1])
-    predicted = torch.tensor([False, True, True, True])
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    labels = np.array([0, 0, 1, 1])
+    predicted = np.array([False, True, True, True])
     m = image_metrics(scores, labels, predicted)
     # AUROC: pairs (d, g): (0.35>0.1) (0.35<0.4) (0.8>0.1) (0.8>0.4) -> 3/4
     assert m["image_AUROC"] == pytest.approx(0.75)
@@ -89,13 +107,13 @@ def test_image_metrics_hand_computed():
 
 
 def test_image_metrics_single_class_is_undefined():
-    m = image_metrics(torch.tensor([1.0, 2.0]), torch.tensor([0, 0]), torch.tensor([False, False]))
+    m = image_metrics(np.array([1.0, 2.0]), np.array([0, 0]), np.array([False, False]))
     assert m == {"image_AUROC": None, "image_F1": None}
 
 
 def test_pixel_metrics_perfect_separation():
-    maps = torch.zeros(2, 4, 4)
-    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    maps = np.zeros((2, 4, 4), dtype=np.float32)
+    masks = np.zeros((2, 4, 4), dtype=bool)
     masks[1, 1:3, 1:3] = True
     maps[1, 1:3, 1:3] = 5.0
     m = pixel_metrics(maps, masks, maps > 1)
@@ -155,15 +173,15 @@ def test_sweep_auroc_equals_torchmetrics_with_ties(seed):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_f1_threshold_reaches_the_best_f1_of_any_cut(seed):
     rng = np.random.default_rng(seed)
-    scores = torch.from_numpy(np.round(rng.normal(size=400), 2))
-    labels = torch.from_numpy(rng.random(400) < torch.sigmoid(3 * scores).numpy()).long()
+    scores = np.round(rng.normal(size=400), 2)
+    labels = (rng.random(400) < 1 / (1 + np.exp(-3 * scores))).astype(np.int64)
 
     def f1_at(cut: float) -> float:
         called = scores >= cut
         tp = int((called & (labels == 1)).sum())
         return 2 * tp / (int(called.sum()) + int(labels.sum()))
 
-    best = max(f1_at(float(c)) for c in scores.unique())
+    best = max(f1_at(float(c)) for c in np.unique(scores))
     threshold = f1_threshold(scores, labels)
     assert f1_at(threshold) == pytest.approx(best)
     assert not bool((scores == threshold).any())  # a midpoint between two scores, never on one
@@ -172,8 +190,8 @@ def test_f1_threshold_reaches_the_best_f1_of_any_cut(seed):
 def test_decision_f1_counts():
     from hamacho.post.metrics import decision_f1
 
-    labels = torch.tensor([1, 1, 0, 0, 1])
-    predicted = torch.tensor([True, False, True, False, True])  # TP 2, FP 1, FN 1 -> 4 / 6
+    labels = np.array([1, 1, 0, 0, 1])
+    predicted = np.array([True, False, True, False, True])  # TP 2, FP 1, FN 1 -> 4 / 6
     assert decision_f1(predicted, labels) == pytest.approx(2 / 3)
-    assert decision_f1(torch.zeros(3, dtype=torch.bool), torch.zeros(3)) is None
-    assert decision_f1(torch.ones(3, dtype=torch.bool), torch.zeros(3)) == 0.0
+    assert decision_f1(np.zeros(3, dtype=bool), np.zeros(3)) is None
+    assert decision_f1(np.ones(3, dtype=bool), np.zeros(3)) == 0.0

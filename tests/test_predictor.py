@@ -186,7 +186,7 @@ def test_a_model_in_memory_and_its_file_agree(trained):
     from hamacho.model_file import load_model_file
 
     loaded = load_model_file(models["padim"])
-    in_memory = Predictor(loaded.model, loaded.settings, device="cpu")
+    in_memory = Predictor.from_model(loaded.model, loaded.settings, device="cpu")
     from_file = Predictor.load(models["padim"], device="cpu")
     assert in_memory.image_size == from_file.image_size == 64
     assert in_memory.calibration == from_file.calibration
@@ -202,9 +202,10 @@ def test_load_errors_are_model_file_errors(tmp_path):
         Predictor.load(tmp_path / "text.pt")
 
 
-def test_public_name_loads_lazily():
+def test_public_name_loads_without_torch():
+    """`from hamacho import Predictor` loads no torch: only opening a model file (PyTorch runtime) does."""
     code = ("import sys, hamacho; assert 'torch' not in sys.modules; "
-            "from hamacho import Predictor, Prediction; assert 'torch' in sys.modules; "
+            "from hamacho import Predictor, Prediction; assert 'torch' not in sys.modules; "
             "print(Predictor.__module__, Prediction.__module__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr

@@ -269,13 +269,12 @@ def test_report_keys_are_validated():
 def test_curves_match_torchmetrics():
     from torchmetrics.functional.classification import binary_precision_recall_curve, binary_roc
 
-    from hamacho.post.threshold import to_unit_range
-
     rng = np.random.default_rng(0)
-    scores = torch.from_numpy(np.round(rng.normal(5, 3, 3000), 1))  # ties on purpose, outside [0, 1]
-    labels = torch.from_numpy(rng.random(3000) < 0.2)
+    scores = np.round(rng.normal(5, 3, 3000), 1)  # ties on purpose, outside [0, 1]
+    labels = rng.random(3000) < 0.2
     curves = binary_curves(scores, labels, scores >= 6, max_points=10**9)
-    unit, target = to_unit_range(scores), labels.long()
+    # torchmetrics takes scores outside [0, 1] for logits: scale them into it first (same order).
+    unit, target = torch.from_numpy((scores - scores.min()) / np.ptp(scores)), torch.from_numpy(labels).long()
     fpr, tpr, _ = binary_roc(unit, target)
     precision, recall, _ = binary_precision_recall_curve(unit, target)
     for ours, theirs in ((curves.fpr, fpr), (curves.tpr, tpr), (curves.precision, precision),
@@ -283,7 +282,7 @@ def test_curves_match_torchmetrics():
         np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-6)
     point = curves.operating_point
     assert point.tp + point.fn == int(labels.sum()) and point.tp == int(((scores >= 6) & labels).sum())
-    assert binary_curves(scores, torch.zeros_like(labels)) is None  # one class: undefined
+    assert binary_curves(scores, np.zeros_like(labels)) is None  # one class: undefined
 
 
 def test_curves_are_thinned_but_keep_their_ends():
@@ -295,8 +294,8 @@ def test_curves_are_thinned_but_keep_their_ends():
 
 
 def test_pixel_sample_is_seeded_bounded_and_balanced():
-    scores = torch.arange(100_000, dtype=torch.float32)
-    labels = torch.zeros(100_000, dtype=torch.bool)
+    scores = np.arange(100_000, dtype=np.float32)
+    labels = np.zeros(100_000, dtype=bool)
     labels[:500] = True
     first = sample_pixels(scores, labels, 2000, seed=3)
     again = sample_pixels(scores, labels, 2000, seed=3)

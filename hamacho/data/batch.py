@@ -1,11 +1,10 @@
-"""One image as read for a model (:class:`Item`) and a stack of them (:class:`Batch`)."""
+"""One image as read for a model (:class:`Item`) and a stack of them (:class:`Batch`), in numpy (no torch)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 
 @dataclass
@@ -26,8 +25,8 @@ class Item:
 
     index: int
     label: int
-    image: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
+    image: np.ndarray | None = None
+    mask: np.ndarray | None = None
     has_mask: bool = False
     valid: bool = True
     error: str = ""
@@ -35,52 +34,47 @@ class Item:
     pixels: np.ndarray | None = field(default=None, repr=False)
 
     def nbytes(self) -> int:
-        """Bytes held by the image and mask tensors."""
-        return sum(t.numel() * t.element_size() for t in (self.image, self.mask) if t is not None)
+        """Bytes held by the image and mask arrays."""
+        return sum(a.nbytes for a in (self.image, self.mask) if a is not None)
 
 
 @dataclass
 class Batch:
-    """B items stacked: tensors for the model, per-image lists for reports.
+    """B items stacked: arrays for the model and the metrics, per-image lists for reports.
 
     Attributes:
-        images: uint8 (B, 3, S, S).
+        images: uint8 (B, 3, S, S), RGB.
         masks: uint8 (B, S, S).
         has_mask: bool (B,).
-        labels: long (B,), -1 unknown.
+        labels: int64 (B,), -1 unknown.
         valid: bool (B,), False for unreadable images.
-        indices: long (B,), positions in the dataset.
+        indices: int64 (B,), positions in the dataset.
         errors: Per image, why it (or its mask) was not used; empty strings when all is well.
         original_sizes: Per image, (height, width) as decoded.
     """
 
-    images: torch.Tensor
-    masks: torch.Tensor
-    has_mask: torch.Tensor
-    labels: torch.Tensor
-    valid: torch.Tensor
-    indices: torch.Tensor
+    images: np.ndarray
+    masks: np.ndarray
+    has_mask: np.ndarray
+    labels: np.ndarray
+    valid: np.ndarray
+    indices: np.ndarray
     errors: list[str]
     original_sizes: list[tuple[int, int]]
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def to(self, device: torch.device | str, **kwargs: object) -> Batch:
-        """The images on ``device`` (what Lightning calls to move a batch); the rest stays on the CPU."""
-        return Batch(self.images.to(device, **kwargs), self.masks, self.has_mask, self.labels, self.valid,
-                     self.indices, self.errors, self.original_sizes)
-
 
 def collate(items: list[Item]) -> Batch:
-    """Stack items into a :class:`Batch` (the DataLoader's ``collate_fn``)."""
+    """Stack items into a :class:`Batch` (also the DataLoader's ``collate_fn`` when training)."""
     return Batch(
-        images=torch.stack([item.image for item in items]),
-        masks=torch.stack([item.mask for item in items]),
-        has_mask=torch.tensor([item.has_mask for item in items]),
-        labels=torch.tensor([item.label for item in items], dtype=torch.long),
-        valid=torch.tensor([item.valid for item in items]),
-        indices=torch.tensor([item.index for item in items], dtype=torch.long),
+        images=np.stack([item.image for item in items]),
+        masks=np.stack([item.mask for item in items]),
+        has_mask=np.array([item.has_mask for item in items], dtype=bool),
+        labels=np.array([item.label for item in items], dtype=np.int64),
+        valid=np.array([item.valid for item in items], dtype=bool),
+        indices=np.array([item.index for item in items], dtype=np.int64),
         errors=[item.error for item in items],
         original_sizes=[item.original_size for item in items],
     )

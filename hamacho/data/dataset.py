@@ -1,18 +1,21 @@
-"""Torch dataset over samples or arrays. Unreadable inputs do not stop a run: they come back flagged."""
+"""Dataset over samples or arrays, and batches of it. Unreadable inputs do not stop a run: they come back flagged.
+
+No torch here: the scoring passes (and exported models) batch with :func:`iter_batches`; training hands
+the same dataset to a torch DataLoader when it uses worker processes.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from hamacho.data.batch import Item, collate
+from hamacho.data.batch import Batch, Item, collate
 from hamacho.data.discovery import Sample
 from hamacho.data.images import (
     ImageReadError,
@@ -21,7 +24,7 @@ from hamacho.data.images import (
     read_mask,
     resize_image,
     resize_mask,
-    to_tensor,
+    to_chw,
 )
 
 DECODE_CACHE_BYTES = 256 * 1024 * 1024  # decoded images kept for a second pass (about 1000 at 256 px)
@@ -67,7 +70,7 @@ class DecodeCache:
             return item
 
 
-class AnomalyDataset(Dataset):
+class AnomalyDataset:
     """Images converted to RGB and resized to the model's square input, with masks and labels.
 
     Args:
@@ -90,19 +93,18 @@ class AnomalyDataset(Dataset):
 
         OpenCV releases the GIL while it decodes, so a batch reads in parallel even with ``num_workers``
         0. On this project's 2-core CPU, MVTec bottle (900x900 PNG) decodes at 8.5 ms per image on 2
-        threads against 14 ms on one. The threads only decode (OpenCV, numpy): the resize, a torch
-        operation, runs in the calling thread. A torch operation on a pool thread gives that thread an
-        OpenMP team of its own; with more OpenMP threads than cores, libgomp stops spinning between
-        parallel regions for the rest of the process, and every later torch operation pays for waking
-        its workers: PatchCore's bank search ran 2.5x slower after a single batch had been resized on
-        the pool (0.27 s against 0.66 s for 8 bottle images, resnet18, 10 % bank).
+        threads against 14 ms on one. The threads run no torch operation (OpenCV, Pillow and numpy only):
+        a torch operation on a pool thread gives that thread an OpenMP team of its own; with more
+        OpenMP threads than cores, libgomp stops spinning between parallel regions for the rest of the
+        process, and every later torch operation pays for waking its workers (PatchCore's bank search
+        ran 2.5x slower after a single batch had been resized by torch on the pool).
         Inside DataLoader worker processes, which already run in parallel, items are read one by one.
         """
-        if len(indices) < 2 or get_worker_info() is not None:
+        if len(indices) < 2 or _in_loader_worker():
             return [self[index] for index in indices]
-        futures = [_decoder_pool().submit(self._decode, index) for index in indices]
+        futures = [_decoder_pool().submit(self._load, index) for index in indices]
         try:
-            decoded = [future.result() for future in futures]
+            loaded = [future.result() for future in futures]
         except BaseException:
             # A failure or a second Ctrl-C: let running decodes end (they silence file descriptor 2 while
             # they work) before anyone reports the failure on stderr.
@@ -110,33 +112,31 @@ class AnomalyDataset(Dataset):
                 future.cancel()
             wait(futures)
             raise
-        return [self._finish(item) for item in decoded]
+        return [self._offer(item, fresh) for item, fresh in loaded]
 
     def __getitem__(self, index: int) -> Item:
-        return self._finish(self._decode(index))
+        return self._offer(*self._load(index))
 
-    def _decode(self, index: int) -> Item:
-        """The cached item, or the image decoded and its mask read (no torch operations: runs on threads)."""
+    def _load(self, index: int) -> tuple[Item, bool]:
+        """The item of one source and whether it is fresh: taken from the cache, or decoded and resized."""
         source = self.sources[index]
         if self.cache is not None and isinstance(source, Sample):
             cached = self.cache.take(source.path)
             if cached is not None:
                 cached.index = index
-                return cached
-        return self._read(index, source)
-
-    def _finish(self, item: Item) -> Item:
-        """Resize a freshly decoded image to a uint8 tensor and offer the item to the cache."""
-        if item.image is not None:
-            return item  # from the cache: already finished
+                return cached, False
+        item = self._read(index, source)
         if item.pixels is not None:
-            item.image = to_tensor(resize_image(item.pixels, self.image_size))
+            item.image = to_chw(resize_image(item.pixels, self.image_size))
             item.pixels = None
         else:
-            # numpy, then torch.from_numpy: a torch fill is a parallel (OpenMP) region (see __getitems__)
-            item.image = torch.from_numpy(np.zeros((3, self.image_size, self.image_size), dtype=np.uint8))
+            item.image = np.zeros((3, self.image_size, self.image_size), dtype=np.uint8)
+        return item, True
+
+    def _offer(self, item: Item, fresh: bool) -> Item:
+        """Offer a freshly read item to the cache (in the calling thread, in order); return it."""
         source = self.sources[item.index]
-        if self.cache is not None and isinstance(source, Sample):
+        if fresh and self.cache is not None and isinstance(source, Sample):
             self.cache.offer(source.path, item)
         return item
 
@@ -145,7 +145,7 @@ class AnomalyDataset(Dataset):
         size = self.image_size
         sample = source if isinstance(source, Sample) else None
         label = -1 if sample is None or sample.label is None else sample.label
-        item = Item(index=index, label=label, mask=torch.from_numpy(np.zeros((size, size), dtype=np.uint8)))
+        item = Item(index=index, label=label, mask=np.zeros((size, size), dtype=np.uint8))
         try:
             image = read_image(sample.path) if sample is not None else as_rgb_uint8(source)
         except ImageReadError as exc:
@@ -164,20 +164,26 @@ class AnomalyDataset(Dataset):
                 item.error = (f"mask ignored: {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} "
                               f"but the image is {image.shape[1]}x{image.shape[0]}")
                 return item
-            item.mask = torch.from_numpy(resize_mask(mask, size).astype("uint8"))
+            item.mask = resize_mask(mask, size).astype(np.uint8)
             item.has_mask = True
         elif sample.label == 0:
             item.has_mask = True  # a good image's mask is all zeros
         return item
 
 
-def make_loader(
-    sources: Sequence[Source], image_size: int, batch_size: int, num_workers: int = 0,
-    cache: DecodeCache | None = None,
-) -> DataLoader:
-    """Batches (:class:`~hamacho.data.batch.Batch`) of the sources, in order."""
-    return DataLoader(AnomalyDataset(sources, image_size, cache), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, collate_fn=collate, persistent_workers=False)
+def iter_batches(
+    sources: Sequence[Source], image_size: int, batch_size: int, cache: DecodeCache | None = None,
+) -> Iterator[Batch]:
+    """Batches of the sources, in order, each decoded on the decoding threads."""
+    dataset = AnomalyDataset(sources, image_size, cache)
+    for start in range(0, len(dataset), batch_size):
+        yield collate(dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset))))))
+
+
+def _in_loader_worker() -> bool:
+    """True inside a torch DataLoader worker process (only training uses them; torch is loaded then)."""
+    data = sys.modules.get("torch.utils.data")
+    return data is not None and data.get_worker_info() is not None
 
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None

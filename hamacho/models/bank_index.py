@@ -28,6 +28,7 @@ from torch import nn
 from hamacho.models.knn import MAX_ELEMENTS, nearest_neighbors, pair_distances
 
 CANDIDATES = 8  # a bank this small is searched by brute force
+GRAPH_BLOCK = 2048  # bank rows per block of the exported graphs' search (Q x 2048 distances at a time)
 SEARCH_BLOCK = 1 << 20  # bound-matrix elements per chunk (4 MiB: stays in cache between the passes)
 BOUND_BLOCK = 64  # bank rows per block minimum
 
@@ -51,6 +52,7 @@ class MemoryBankIndex(nn.Module):
         self.register_buffer("_projected_sq", torch.empty(0), persistent=False)
         self.register_buffer("_scan", torch.empty(0, 0), persistent=False)
         self.register_buffer("_scan_sq", torch.empty(0), persistent=False)
+        self.register_buffer("_centred_sq", torch.empty(0), persistent=False)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         """Size the buffers from the file before loading them (sizes are only known after fitting)."""
@@ -71,6 +73,8 @@ class MemoryBankIndex(nn.Module):
         with torch.no_grad():
             device = self.bank.device
             self._bank_sq = (self.bank * self.bank).sum(dim=1)
+            centred = self.bank - self.mean
+            self._centred_sq = (centred * centred).sum(dim=1)
             if self.projected.numel() == 0:
                 self._projected_sq = self._bank_sq
                 self._scan = torch.empty(0, 0, device=device)
@@ -91,15 +95,15 @@ class MemoryBankIndex(nn.Module):
     def build(self, bank: torch.Tensor) -> None:
         """Store the bank and compute its top principal components (float64 eigen-decomposition)."""
         self.bank = bank.contiguous()
+        mean = bank.double().mean(dim=0)
+        self.mean = mean.float()
         if self.pruning_dim <= 0 or bank.shape[0] <= CANDIDATES:
             self.components = torch.empty(0, bank.shape[1], device=bank.device)
             self.projected = torch.empty(0, 0, device=bank.device)
         else:
-            mean = bank.double().mean(dim=0)
             centred = bank.double() - mean
             _, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
             components = vectors[:, -self.pruning_dim :].flip(1).T.contiguous()  # (r, D), largest first
-            self.mean = mean.float()
             self.components = components.float()
             self.projected = (centred @ components.T).float().contiguous()
         self._derive()
@@ -149,3 +153,32 @@ class MemoryBankIndex(nn.Module):
             out_d.append(best)
             out_i.append(index)
         return torch.cat(out_d), torch.cat(out_i)
+
+    def search_graph(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`search` with only operations a static graph holds (ONNX, OpenVINO, TorchScript exports).
+
+        The bank is ranked in fixed blocks of :data:`GRAPH_BLOCK` rows (their number is known when the graph
+        is built, so no loop depends on the data) with the expanded form centred on the bank's mean,
+        ``|m - c|^2 - 2 (q - c).(m - c)``: centring keeps the terms small, so far fewer near-ties are
+        mis-ranked than with ``|m|^2 - 2 q.m``. The winner's distance is then computed directly as
+        ``|q - m|``, like every distance of :meth:`search`: where both find the same row (all but rare
+        near-ties, whose distances agree to rounding) the scores are identical.
+
+        Returns:
+            ``(distances (Q,), indices (Q,))``.
+        """
+        shifted = queries - self.mean
+        best_value, best_index = None, None
+        for start in range(0, len(self), GRAPH_BLOCK):
+            block = self.bank[start : start + GRAPH_BLOCK] - self.mean
+            ranking = self._centred_sq[start : start + GRAPH_BLOCK].unsqueeze(0) - 2.0 * (shifted @ block.T)
+            value, index = ranking.min(dim=1)
+            index = index + start
+            if best_value is None:
+                best_value, best_index = value, index
+            else:
+                closer = value < best_value
+                best_value = torch.where(closer, value, best_value)
+                best_index = torch.where(closer, index, best_index)
+        distances = torch.linalg.vector_norm(queries - self.bank[best_index], dim=1)
+        return distances, best_index

@@ -6,6 +6,10 @@ that they travel in the model file with the weights. Its :meth:`~AnomalyModel.fo
 scoring pipeline after decoding: channel conversion and resize to the input size, features, patch
 scores, map, image score, normalization. An export of ``forward`` is therefore the whole model.
 
+``graph_mode`` (False by default) asks a model to use only operations a static graph can hold, for
+ONNX, OpenVINO and TorchScript exports (PatchCore then searches its bank block by block instead of with
+its pruned search; see :meth:`~hamacho.models.bank_index.MemoryBankIndex.search_graph`).
+
 A model subclass provides:
     ``update(images)``        add a batch of (input-size, uint8) training images to what it memorises;
     ``fit(phase)``            turn what it memorised into its fitted state (Gaussians, memory bank);
@@ -16,10 +20,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
-from hamacho.data.images import resize_batch
+from hamacho.data.images import resize_image, to_chw, to_uint8_image
 from hamacho.models.anomaly_map import AnomalyMapGenerator
 from hamacho.models.backbone import FeatureExtractor
 from hamacho.post.normalization import normalize
@@ -87,6 +92,7 @@ class AnomalyModel(nn.Module):
         self.image_size = image_size
         self.anomaly_map = AnomalyMapGenerator(image_size, blur_sigma)
         self.calibration = Calibration()
+        self.graph_mode = False
 
     def update(self, images: torch.Tensor) -> None:
         """Add training images (B, 3, S, S) uint8 to what the model memorises."""
@@ -101,14 +107,22 @@ class AnomalyModel(nn.Module):
         raise NotImplementedError
 
     def to_input(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W), C in 1, 3, 4 (gray, RGB, RGBA) -> uint8 RGB (B, 3, S, S), resized as in training."""
+        """uint8 (B, C, H, W), C in 1, 3, 4 (gray, RGB, RGBA) -> uint8 RGB (B, 3, S, S), resized as in training.
+
+        Inputs already at the input size (what the Predictor and exported graphs pass) go through
+        untouched; others are resized one by one with :func:`hamacho.data.images.resize_image`, on the CPU.
+        """
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3, 4):
             raise ValueError(f"expected uint8 images (B, 1|3|4, H, W), got {images.dtype} {tuple(images.shape)}")
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         elif images.shape[1] == 4:
             images = images[:, :3]
-        return resize_batch(images, self.image_size)
+        size = self.image_size
+        if images.shape[-2:] == (size, size):
+            return images
+        resized = [to_chw(resize_image(to_uint8_image(image.cpu().numpy()), size)) for image in images]
+        return torch.from_numpy(np.stack(resized)).to(images.device)
 
     def raw_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw anomaly maps (B, S, S) and image scores (B,) of input-size uint8 images."""

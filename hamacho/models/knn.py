@@ -75,3 +75,18 @@ def nearest_neighbors(
         distances.append(exact)
         indices.append(where.gather(1, order))
     return torch.cat(distances), torch.cat(indices)
+
+
+def nearest_neighbors_graph(
+    queries: torch.Tensor, bank: torch.Tensor, k: int, bank_sq_norms: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`nearest_neighbors` in one block, without loops over data-dependent sizes (for exported graphs).
+
+    Same candidates, re-ranking and exact distances; meant for few queries (the (Q, M) ranking is held at once).
+    """
+    k = min(k, bank.shape[0])
+    where = torch.addmm(bank_sq_norms.unsqueeze(0), queries, bank.T, alpha=-2.0).topk(
+        min(k + RERANK, bank.shape[0]), dim=1, largest=False).indices
+    exact = torch.linalg.vector_norm(queries.unsqueeze(1) - bank[where], dim=2)
+    distances, order = exact.topk(k, dim=1, largest=False)
+    return distances, where.gather(1, order)

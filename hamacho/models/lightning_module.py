@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 
 import lightning.pytorch as pl
 import torch
+from torch.utils.data import DataLoader
 
-from hamacho.data.batch import Batch
+from hamacho.data.batch import Batch, collate
+from hamacho.data.dataset import AnomalyDataset, Source
 from hamacho.errors import DatasetError, summarize
 from hamacho.models.base import AnomalyModel
 from hamacho.progress import Phase, null_phase
@@ -56,7 +59,7 @@ class AnomalyModule(pl.LightningModule):
         self.unreadable_training_files += [error for ok, error in zip(batch.valid.tolist(), batch.errors) if not ok]
         if batch.valid.any():
             with torch.no_grad():
-                self.model.update(batch.images[batch.valid])
+                self.model.update(torch.from_numpy(batch.images[batch.valid]).to(self.device))
 
     def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
         self.phase.advance(len(batch))
@@ -67,12 +70,15 @@ class AnomalyModule(pl.LightningModule):
             raise DatasetError(f"{len(bad)} training image(s) cannot be read, fix or remove them: {summarize(bad)}")
 
 
-def fit_features(model: AnomalyModel, loader: torch.utils.data.DataLoader, accelerator: str, phase: Phase) -> None:
-    """One pass of ``model.update`` over the training loader with a Lightning Trainer.
+def fit_features(model: AnomalyModel, samples: Sequence[Source], batch_size: int, num_workers: int,
+                 accelerator: str, phase: Phase) -> None:
+    """One pass of ``model.update`` over the training images with a Lightning Trainer.
 
     Args:
-        model: The plain model (moved to the accelerator; it stays there).
-        loader: Batches of training images (:class:`~hamacho.data.batch.Batch`).
+        model: The plain model (Lightning moves it to the accelerator for the pass).
+        samples: Training images.
+        batch_size: Images per batch.
+        num_workers: Data-loading processes (0: decoding threads in this process).
         accelerator: Lightning accelerator, ``auto`` for a GPU when there is one.
         phase: Progress and stop requests; a stop raises :class:`~hamacho.errors.Interrupted`.
 
@@ -87,4 +93,6 @@ def fit_features(model: AnomalyModel, loader: torch.utils.data.DataLoader, accel
         trainer = pl.Trainer(accelerator=accelerator, devices=1, max_epochs=1, logger=False,
                              enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
                              num_sanity_val_steps=0)
+        loader = DataLoader(AnomalyDataset(samples, model.image_size), batch_size=batch_size, shuffle=False,
+                            num_workers=num_workers, collate_fn=collate)
         trainer.fit(AnomalyModule(model, phase), train_dataloaders=loader)

@@ -12,7 +12,7 @@ from hamacho.models.backbone import FeatureExtractor
 from hamacho.models.bank_index import MemoryBankIndex
 from hamacho.models.base import AnomalyModel
 from hamacho.models.coreset import greedy_coreset, random_projection
-from hamacho.models.knn import nearest_neighbors
+from hamacho.models.knn import nearest_neighbors, nearest_neighbors_graph
 from hamacho.models.patch_store import PatchStore
 from hamacho.models.registry import ModelSpec, register
 from hamacho.progress import Phase
@@ -129,7 +129,8 @@ class PatchcoreModel(AnomalyModel):
         embedding = self.embed(images)
         batch, _, h, w = embedding.shape
         patches = self._patches(embedding)
-        distances, locations = self.index.search(patches)
+        search = self.index.search_graph if self.graph_mode else self.index.search
+        distances, locations = search(patches)
         patch_scores = distances.view(batch, h * w)
         image_scores = self._image_scores(patches.view(batch, h * w, -1), patch_scores, locations.view(batch, h * w))
         return patch_scores.view(batch, h, w), image_scores
@@ -138,12 +139,13 @@ class PatchcoreModel(AnomalyModel):
         """Paper, eq. 7: the largest patch score, damped when its nearest bank entry sits in a dense region."""
         if self.num_neighbors <= 1 or self.memory_bank.shape[0] == 1:
             return patch_scores.amax(dim=1)
-        rows = torch.arange(patch_scores.shape[0], device=patch_scores.device)
-        worst = patch_scores.argmax(dim=1)
-        score = patch_scores[rows, worst]
-        nearest = self.memory_bank[locations[rows, worst]]
-        _, support = nearest_neighbors(nearest, self.memory_bank, self.num_neighbors, self.index.squared_norms())
-        distances = torch.linalg.vector_norm(patches[rows, worst].unsqueeze(1) - self.memory_bank[support], dim=2)
+        worst = patch_scores.argmax(dim=1, keepdim=True)  # (B, 1)
+        score = patch_scores.gather(1, worst)[:, 0]
+        nearest = self.memory_bank[locations.gather(1, worst)[:, 0]]
+        search = nearest_neighbors_graph if self.graph_mode else nearest_neighbors
+        _, support = search(nearest, self.memory_bank, self.num_neighbors, self.index.squared_norms())
+        worst_patch = patches.gather(1, worst.unsqueeze(2).expand(-1, 1, patches.shape[2]))  # (B, 1, D)
+        distances = torch.linalg.vector_norm(worst_patch - self.memory_bank[support], dim=2)
         weights = 1.0 - torch.softmax(distances, dim=1)[:, 0]
         return weights * score
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from hamacho.post.sweep import Sweep, sweep
 
@@ -63,13 +62,13 @@ class PixelSample:
     total: int  # number of labelled pixels the sample was drawn from
 
 
-def operating_point(predicted: torch.Tensor, labels: torch.Tensor) -> OperatingPoint:
+def operating_point(predicted: np.ndarray, labels: np.ndarray) -> OperatingPoint:
     """TP/FP/TN/FN of boolean decisions against 0/1 labels."""
-    predicted, labels = predicted.flatten().bool(), labels.flatten().bool()
-    tp = int((predicted & labels).sum())
-    fp = int((predicted & ~labels).sum())
-    fn = int((~predicted & labels).sum())
-    return OperatingPoint(tp=tp, fp=fp, tn=int(labels.numel()) - tp - fp - fn, fn=fn)
+    predicted, labels = np.asarray(predicted).ravel().astype(bool), np.asarray(labels).ravel().astype(bool)
+    tp = int(np.count_nonzero(predicted & labels))
+    fp = int(np.count_nonzero(predicted & ~labels))
+    fn = int(np.count_nonzero(~predicted & labels))
+    return OperatingPoint(tp=tp, fp=fp, tn=labels.size - tp - fp - fn, fn=fn)
 
 
 def downsample_curve(x: np.ndarray, y: np.ndarray, max_points: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -100,9 +99,9 @@ def _thin(tps: np.ndarray, fps: np.ndarray, max_points: int) -> tuple[np.ndarray
 
 
 def binary_curves(
-    scores: torch.Tensor,
-    labels: torch.Tensor,
-    predicted: torch.Tensor | None = None,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray | None = None,
     max_points: int = CURVE_POINTS,
     counts: Sweep | None = None,
 ) -> Curves | None:
@@ -120,8 +119,8 @@ def binary_curves(
         from (0, 0) up; ``precision``/``recall`` from the lowest threshold up and end at recall 0,
         precision 1 (torchmetrics' order and end point).
     """
-    scores, labels = scores.flatten(), labels.flatten().bool()
-    if scores.numel() == 0 or bool(labels.all()) or not bool(labels.any()):
+    scores, labels = np.asarray(scores).ravel(), np.asarray(labels).ravel().astype(bool)
+    if scores.size == 0 or bool(labels.all()) or not bool(labels.any()):
         return None
     counts = sweep(scores, labels) if counts is None else counts
     tps, fps = _thin(counts.tps, counts.fps, max_points)
@@ -136,7 +135,7 @@ def binary_curves(
     )
 
 
-def sample_pixels(scores: torch.Tensor, labels: torch.Tensor, size: int, seed: int = 0) -> PixelSample:
+def sample_pixels(scores: np.ndarray, labels: np.ndarray, size: int, seed: int = 0) -> PixelSample:
     """A seeded sample of at most ``size`` pixels, half defective and half good where possible.
 
     Defect pixels are usually a few percent of all; an even split keeps both histograms readable (the
@@ -152,8 +151,8 @@ def sample_pixels(scores: torch.Tensor, labels: torch.Tensor, size: int, seed: i
     Returns:
         The sampled values and labels.
     """
-    scores_np = scores.flatten().float().numpy()
-    labels_np = labels.flatten().bool().numpy()
+    scores_np = np.asarray(scores, dtype=np.float32).ravel()
+    labels_np = np.asarray(labels).ravel().astype(bool)
     total = int(scores_np.size)
     rng = np.random.default_rng(seed)
     defect_idx = np.flatnonzero(labels_np)

@@ -1,22 +1,19 @@
-"""Min-max normalization centred on the threshold (0.5 separates OK from NG), decisions, map resizing."""
+"""Min-max normalization centred on the threshold (0.5 separates OK from NG), decisions, map resizing.
+
+No torch import: :func:`normalize` uses only operators and methods numpy arrays and torch tensors share,
+so the model's forward (and every exported graph) and numpy code run the same formula.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
-import torch
 
 
-def normalize(
-    values: torch.Tensor,
-    threshold: float | torch.Tensor,
-    min_value: float | torch.Tensor,
-    max_value: float | torch.Tensor,
-) -> torch.Tensor:
-    """``clip((x - threshold) / (max - min) + 0.5, 0, 1)``.
-
-    Written with tensor operations only (no Python branches on values), so it runs inside a model's
-    forward and in an exported graph alike.
+def normalize(values: Any, threshold: Any, min_value: Any, max_value: Any) -> Any:
+    """``clip((x - threshold) / (max - min) + 0.5, 0, 1)``; a numpy array or a torch tensor, like ``values``.
 
     Args:
         values: Raw scores or anomaly maps.
@@ -25,16 +22,14 @@ def normalize(
         max_value: Largest raw value seen on the calibration images.
 
     Returns:
-        Normalized values in [0, 1] (NaN stays NaN). When ``max == min`` the span is taken as 1.
+        Normalized values in [0, 1] (NaN stays NaN). When ``max <= min`` the span is taken as 1.
     """
-    threshold, min_value, max_value = (torch.as_tensor(v, dtype=values.dtype, device=values.device)
-                                       for v in (threshold, min_value, max_value))
     span = max_value - min_value
-    span = torch.where(span > 0, span, torch.ones_like(span))
-    return ((values - threshold) / span + 0.5).clamp(0.0, 1.0)
+    span = span * (span > 0) + (span <= 0)  # 1 where the span is not positive; no branch, so it exports as is
+    return ((values - threshold) / span + 0.5).clip(0.0, 1.0)
 
 
-def decide(normalized: torch.Tensor, cut: float = 0.5) -> torch.Tensor:
+def decide(normalized: np.ndarray, cut: float = 0.5) -> np.ndarray:
     """NG (True) where the normalized value is at or above ``cut``."""
     return normalized >= cut
 

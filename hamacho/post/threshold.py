@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 from hamacho.post import sweep
 
 
-def to_unit_range(values: torch.Tensor) -> torch.Tensor:
-    """Map values monotonically into [0, 1] by min-max scaling.
-
-    torchmetrics treats scores outside [0, 1] as logits and applies a sigmoid, which saturates
-    distances such as 25 and 30 to the same 1.0; scaling first keeps their order.
-    """
-    values = values.double()
-    low, high = values.min(), values.max()
-    span = high - low
-    return (values - low) / span if span > 0 else torch.zeros_like(values)
-
-
-def f1_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
+def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     """A threshold with the highest F1 on the precision-recall curve (NG means score >= threshold).
 
     The F1-optimal cut lies between the lowest score called NG and the highest score below it; the
@@ -37,7 +25,7 @@ def f1_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return sweep.f1_threshold(sweep.sweep(scores, labels))
 
 
-def fallback_threshold(good_scores: torch.Tensor, sigma: float = 3.0, margin: float = 0.01) -> float:
+def fallback_threshold(good_scores: np.ndarray, sigma: float = 3.0, margin: float = 0.01) -> float:
     """Threshold when only good images are labelled: ``max(mean + sigma * std, highest * (1 + margin))``.
 
     Every good calibration image stays OK (its normalized score is below 0.5, with a ``margin``
@@ -52,19 +40,19 @@ def fallback_threshold(good_scores: torch.Tensor, sigma: float = 3.0, margin: fl
     Returns:
         The threshold.
     """
-    scores = good_scores.flatten().double()
-    if scores.numel() == 0:
+    scores = np.asarray(good_scores, dtype=np.float64).ravel()
+    if scores.size == 0:
         raise ValueError("fallback_threshold needs at least one good score")
-    std = float(scores.std()) if scores.numel() > 1 else 0.0
+    std = float(scores.std(ddof=1)) if scores.size > 1 else 0.0
     highest = float(scores.max())
     return max(float(scores.mean()) + sigma * std, highest + margin * abs(highest))
 
 
 def calibrate(
-    image_scores: torch.Tensor,
-    labels: torch.Tensor,
-    pixel_scores: torch.Tensor | None,
-    pixel_labels: torch.Tensor | None,
+    image_scores: np.ndarray,
+    labels: np.ndarray,
+    pixel_scores: np.ndarray | None,
+    pixel_labels: np.ndarray | None,
     fallback_sigma: float = 3.0,
 ) -> tuple[dict[str, float], list[str]]:
     """Image and pixel thresholds from labelled calibration scores.
@@ -85,20 +73,21 @@ def calibrate(
     Returns:
         ``{"image_threshold", "pixel_threshold"}`` and notes explaining the choice.
     """
-    if image_scores.numel() == 0:
+    image_scores, labels = np.asarray(image_scores), np.asarray(labels)
+    if image_scores.size == 0:
         raise ValueError("no calibration scores")
     goods = image_scores[labels == 0]
     if labels.min() == labels.max():
-        if goods.numel() == 0:
+        if goods.size == 0:
             raise ValueError("calibration needs at least one good image")
         value = fallback_threshold(goods, fallback_sigma)
         note = (
             f"no defective calibration images: threshold = max(mean + {fallback_sigma:g} std, highest + 1%) "
-            f"of the scores of {goods.numel()} good image(s)"
+            f"of the scores of {goods.size} good image(s)"
         )
         return {"image_threshold": value, "pixel_threshold": value}, [note]
     image_threshold = f1_threshold(image_scores, labels)
-    if pixel_scores is not None and pixel_labels is not None and bool(pixel_labels.any()):
+    if pixel_scores is not None and pixel_labels is not None and bool(np.any(pixel_labels)):
         return {"image_threshold": image_threshold, "pixel_threshold": f1_threshold(pixel_scores, pixel_labels)}, []
     note = "no masks: the pixel threshold equals the image threshold"
     return {"image_threshold": image_threshold, "pixel_threshold": image_threshold}, [note]

@@ -18,12 +18,11 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from hamacho import __version__
 from hamacho.errors import Interrupted, first_line
 from hamacho.files import atomic_write_text
-from hamacho.models.registry import display_name
 from hamacho.post.curves import binary_curves
 from hamacho.report import plots
 from hamacho.report import sections as sec
@@ -45,6 +44,7 @@ def write_report(
     pixel_cut: float = 0.5,
     kind: str = "training",
     step: Callable[[], None] | None = None,
+    model_title: str = "",
 ) -> Path:
     """Write ``report.html`` and ``report/*.png`` into ``output_dir``.
 
@@ -59,6 +59,7 @@ def write_report(
         pixel_cut: Normalized pixel threshold in use.
         kind: ``training`` or ``inference`` (headings and facts).
         step: Called after each section (progress; it may raise to stop the report).
+        model_title: How the model is named (``PaDiM``); default its ``model.name``.
 
     Returns:
         Path of report.html.
@@ -69,11 +70,11 @@ def write_report(
     calibration, metrics = summary["calibration"], summary.get("metrics") or {}
     labelled = [r for r in rows if r.label and r.decision]
     has_labels = bool({r.label for r in labelled} >= {"good", "defective"})  # both classes: curves defined
-    model = display_name(config["model"]["name"])
+    model = model_title or config["model"]["name"]
     place = summary.get("category") or Path(str(summary.get("image_path", ""))).name
     parts = [
         _header(model, config, place, kind, rows, metrics, bool(labelled)),
-        _summary_section(summary, config, rows, kind, image_cut, pixel_cut),
+        _summary_section(summary, config, model, rows, kind, image_cut, pixel_cut),
     ]
     step()
     if labelled and metrics:
@@ -147,10 +148,10 @@ def _data_metric(key: str) -> str:
     return f' data-metric="{key}"' if key else ""
 
 
-def _summary_section(summary: dict[str, Any], config: dict[str, Any], rows: Sequence[ImageResult], kind: str,
-                     image_cut: float, pixel_cut: float) -> str:
+def _summary_section(summary: dict[str, Any], config: dict[str, Any], model: str, rows: Sequence[ImageResult],
+                     kind: str, image_cut: float, pixel_cut: float) -> str:
     model_cfg = config["model"]
-    facts = [("Model", display_name(model_cfg["name"])),
+    facts = [("Model", model),
              ("Backbone", f"{model_cfg['backbone']} (weights: {model_cfg.get('backbone_weights', '?')})"),
              ("Image size", f"{config['dataset']['image_size']} \u00d7 {config['dataset']['image_size']} px")]
     if kind == "training":
@@ -225,9 +226,9 @@ def _distribution_section(figures: FigureWriter, rows: Sequence[ImageResult], ca
 
 def _curves_section(figures: FigureWriter, labelled: Sequence[ImageResult], metrics: dict[str, float | None],
                     data: ReportData | None) -> str:
-    scores = torch.tensor([r.raw_score for r in labelled], dtype=torch.float64)
-    labels = torch.tensor([r.label == "defective" for r in labelled])
-    decisions = torch.tensor([r.decision == "NG" for r in labelled])
+    scores = np.array([r.raw_score for r in labelled], dtype=np.float64)
+    labels = np.array([r.label == "defective" for r in labelled])
+    decisions = np.array([r.decision == "NG" for r in labelled])
     parts = []
     image_curves = binary_curves(scores, labels, decisions)
     if image_curves is not None:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from hamacho.data.discovery import Sample
 from hamacho.data.images import ImageReadError, read_image, to_uint8_image
 from hamacho.files import write_png
@@ -97,10 +99,10 @@ class PictureWriter:
             if settings.only_wrong and label >= 0 and is_ng == bool(label):
                 continue
             sample = self.samples[index]
-            norm_map = scored.maps[i].numpy()
-            pred_mask = scored.pred_masks[i].numpy()
+            norm_map = scored.maps[i]
+            pred_mask = scored.pred_masks[i]
             if settings.report_images:
-                gt = batch.masks[i].numpy() > 0 if self._show_gt else None
+                gt = batch.masks[i] > 0 if self._show_gt else None
                 title = f"{sample.name}   score {float(scored.scores[i]):.3f}   {'NG' if is_ng else 'OK'}"
                 if label >= 0:
                     title += f"   (label: {'defective' if label else 'good'})"
@@ -112,7 +114,7 @@ class PictureWriter:
             written += 1
         return written
 
-    def _write_full_resolution(self, sample: Sample, norm_map: object) -> None:
+    def _write_full_resolution(self, sample: Sample, norm_map: np.ndarray) -> None:
         try:
             original = read_image(sample.path, quiet=False)  # this thread runs beside the progress bar
         except ImageReadError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from hamacho.data.discovery import Sample
 from hamacho.data.images import to_uint8_image
@@ -53,12 +52,12 @@ class ResultsCollector:
         self.metrics: dict[str, float | None] = {}
         show_gt = any(s.mask_path is not None for s in self.samples)
         self.report_data = ReportData(ExampleTracker(examples), show_gt=show_gt) if report else None
-        self._scores: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
-        self._decisions: list[torch.Tensor] = []
-        self._maps: list[torch.Tensor] = []
-        self._masks: list[torch.Tensor] = []
-        self._pred_masks: list[torch.Tensor] = []
+        self._scores: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._decisions: list[np.ndarray] = []
+        self._maps: list[np.ndarray] = []
+        self._masks: list[np.ndarray] = []
+        self._pred_masks: list[np.ndarray] = []
 
     def add(self, scored: ScoredBatch) -> None:
         """Take one scored batch: its rows, its labelled scores and pixels, its example candidates."""
@@ -104,15 +103,15 @@ class ResultsCollector:
             keys = rank_keys(row.label, unclipped, self.image_cut, row.decision)
             if not tracker.wants(keys):
                 continue
-            gt = scored.batch.masks[i].numpy() > 0 if self.report_data.show_gt else None
+            gt = scored.batch.masks[i] > 0 if self.report_data.show_gt else None
             tracker.offer(keys, Example(
                 name=row.name,
                 label=row.label,
                 normalized_score=row.normalized_score,
                 decision=row.decision,
                 image=to_uint8_image(scored.batch.images[i]),
-                norm_map=scored.maps[i].numpy().astype(np.float16),
-                pred_mask=scored.pred_masks[i].numpy().copy(),
+                norm_map=scored.maps[i].astype(np.float16),
+                pred_mask=scored.pred_masks[i].copy(),
                 gt_mask=gt,
             ))
 
@@ -120,12 +119,11 @@ class ResultsCollector:
         """Compute the metrics (and the report's pixel data); the pixel data is freed, the rows kept."""
         self.metrics = {}
         if self._scores:
-            self.metrics.update(
-                image_metrics(torch.cat(self._scores), torch.cat(self._labels), torch.cat(self._decisions))
-            )
-            masks = torch.cat(self._masks) if self._masks else None
+            self.metrics.update(image_metrics(np.concatenate(self._scores), np.concatenate(self._labels),
+                                              np.concatenate(self._decisions)))
+            masks = np.concatenate(self._masks) if self._masks else None
             if masks is not None and bool(masks.any()):
-                maps, pred_masks = torch.cat(self._maps), torch.cat(self._pred_masks)
+                maps, pred_masks = np.concatenate(self._maps), np.concatenate(self._pred_masks)
                 self._maps, self._pred_masks = [], []
                 order = descending_order(as_numpy(maps))  # one sort for every pixel figure
                 counts = sweep(maps, masks, order)
@@ -136,7 +134,7 @@ class ResultsCollector:
         self._maps, self._masks, self._pred_masks = [], [], []
 
     def _pixel_report_data(
-        self, maps: torch.Tensor, masks: torch.Tensor, pred_masks: torch.Tensor, counts: Sweep
+        self, maps: np.ndarray, masks: np.ndarray, pred_masks: np.ndarray, counts: Sweep
     ) -> None:
         """Pixel sample and downsampled pixel curves for the report (the full maps are freed afterwards)."""
         assert self.report_data is not None
