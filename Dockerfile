@@ -14,7 +14,8 @@ RUN pip install --no-cache-dir torch torchvision --index-url https://download.py
 COPY pyproject.toml README.md LICENSE ./
 COPY hamacho ./hamacho
 COPY configs ./configs
-RUN pip install --no-cache-dir . && hamacho --help
+# Training, export and every runtime. A line-PC image needs only: pip install ".[onnx]" (no PyTorch).
+RUN pip install --no-cache-dir ".[train,onnx,openvino]" && hamacho --help
 
 ENTRYPOINT ["hamacho"]
 CMD ["--help"]

@@ -70,8 +70,9 @@ def cli(debug: bool) -> None:
 @click.option("--dataset-root", help="Category folder in MVTec AD layout (train/good, test/<type>, ground_truth/).")
 @click.option("--config", "config_file", help="YAML file with settings to change (see configs/).")
 @click.option("--image-size", type=int, help="Side of the square model input, a multiple of 32 [256].")
-@click.option("--backbone", type=click.Choice(BACKBONES), help="Feature extractor [padim: resnet18, "
-              "patchcore: wide_resnet50_2].")
+@click.option("--backbone", type=click.Choice(BACKBONES), metavar="NAME",
+              help="torchvision network: resnet18, wide_resnet50_2, mobilenet_v2, efficientnet_b0..b7, "
+              "convnext_tiny, ... (docs/models.md) [padim: resnet18, patchcore: wide_resnet50_2].")
 @click.option("--backbone-weights", help="imagenet (download), none (seeded random init) or a local "
               "torchvision state-dict file [imagenet].")
 @click.option("--batch-size", type=int, help="Images per forward pass [8].")

@@ -123,7 +123,7 @@ def build_config(
     cfg = merge_checked(cfg, parse_overrides(overrides), source="command line")
     if cfg.model.name != name:
         raise ConfigError(f"model.name cannot be changed by an override; use --model {cfg.model.name}")
-    return _finish(cfg)
+    return _finish(cfg, resolve_layers=True)
 
 
 def settings_from_dict(data: Mapping[str, Any], source: str, generic_model: bool = False) -> Settings:
@@ -150,7 +150,8 @@ def settings_from_dict(data: Mapping[str, Any], source: str, generic_model: bool
         base = Settings(model=ModelParams(name=name))
     else:
         base = default_settings(name)
-    return _finish(merge_checked(OmegaConf.structured(base), OmegaConf.create(dict(data)), source))
+    return _finish(merge_checked(OmegaConf.structured(base), OmegaConf.create(dict(data)), source),
+                   resolve_layers=not generic_model)
 
 
 def settings_to_dict(settings: Settings) -> dict[str, Any]:
@@ -158,12 +159,26 @@ def settings_to_dict(settings: Settings) -> dict[str, Any]:
     return dataclasses.asdict(settings)
 
 
-def _finish(cfg: DictConfig) -> Settings:
+def _finish(cfg: DictConfig, resolve_layers: bool) -> Settings:
     settings: Settings = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     if settings.model.backbone_weights is None:
         settings.model.backbone_weights = "none"
     validate(settings)
+    if resolve_layers:
+        _resolve_layers(settings.model)
     return settings
+
+
+def _resolve_layers(params: ModelParams) -> None:
+    """``layers: null`` -> the backbone's layers at the model's strides; given layers must exist, in order."""
+    from hamacho.models.backbone import check_layers, default_layers
+
+    if params.layers is None:
+        params.layers = default_layers(params.backbone, type(params).LAYER_STRIDES)
+        return
+    problem = check_layers(params.backbone, params.layers)
+    if problem:
+        raise ConfigError(f"config key 'model.layers' {problem} (got {params.layers})")
 
 
 def _yaml_scalar(value: Any) -> str:

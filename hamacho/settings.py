@@ -15,12 +15,20 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from hamacho.errors import ConfigError
 
-BACKBONES = ("resnet18", "wide_resnet50_2")
-LAYERS = ("layer1", "layer2", "layer3", "layer4")
+# Torchvision classification networks usable as backbones (docs/models.md#backbones): ResNets, and the
+# networks whose body is a `features` sequence. Listed here, without torch, for option checks.
+BACKBONES = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "wide_resnet101_2",
+    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
+    "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+    "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4",
+    "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_s", "efficientnet_v2_m",
+    "efficientnet_v2_l", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
+)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 Check = Callable[[Any], "str | None"]
 
@@ -91,13 +99,9 @@ def validate(section: Any, prefix: str = "") -> None:
 
 
 def check_layers(value: Sequence[str]) -> str | None:
-    """Backbone stages: known names, distinct, from shallow to deep."""
+    """Backbone layers: a non-empty list (whether the backbone has them is checked when the config is built)."""
     if not value:
-        return "must be a non-empty list such as [layer1, layer2, layer3]"
-    if any(layer not in LAYERS for layer in value):
-        return f"may only hold {', '.join(LAYERS)}"
-    if list(value) != sorted(set(value)):
-        return "must list distinct layers from shallow to deep"
+        return "must be a non-empty list such as [layer1, layer2, layer3], or null for the backbone's defaults"
     return None
 
 
@@ -128,13 +132,17 @@ class ModelParams:
     """The ``model`` section every model has; each model subclasses it with its own parameters.
 
     Subclasses change a default by declaring the field again with :func:`backbone_field` or
-    :func:`layers_field`, which keep the checks.
+    :func:`layers_field`, which keep the checks, and set ``LAYER_STRIDES``: with ``layers: null`` the
+    model uses the backbone's last layer at each of these strides (see
+    :func:`hamacho.models.backbone.default_layers`).
     """
+
+    LAYER_STRIDES: ClassVar[tuple[int, ...]] = (4, 8, 16)
 
     name: str = ""
     backbone: str = setting("resnet18", choices=BACKBONES)
     backbone_weights: str | None = setting("imagenet", nonempty=True)
-    layers: list[str] = setting(default_factory=lambda: ["layer1", "layer2", "layer3"], check=check_layers)
+    layers: list[str] | None = setting(None, check=check_layers)
     blur_sigma: float = setting(4.0, at_least=0.0)
 
 
@@ -143,8 +151,10 @@ def backbone_field(default: str) -> Any:
     return setting(default, choices=BACKBONES)
 
 
-def layers_field(default: Sequence[str]) -> Any:
-    """The ``layers`` field with another default."""
+def layers_field(default: Sequence[str] | None) -> Any:
+    """The ``layers`` field with another default (None: the backbone's layers at ``LAYER_STRIDES``)."""
+    if default is None:
+        return setting(None, check=check_layers)
     return setting(default_factory=lambda: list(default), check=check_layers)
 
 

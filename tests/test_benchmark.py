@@ -223,3 +223,22 @@ def test_make_weights_is_seeded(tmp_path):
     c = torch.load(make_weights(tmp_path / "c.pth", "resnet18", 4), weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
+
+
+def test_export_benchmark_measures_parity_throughput_and_memory(tmp_path, capsys):
+    from benchmarks import export_bench
+
+    data = make_dataset(tmp_path / "parts", n_train=6, n_good=2, n_defect=2)
+    code = export_bench.main(["--dataset", str(data), "--models", "padim", "--image-size", "64", "--runtimes",
+                              "onnx", "--repeats", "1", "--startup-runs", "1", "--output-dir", str(tmp_path / "out")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["results"]["padim"]
+    assert set(summary["performance"]) == {"torch", "onnx"}
+    for runtime, run in summary["performance"].items():
+        assert run["images"] == 4 and run["images_per_second"] > 0 and run["peak_rss_mb"] > 0
+        assert run["torch_loaded"] == (runtime == "torch")  # the exported path runs without torch
+        assert run["single_image_seconds"] > 0
+    parity = summary["parity"]["onnx"]
+    assert parity["images"] == 4 and parity["decisions_differing"] == 0 and parity["score_max_abs"] < 1e-4
+    assert "| onnx |" in printed and "| torch |" in printed

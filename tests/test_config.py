@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 from hamacho.config import build_config, max_num_workers, settings_from_dict, settings_to_dict
 from hamacho.errors import ConfigError
 from hamacho.models.registry import builtin_model_names, get_spec
+from hamacho.settings import Settings
 
 
 def test_every_default_is_valid_and_documented_in_its_yaml():
@@ -16,7 +17,12 @@ def test_every_default_is_valid_and_documented_in_its_yaml():
         assert settings.dataset.image_size == 256 and settings.dataset.num_workers == 0
         # configs/<name>.yaml documents exactly the defaults of the typed settings: same keys, same values.
         documented = OmegaConf.to_container(OmegaConf.create(get_spec(name).config_text()))
-        assert documented == settings_to_dict(settings)
+        assert documented == settings_to_dict(Settings(model=get_spec(name).params()))
+    # layers: null resolves to the backbone's layers at the model's strides.
+    assert build_config("padim").model.layers == ["layer1", "layer2", "layer3"]
+    assert build_config("patchcore").model.layers == ["layer2", "layer3"]
+    assert build_config("patchcore", options={"model.backbone": "mobilenet_v2"}).model.layers == [
+        "features.6", "features.13"]
     assert build_config("padim").model.num_features is None
 
 
@@ -59,8 +65,10 @@ def test_model_comes_from_the_config_file(tmp_path):
         (["dataset.image_size=100"], "positive multiple of 32"),
         (["dataset.image_size=0"], "must be at least 32"),
         (["dataset.batch_size=0"], "dataset.batch_size' must be at least 1"),
-        (["model.backbone=vgg"], "must be one of: resnet18, wide_resnet50_2"),
+        (["model.backbone=vgg"], "must be one of: resnet18, resnet34"),
         (["model.layers=[layer3,layer1]"], "shallow to deep"),
+        (["model.layers=[layer1,features.3]"], "has no layer 'features.3' in resnet18; valid layers: layer1 .stride 4, "
+                                               "64 ch., layer2"),
         (["visualization.only_wrong=maybe"], "true or false"),
         (["dataset.batch_size=many"], "dataset.batch_size' must be an integer .got 'many'"),
         (["model.blur_sigma=[1,2]"], "model.blur_sigma' must be a number"),

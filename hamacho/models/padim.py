@@ -14,10 +14,8 @@ from hamacho.models.registry import ModelSpec, register
 from hamacho.progress import Phase
 from hamacho.settings import ModelParams, setting
 
-# Channel subset sizes used in the paper.
+# Channel subset sizes used in the paper; other backbones keep 100 channels (all when they have fewer).
 DEFAULT_NUM_FEATURES = {"resnet18": 100, "wide_resnet50_2": 550}
-# Stride of each ResNet stage relative to the input.
-LAYER_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 
 
 @dataclass
@@ -60,7 +58,7 @@ class PadimModel(AnomalyModel):
         generator = torch.Generator().manual_seed(seed)
         indices = torch.randperm(total, generator=generator)[:num_features].sort().values
         self.register_buffer("feature_indices", indices)
-        self.embedding_size = image_size // LAYER_STRIDES[feature_extractor.layers[0]]
+        self.embedding_size = image_size // feature_extractor.strides[0]
         self.gaussians = PositionGaussians(self.embedding_size**2, num_features, epsilon)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,16 +17,17 @@ from hamacho.models.knn import nearest_neighbors, nearest_neighbors_graph
 from hamacho.models.patch_store import PatchStore
 from hamacho.models.registry import ModelSpec, register
 from hamacho.progress import Phase
-from hamacho.settings import ModelParams, backbone_field, layers_field, setting
+from hamacho.settings import ModelParams, backbone_field, setting
 
 
 @dataclass
 class PatchcoreParams(ModelParams):
     """The ``model`` section of PatchCore (documented in configs/patchcore.yaml)."""
 
+    LAYER_STRIDES: ClassVar[tuple[int, ...]] = (8, 16)
+
     name: str = "patchcore"
     backbone: str = backbone_field("wide_resnet50_2")
-    layers: list[str] = layers_field(["layer2", "layer3"])
     projection_dim: int | None = setting(None, at_least=1)
     coreset_ratio: float = setting(0.1, above=0.0, at_most=1.0)
     coreset_projection_dim: int = setting(256, at_least=0)

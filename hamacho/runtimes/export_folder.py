@@ -105,6 +105,24 @@ def open_export(folder: Path, device: str = "auto") -> OpenedModel:
     return OpenedModel(runtime, settings, metadata, folder, metadata.get("model", {}).get("display_name", ""))
 
 
-def input_size(metadata: dict[str, Any]) -> int:
-    """Side of the square model input an export expects."""
-    return int(metadata["input"]["shape"][-1])
+class ExportedRuntime:
+    """What every export runtime shares: its metadata, input size and calibration (subclasses add ``run``).
+
+    Args:
+        metadata: The export's checked metadata.
+    """
+
+    name = ""
+
+    def __init__(self, metadata: dict[str, Any]) -> None:
+        self.metadata = metadata
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square model input the graph expects."""
+        return int(self.metadata["input"]["shape"][-1])
+
+    @property
+    def calibration(self) -> dict[str, float]:
+        """The raw thresholds and min/max baked into the graph."""
+        return dict(self.metadata["calibration"])

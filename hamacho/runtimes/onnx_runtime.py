@@ -9,10 +9,10 @@ import numpy as np
 import onnxruntime as ort
 
 from hamacho.runtimes import RuntimeOutput
-from hamacho.runtimes.export_folder import INPUT_NAME, OUTPUT_NAMES, input_size
+from hamacho.runtimes.export_folder import INPUT_NAME, OUTPUT_NAMES, ExportedRuntime
 
 
-class OnnxRuntime:
+class OnnxRuntime(ExportedRuntime):
     """An ONNX Runtime session over an export folder's graph (``InferenceSession.run`` is thread-safe).
 
     Args:
@@ -24,7 +24,7 @@ class OnnxRuntime:
     name = "onnx"
 
     def __init__(self, folder: Path, metadata: dict[str, Any], device: str = "auto") -> None:
-        self.metadata = metadata
+        super().__init__(metadata)
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
         if device in ("auto", "cuda", "gpu") and "CUDAExecutionProvider" in available:
@@ -32,14 +32,6 @@ class OnnxRuntime:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: no warnings about unused initializers on stderr
         self.session = ort.InferenceSession(str(folder / metadata["graph"]), options, providers=providers)
-
-    @property
-    def image_size(self) -> int:
-        return input_size(self.metadata)
-
-    @property
-    def calibration(self) -> dict[str, float]:
-        return dict(self.metadata["calibration"])
 
     def run(self, images: np.ndarray) -> RuntimeOutput:
         outputs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(images, dtype=np.uint8)})

@@ -9,10 +9,10 @@ import numpy as np
 import openvino as ov
 
 from hamacho.runtimes import RuntimeOutput
-from hamacho.runtimes.export_folder import INPUT_NAME, OUTPUT_NAMES, input_size
+from hamacho.runtimes.export_folder import INPUT_NAME, OUTPUT_NAMES, ExportedRuntime
 
 
-class OpenVinoRuntime:
+class OpenVinoRuntime(ExportedRuntime):
     """A model compiled by OpenVINO; each call gets its own infer request, so threads may share it.
 
     The inference precision is the export's (f32, or f16 for ``--precision fp16``): OpenVINO would
@@ -29,20 +29,12 @@ class OpenVinoRuntime:
     name = "openvino"
 
     def __init__(self, folder: Path, metadata: dict[str, Any], device: str = "auto") -> None:
-        self.metadata = metadata
+        super().__init__(metadata)
         core = ov.Core()
         model = core.read_model(str(folder / metadata["graph"]))
         hint = {"INFERENCE_PRECISION_HINT": "f16" if metadata.get("precision") == "fp16" else "f32"}
         self.compiled = core.compile_model(model, "GPU" if device == "gpu" else "CPU", hint)
         self._outputs = [self.compiled.output(name) for name in OUTPUT_NAMES]
-
-    @property
-    def image_size(self) -> int:
-        return input_size(self.metadata)
-
-    @property
-    def calibration(self) -> dict[str, float]:
-        return dict(self.metadata["calibration"])
 
     def run(self, images: np.ndarray) -> RuntimeOutput:
         request = self.compiled.create_infer_request()

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from hamacho.runtimes import RuntimeOutput
-from hamacho.runtimes.export_folder import input_size
+from hamacho.runtimes.export_folder import ExportedRuntime
 from hamacho.runtimes.torch_runtime import resolve_device
 
 
-class TorchScriptRuntime:
+class TorchScriptRuntime(ExportedRuntime):
     """A traced module loaded with ``torch.jit.load`` (read only: threads may share it).
 
     Args:
@@ -26,19 +26,11 @@ class TorchScriptRuntime:
     name = "torchscript"
 
     def __init__(self, folder: Path, metadata: dict[str, Any], device: str = "auto") -> None:
-        self.metadata = metadata
+        super().__init__(metadata)
         self.device = resolve_device(device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch marks TorchScript deprecated; it still loads
             self.module = torch.jit.load(str(folder / metadata["graph"]), map_location=self.device).eval()
-
-    @property
-    def image_size(self) -> int:
-        return input_size(self.metadata)
-
-    @property
-    def calibration(self) -> dict[str, float]:
-        return dict(self.metadata["calibration"])
 
     def run(self, images: np.ndarray) -> RuntimeOutput:
         with torch.inference_mode():
