@@ -118,8 +118,8 @@ def table(results: dict[str, Any]) -> str:
     for model, result in results.items():
         torch_run = result["performance"]["torch"]
         lines += [f"#### {model} ({result['backbone']}, {result['image_size']} px)", "",
-                  "| runtime | images/s | x torch | peak RSS MiB | x torch | 1-image run s | max \u0394 score | "
-                  "max \u0394 map | decisions differing |", "|---|---|---|---|---|---|---|---|---|"]
+                  ("| runtime | images/s | x torch | peak RSS MiB | x torch | 1-image run s | max \u0394 score | "
+                   "max \u0394 map | decisions differing |"), "|---|---|---|---|---|---|---|---|---|"]
         for runtime in result["performance"]:
             perf = result["performance"][runtime]
             par = result["parity"].get(runtime)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     images = str(Path(args.dataset) / "test")
-    one_image = str(sorted((Path(args.dataset) / "test").rglob("*.png"))[0])
+    one_image = str(min((Path(args.dataset) / "test").rglob("*.png")))
     results = {}
     for model in args.models:
         print(f"[export-bench] {model}: train and export", file=sys.stderr)

@@ -12,7 +12,6 @@ import json
 import resource
 import sys
 import time
-from pathlib import Path
 
 
 def peak_rss_mb() -> float:

@@ -191,8 +191,8 @@ def _metadata(loaded: Any, runtime: str, precision: str, work: Path) -> dict[str
         "model": {"name": settings.model.name, "display_name": display_name(settings.model.name),
                   "backbone": settings.model.backbone, "backbone_weights": settings.model.backbone_weights},
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "uint8", "layout": "NCHW",
-                  "colour": "RGB", "resize": "Pillow bilinear (antialiased) from the original size, done by the "
-                  "Predictor"},
+                  "colour": "RGB", "resize": "antialiased bilinear on uint8 (torch's kernel, hamacho.data.resize) from the "
+                  "original size, done by the Predictor"},
         "outputs": {"anomaly_map": "normalized anomaly maps (N, S, S), 0..1, NG at or above 0.5",
                     "pred_score": "normalized image scores (N,), 0..1, NG at or above 0.5",
                     "raw_map": "raw anomaly maps (N, S, S)", "raw_score": "raw image scores (N,)"},

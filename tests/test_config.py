@@ -67,8 +67,8 @@ def test_model_comes_from_the_config_file(tmp_path):
         (["dataset.batch_size=0"], "dataset.batch_size' must be at least 1"),
         (["model.backbone=vgg"], "must be one of: resnet18, resnet34"),
         (["model.layers=[layer3,layer1]"], "shallow to deep"),
-        (["model.layers=[layer1,features.3]"], "has no layer 'features.3' in resnet18; valid layers: layer1 .stride 4, "
-                                               "64 ch., layer2"),
+        (["model.layers=[layer1,features.3]"], ("has no layer 'features.3' in resnet18; valid layers: layer1 .stride 4, "
+                                                "64 ch., layer2")),
         (["visualization.only_wrong=maybe"], "true or false"),
         (["dataset.batch_size=many"], "dataset.batch_size' must be an integer .got 'many'"),
         (["model.blur_sigma=[1,2]"], "model.blur_sigma' must be a number"),

@@ -26,6 +26,7 @@ from hamacho.data.images import (
     resize_mask,
     to_chw,
 )
+from hamacho.data.resize import torch_loaded
 
 DECODE_CACHE_BYTES = 256 * 1024 * 1024  # decoded images kept for a second pass (about 1000 at 256 px)
 Source = Sample | np.ndarray  # an image file (with label and mask), or an array given by a program
@@ -93,11 +94,13 @@ class AnomalyDataset:
 
         OpenCV releases the GIL while it decodes, so a batch reads in parallel even with ``num_workers``
         0. On this project's 2-core CPU, MVTec bottle (900x900 PNG) decodes at 8.5 ms per image on 2
-        threads against 14 ms on one. The threads run no torch operation (OpenCV, Pillow and numpy only):
-        a torch operation on a pool thread gives that thread an OpenMP team of its own; with more
-        OpenMP threads than cores, libgomp stops spinning between parallel regions for the rest of the
-        process, and every later torch operation pays for waking its workers (PatchCore's bank search
-        ran 2.5x slower after a single batch had been resized by torch on the pool).
+        threads against 14 ms on one. The threads run no torch operation: a torch operation on a pool
+        thread gives that thread an OpenMP team of its own; with more OpenMP threads than cores, libgomp
+        stops spinning between parallel regions for the rest of the process, and every later torch
+        operation pays for waking its workers (PatchCore's bank search ran 2.5x slower after a single
+        batch had been resized by torch on the pool). So where torch is loaded the threads only decode
+        and the calling thread resizes with torch's kernel (0.8 ms an image); without torch (exported
+        models) the threads also resize, with the same arithmetic in numpy (:mod:`hamacho.data.resize`).
         Inside DataLoader worker processes, which already run in parallel, items are read one by one.
         """
         if len(indices) < 2 or _in_loader_worker():
@@ -112,13 +115,14 @@ class AnomalyDataset:
                 future.cancel()
             wait(futures)
             raise
-        return [self._offer(item, fresh) for item, fresh in loaded]
+        return [self._settle(item, fresh) for item, fresh in loaded]
 
     def __getitem__(self, index: int) -> Item:
-        return self._offer(*self._load(index))
+        return self._settle(*self._load(index))
 
     def _load(self, index: int) -> tuple[Item, bool]:
-        """The item of one source and whether it is fresh: taken from the cache, or decoded and resized."""
+        """The item of one source and whether it is fresh: taken from the cache, or decoded (and, without
+        torch, resized)."""
         source = self.sources[index]
         if self.cache is not None and isinstance(source, Sample):
             cached = self.cache.take(source.path)
@@ -126,15 +130,20 @@ class AnomalyDataset:
                 cached.index = index
                 return cached, False
         item = self._read(index, source)
-        if item.pixels is not None:
-            item.image = to_chw(resize_image(item.pixels, self.image_size))
-            item.pixels = None
-        else:
+        if item.pixels is None:
             item.image = np.zeros((3, self.image_size, self.image_size), dtype=np.uint8)
+        elif not torch_loaded():
+            self._resize(item)
         return item, True
 
-    def _offer(self, item: Item, fresh: bool) -> Item:
-        """Offer a freshly read item to the cache (in the calling thread, in order); return it."""
+    def _resize(self, item: Item) -> None:
+        item.image = to_chw(resize_image(item.pixels, self.image_size))
+        item.pixels = None
+
+    def _settle(self, item: Item, fresh: bool) -> Item:
+        """In the calling thread, in order: resize what is left to resize, offer fresh items to the cache."""
+        if item.pixels is not None:
+            self._resize(item)
         source = self.sources[item.index]
         if fresh and self.cache is not None and isinstance(source, Sample):
             self.cache.offer(source.path, item)

@@ -14,9 +14,10 @@ torchvision's download (``imagenet``) or from a seeded random initialisation (``
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -55,7 +56,7 @@ def _layer_names(net: nn.Module, backbone: str) -> list[str]:
     raise BackboneError(f"backbone '{backbone}' has neither ResNet layers nor a 'features' sequence")
 
 
-@lru_cache(maxsize=None)
+@cache
 def layer_table(backbone: str) -> tuple[LayerInfo, ...]:
     """The layers of a backbone, shallow to deep, with their strides and channels.
 
@@ -160,7 +161,7 @@ class FeatureExtractor(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
-    def train(self, mode: bool = True) -> FeatureExtractor:  # noqa: ARG002 - frozen on purpose
+    def train(self, mode: bool = True) -> FeatureExtractor:
         """Keep eval mode whatever Lightning asks for."""
         return super().train(False)
 
@@ -194,7 +195,7 @@ def fold_batch_norms(module: nn.Module) -> None:
     for owner in list(module.modules()):
         if isinstance(owner, nn.Sequential):
             children = list(owner.named_children())
-            for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+            for (conv_name, conv), (bn_name, bn) in itertools.pairwise(children):
                 _fold(owner, conv_name, conv, bn_name, bn)
         for i in ("1", "2", "3"):
             conv, bn = getattr(owner, f"conv{i}", None), getattr(owner, f"bn{i}", None)

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
-
-from hamacho.data.images import resize_image, to_chw, to_uint8_image
 from hamacho.models.anomaly_map import AnomalyMapGenerator
 from hamacho.models.backbone import FeatureExtractor
 from hamacho.post.normalization import normalize
@@ -110,7 +108,7 @@ class AnomalyModel(nn.Module):
         """uint8 (B, C, H, W), C in 1, 3, 4 (gray, RGB, RGBA) -> uint8 RGB (B, 3, S, S), resized as in training.
 
         Inputs already at the input size (what the Predictor and exported graphs pass) go through
-        untouched; others are resized one by one with :func:`hamacho.data.images.resize_image`, on the CPU.
+        untouched; others are resized as :func:`hamacho.data.images.resize_image` resizes, on the CPU.
         """
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3, 4):
             raise ValueError(f"expected uint8 images (B, 1|3|4, H, W), got {images.dtype} {tuple(images.shape)}")
@@ -121,8 +119,9 @@ class AnomalyModel(nn.Module):
         size = self.image_size
         if images.shape[-2:] == (size, size):
             return images
-        resized = [to_chw(resize_image(to_uint8_image(image.cpu().numpy()), size)) for image in images]
-        return torch.from_numpy(np.stack(resized)).to(images.device)
+        # torch's uint8 kernel runs on the CPU only; it is the resize of every path (hamacho.data.resize)
+        resized = F.interpolate(images.cpu(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return resized.to(images.device)
 
     def raw_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw anomaly maps (B, S, S) and image scores (B,) of input-size uint8 images."""
