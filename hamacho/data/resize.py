@@ -28,9 +28,9 @@ def _coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, 
     so the integer weights are the same to the last bit.
     """
     scale = in_size / out_size
-    support = scale if scale >= 1.0 else 1.0
+    support = max(scale, 1.0)
     invscale = 1.0 / scale if scale >= 1.0 else 1.0
-    taps = int(math.ceil(support)) * 2 + 1
+    taps = math.ceil(support) * 2 + 1
     starts = np.zeros(out_size, dtype=np.int64)
     weights = np.zeros((out_size, taps))
     for i in range(out_size):

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from hamacho.models.anomaly_map import AnomalyMapGenerator
 from hamacho.models.backbone import FeatureExtractor
 from hamacho.post.normalization import normalize
