@@ -62,8 +62,9 @@ def prepare(args: argparse.Namespace, model: str, work: Path) -> dict[str, Path]
     paths = {"torch": model_path}
     variants = [(runtime, "fp32") for runtime in args.runtimes]
     variants += [(runtime, "fp16") for runtime in args.fp16 if runtime in args.runtimes]
+    variants += [("openvino", "bf16")] if args.bf16 and "openvino" in args.runtimes else []
     for runtime, precision in variants:
-        key = runtime if precision == "fp32" else f"{runtime}-fp16"
+        key = runtime if precision == "fp32" else f"{runtime}-{precision}"
         folder = model_path.parent / f"export-{key}"
         sh([sys.executable, "-m", "hamacho", "export", "--model-path", str(model_path), "--format", runtime,
             "--output", str(folder), "--precision", precision], work / f"{model}-export-{key}.log")
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="exported runtimes compared with torch [onnx openvino torchscript]")
     p.add_argument("--fp16", nargs="*", default=[], choices=["onnx", "openvino"],
                    help="also export these runtimes with --precision fp16 and measure them")
+    p.add_argument("--bf16", action="store_true", help="also export for OpenVINO with --precision bf16")
     p.add_argument("--output-dir", default=str(BENCH_DIR / "out" / "export"))
     p.add_argument("--fresh", action="store_true", help="train again even when a model file is there")
     args = p.parse_args(argv)

@@ -54,26 +54,80 @@ def vm_hwm_mb() -> float | None:
     return None
 
 
+# timm's name of a torchvision network with the same architecture, and its layer names (anomalib's side).
+TIMM_BACKBONES = {"mobilenet_v2": "mobilenetv2_100"}
+TIMM_LAYERS = {"mobilenet_v2": {"features.1": "blocks.0", "features.3": "blocks.1", "features.6": "blocks.2",
+                                "features.10": "blocks.3", "features.13": "blocks.4", "features.16": "blocks.5",
+                                "features.17": "blocks.6"}}
+MOBILENET_V2_STAGES = (1, 2, 3, 4, 3, 3, 1)  # inverted-residual blocks per timm stage (torchvision features.1-17)
+
+
+def mobilenet_v2_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision's mobilenet_v2 state-dict under timm's ``mobilenetv2_100`` names (same tensors).
+
+    torchvision: ``features.0`` stem (conv, bn), ``features.1`` .. ``features.17`` inverted residuals
+    (``conv.0.0`` expand conv, ``conv.0.1`` its bn, ``conv.1.0`` depthwise, ``conv.1.1``, ``conv.2``
+    projection, ``conv.3``; the first block has no expansion), ``features.18`` head. timm: ``conv_stem``,
+    ``bn1``, ``blocks.S.J`` (``conv_pw``, ``bn1``, ``conv_dw``, ``bn2``, ``conv_pwl``, ``bn3``; the first
+    block ``conv_dw``, ``bn1``, ``conv_pw``, ``bn2``), ``conv_head``, ``bn2``, ``classifier``.
+    """
+    prefixes = {"features.0.0.": "conv_stem.", "features.0.1.": "bn1.", "features.18.0.": "conv_head.",
+                "features.18.1.": "bn2.", "classifier.1.": "classifier."}
+    block = 1
+    for stage, count in enumerate(MOBILENET_V2_STAGES):
+        for j in range(count):
+            ours, theirs = f"features.{block}.conv.", f"blocks.{stage}.{j}."
+            parts = (["0.0", "conv_dw"], ["0.1", "bn1"], ["1", "conv_pw"], ["2", "bn2"]) if stage == 0 else (
+                ["0.0", "conv_pw"], ["0.1", "bn1"], ["1.0", "conv_dw"], ["1.1", "bn2"], ["2", "conv_pwl"],
+                ["3", "bn3"])
+            prefixes.update({f"{ours}{a}.": f"{theirs}{b}." for a, b in parts})
+            block += 1
+    out = {}
+    for key, value in state.items():
+        prefix = max((p for p in prefixes if key.startswith(p)), key=len, default=None)
+        if prefix is None:
+            raise KeyError(f"no timm name for {key}")
+        out[prefixes[prefix] + key[len(prefix):]] = value
+    return out
+
+
+def torchvision_features(reference: torch.nn.Module, backbone: str, layers: list[str], x: torch.Tensor) -> dict:
+    """The named layers' outputs of a torchvision network (ResNet or ``features`` sequence)."""
+    found = {}
+    if hasattr(reference, "layer1"):
+        y = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+        for index in range(1, max(int(layer[-1]) for layer in layers) + 1):
+            y = getattr(reference, f"layer{index}")(y)
+            found[f"layer{index}"] = y
+    else:
+        y = x
+        for index, block in enumerate(reference.features):
+            y = block(y)
+            found[f"features.{index}"] = y
+    return {layer: found[layer] for layer in layers}
+
+
 def load_backbone(extractor: torch.nn.Module, backbone: str, layers: list[str], weights: str) -> dict:
     """Load a torchvision state-dict into anomalib's TimmFeatureExtractor and prove the features match.
 
     timm's ResNets name their parameters like torchvision's (``conv1``, ``bn1``, ``layerN.i.convK``,
-    ``downsample.0/1``), and anomalib's extractor is timm's ``features_only`` model cut after the
-    deepest requested stage. Every tensor of that model must come from the file (none missing, and
-    each equal to the file's afterwards), and the feature maps must equal those of a torchvision
-    model built from the same file on a random input.
+    ``downsample.0/1``); MobileNetV2's are renamed (:func:`mobilenet_v2_to_timm`). anomalib's extractor
+    is timm's ``features_only`` model cut after the deepest requested stage. Every tensor of that model
+    must come from the file (none missing, and each equal to the file's afterwards), and the feature maps
+    must equal those of a torchvision model built from the same file on a random input (within 1e-4).
 
     Args:
         extractor: anomalib's ``TimmFeatureExtractor``.
-        backbone: torchvision/timm network name.
-        layers: Stages the extractor returns.
+        backbone: torchvision network name.
+        layers: Its layers (torchvision names) the extractor returns.
         weights: Path of the torchvision state-dict file.
 
     Returns:
         What was checked: tensor counts, ignored file keys, largest feature difference per layer.
     """
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    original = torch.load(weights, map_location="cpu", weights_only=True)
+    original = {k.removeprefix("module."): v for k, v in original.items()}
+    state = mobilenet_v2_to_timm(original) if backbone == "mobilenet_v2" else original
     net = extractor.feature_extractor
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys:
@@ -83,23 +137,17 @@ def load_backbone(extractor: torch.nn.Module, backbone: str, layers: list[str], 
     if unequal:
         raise RuntimeError(f"tensors not loaded as in the file: {unequal[:5]}")
     reference = torchvision.models.get_model(backbone, weights=None)
-    reference.load_state_dict(state)
+    reference.load_state_dict(original)
     reference.eval()
     extractor.eval()
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 128, 128, generator=generator)
-    differences = {}
+    names = TIMM_LAYERS.get(backbone, {})
     with torch.no_grad():
         ours = extractor(x)
-        y = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
-        deepest = max(int(layer[-1]) for layer in layers)
-        for index in range(1, deepest + 1):
-            y = getattr(reference, f"layer{index}")(y)
-            name = f"layer{index}"
-            if name in layers:
-                differences[name] = float((ours[name] - y).abs().max())
-    worst = max(differences.values())
-    if worst > 1e-5:
+        expected = torchvision_features(reference, backbone, layers, x)
+    differences = {layer: float((ours[names.get(layer, layer)] - expected[layer]).abs().max()) for layer in layers}
+    if max(differences.values()) > 1e-4:
         raise RuntimeError(f"anomalib's features differ from torchvision's: {differences}")
     return {
         "tensors_loaded": len(own),
@@ -118,9 +166,10 @@ def build_model(spec: dict):
     pre_processor = PreProcessor(
         transform=Compose([Resize((size, size), antialias=True), Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
     )
+    names = TIMM_LAYERS.get(spec["backbone"], {})
     common = {
-        "backbone": spec["backbone"],
-        "layers": list(spec["layers"]),
+        "backbone": TIMM_BACKBONES.get(spec["backbone"], spec["backbone"]),
+        "layers": [names.get(layer, layer) for layer in spec["layers"]],
         "pre_trained": False,
         "pre_processor": pre_processor,
         "visualizer": bool(spec["visualization"]),

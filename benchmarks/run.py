@@ -33,9 +33,9 @@ if str(BENCH_DIR.parent) not in sys.path:  # run as a script: make `benchmarks` 
     sys.path.insert(0, str(BENCH_DIR.parent))
 
 from benchmarks import report, startup
+from hamacho.settings import BACKBONES  # torch-free: this process never imports torch
 
 MODELS = ("padim", "patchcore")
-BACKBONES = ("resnet18", "wide_resnet50_2")
 DEFAULT_PEER_PYTHON = "/work/peer/bin/python"
 
 

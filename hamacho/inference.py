@@ -14,7 +14,6 @@ from hamacho.errors import ConfigError, DatasetError
 from hamacho.files import check_writable_dir
 from hamacho.predictor import Predictor, check_cut
 from hamacho.progress import RunControl
-from hamacho.report.html import write_report_or_warn
 from hamacho.report.pictures import PictureWriter
 from hamacho.report.results import write_metrics_json, write_results_csv
 from hamacho.resources import peak_rss_mb
@@ -119,6 +118,8 @@ def run_inference(
     if report:
         control.stop_note = "results.csv is complete, the report was not written"
         with control.phase("report", unit="sections") as phase:
+            from hamacho.report.html import write_report_or_warn  # matplotlib: loaded only for a report
+
             report_path = write_report_or_warn(log, output_dir=output_dir, summary=summary, rows=rows,
                                                config=settings_to_dict(settings), data=collector.report_data,
                                                image_cut=image_threshold, pixel_cut=pixel_threshold,

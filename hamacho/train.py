@@ -26,7 +26,6 @@ from hamacho.files import atomic_write_text, check_writable_dir
 from hamacho.model_file import MODEL_FILENAME, save_model_file
 from hamacho.predictor import Predictor
 from hamacho.progress import RunControl
-from hamacho.report.html import write_report_or_warn
 from hamacho.report.pictures import PictureWriter
 from hamacho.report.results import write_metrics_json, write_results_csv
 from hamacho.resources import peak_rss_mb
@@ -170,6 +169,8 @@ def run_training(settings: Settings, control: RunControl | None = None,
     report_path = None
     if settings.report.enabled and collector.rows:
         with control.phase("report", unit="sections") as phase:
+            from hamacho.report.html import write_report_or_warn  # matplotlib: loaded only for a report
+
             report_path = write_report_or_warn(log, output_dir=output_dir, summary=summary, rows=collector.rows,
                                                config=config, data=collector.report_data, step=phase.advance,
                                                model_title=predictor.display_name)

@@ -147,6 +147,11 @@ def test_tampered_incomplete_and_newer_exports_are_refused(exported, cli, tmp_pa
     data[len(data) // 2] ^= 0x01
     (tampered / "model.onnx").write_bytes(bytes(data))
     cases.append((tampered, "is damaged or was modified: model.onnx does not match the SHA-256 in metadata.json"))
+    weights = shutil.copytree(models["padim"]["onnx"], tmp_path / "weights")
+    data = bytearray((weights / "model.onnx.data").read_bytes())
+    data[len(data) // 3] ^= 0x01
+    (weights / "model.onnx.data").write_bytes(bytes(data))
+    cases.append((weights, "model.onnx.data does not match the SHA-256"))
     newer = shutil.copytree(models["padim"]["onnx"], tmp_path / "newer")
     metadata = json.loads((newer / "metadata.json").read_text())
     (newer / "metadata.json").write_text(json.dumps({**metadata, "format_version": 99}))
@@ -177,6 +182,7 @@ def test_export_errors_are_one_line_and_write_nothing(exported, cli, tmp_path):
     cases = [
         (["--format", "tflite"], 2, "Invalid value for '--format'"),
         (["--format", "torchscript", "--precision", "fp16"], 1, "fp16 export is available for onnx and openvino"),
+        (["--format", "onnx", "--precision", "bf16"], 1, "bf16 export is available for openvino; use --precision"),
         (["--format", "onnx", "--output", foreign], 1, "exists and is not a Hamacho export"),
     ]
     for args, code, message in cases:

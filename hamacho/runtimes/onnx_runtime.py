@@ -31,8 +31,17 @@ class OnnxRuntime(ExportedRuntime):
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: no warnings about unused initializers on stderr
+        # Memory: measured on MVTec bottle at 256 px, batch 8, resnet18, this project's CPU. Priority-based
+        # order runs PatchCore's bank blocks one after the other (peak 1016 -> 388 MiB, and 12 % faster);
+        # without memory patterns and with the arena shrunk after each run PaDiM peaks at 317 MiB instead
+        # of 375 MiB, at the same speed.
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+        options.enable_mem_pattern = False
+        self._run_options = ort.RunOptions()
+        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.session = ort.InferenceSession(str(folder / metadata["graph"]), options, providers=providers)
 
     def run(self, images: np.ndarray) -> RuntimeOutput:
-        outputs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(images, dtype=np.uint8)})
+        feed = {INPUT_NAME: np.ascontiguousarray(images, dtype=np.uint8)}
+        outputs = self.session.run(list(OUTPUT_NAMES), feed, self._run_options)
         return RuntimeOutput(*(np.asarray(o, dtype=np.float32) for o in outputs))
