@@ -121,6 +121,8 @@ def load_weights(backbone: str, weights: str, seed: int) -> torch.nn.Module:
 
 def truncated_backbone(net: torch.nn.Module, layers: list[str]) -> torch.nn.Sequential:
     """The network from its stem up to the deepest of ``layers`` (what the anomaly models run)."""
+    if not hasattr(net, "layer1"):  # a `features` sequence: features.0 .. features.N
+        return torch.nn.Sequential(*net.features[: max(int(layer.split(".")[1]) for layer in layers) + 1]).eval()
     depth = max(LAYER_ORDER.index(layer) for layer in layers) + 1
     return torch.nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
                                *(getattr(net, name) for name in LAYER_ORDER[:depth])).eval()

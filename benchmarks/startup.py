@@ -9,7 +9,6 @@ Target (issue 12): under 0.5 s, and none of torch, torchvision or Lightning impo
 from __future__ import annotations
 
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,13 +26,14 @@ def measure(repeats: int = 5, python: str = sys.executable) -> list[dict[str, An
     for label, args in COMMANDS:
         walls, peak, code = [], 0.0, None
         for _ in range(repeats):
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             start = time.perf_counter()
-            code = subprocess.run([python, "-m", "hamacho", *args], capture_output=True, check=False,
-                                  env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}).returncode
+            child = subprocess.Popen([python, "-m", "hamacho", *args], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+            _, status, usage = os.wait4(child.pid, 0)  # this child's own resource use (not all children's)
+            child.returncode = os.waitstatus_to_exitcode(status)
             walls.append(time.perf_counter() - start)
-            # RUSAGE_CHILDREN holds the largest child so far: a rise is this child's peak.
-            peak = max(peak, max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024)
+            code = child.returncode
+            peak = max(peak, usage.ru_maxrss / 1024)
         rows.append({"command": label, "median_seconds": statistics.median(walls), "peak_rss_mb": peak,
                      "exit_code": code})
     return rows

@@ -165,7 +165,7 @@ def inference(model_path, image_path, save_path, image_threshold, pixel_threshol
 @click.option("--output", help="Folder to write [export-<format>/ beside the model file].")
 @click.option("--precision", type=click.Choice(("fp32", "fp16", "bf16")), default="fp32", show_default=True,
               help="fp16: half-precision weights (onnx, openvino); bf16: OpenVINO computes in bfloat16 where "
-              "the CPU has it (fastest, scores move slightly; docs/export.md).")
+              "the CPU has it (fastest; scores move, check the decisions: docs/export.md).")
 def export(model_path, runtime, output, precision) -> None:
     """Export a model for deployment: ONNX Runtime, OpenVINO or TorchScript.
 

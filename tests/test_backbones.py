@@ -110,3 +110,45 @@ def test_mobilenet_v2_round_trip(cli, tmp_path, model):
                  tmp_path / "inf", "--quiet", "--no-report")
     assert result.exit_code == 0, result.err
     assert "6 image(s)" in result.out
+
+
+PEER_PYTHON = Path("/work/peer/bin/python")
+PEER_CHECK = """
+import json, sys
+sys.path.insert(0, {bench!r})
+import peer_anomalib as peer
+from anomalib.models.components import TimmFeatureExtractor
+layers = ["features.3", "features.6", "features.13"]
+extractor = TimmFeatureExtractor("mobilenetv2_100", layers=[peer.TIMM_LAYERS["mobilenet_v2"][l] for l in layers],
+                                 pre_trained=False)
+print(json.dumps(peer.load_backbone(extractor, "mobilenet_v2", layers, {weights!r})))
+"""
+
+
+def test_anomalib_gets_the_same_mobilenet_v2_features(tmp_path):
+    """benchmarks/peer_anomalib.py maps torchvision's mobilenet_v2 onto timm's mobilenetv2_100: anomalib's
+    features must equal torchvision's. Runs where anomalib is installed (here, or in the peer venv)."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    python = sys.executable if importlib.util.find_spec("anomalib") else str(PEER_PYTHON)
+    if python != sys.executable and not PEER_PYTHON.exists():
+        pytest.skip("anomalib is not installed (benchmarks/run.py --peer anomalib sets up /work/peer)")
+    torch.manual_seed(3)
+    net = torchvision.models.mobilenet_v2(weights=None).eval()
+    for module in net.modules():  # non-trivial batch norms, so that a wrong mapping cannot pass
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    torch.save(net.state_dict(), tmp_path / "mnv2.pth")
+    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    code = PEER_CHECK.format(bench=bench, weights=str(tmp_path / "mnv2.pth"))
+    result = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=600, check=False,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    check = json.loads(result.stdout.strip().splitlines()[-1])
+    assert check["tensors_loaded"] == 306 and set(check["max_feature_difference"]) == {
+        "features.3", "features.6", "features.13"}
+    assert max(check["max_feature_difference"].values()) <= 1e-4
