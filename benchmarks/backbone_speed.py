@@ -33,18 +33,8 @@ def build(backbone: str, layers: list[str], fold: bool, channels_last: bool) -> 
         module.fold_batch_norms = original
     if not channels_last:
         extractor.to(memory_format=torch.contiguous_format)
-        extractor.forward = _contiguous_forward.__get__(extractor)
+        extractor.channels_last = False
     return extractor
-
-
-def _contiguous_forward(self: FeatureExtractor, images: torch.Tensor) -> list[torch.Tensor]:
-    x = self.normalize(images)
-    found = {}
-    for name, block in self._blocks():
-        x = block(x)
-        if name in self._wanted:
-            found[name] = x
-    return [found[layer] for layer in self.layers]
 
 
 def time_forward(extractor: FeatureExtractor, images: torch.Tensor, repeats: int) -> float:

@@ -158,6 +158,7 @@ class FeatureExtractor(nn.Module):
         self.eval()
         fold_batch_norms(self)
         self.to(memory_format=torch.channels_last)
+        self.channels_last = True  # the input's layout too (benchmarks/backbone_speed.py turns both off)
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
@@ -177,7 +178,9 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of the requested layers, shallow to deep, for uint8 RGB images (B, 3, S, S)."""
-        x = self.normalize(images).contiguous(memory_format=torch.channels_last)
+        x = self.normalize(images)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         found = {}
         for name, block in self._blocks():
             x = block(x)
