@@ -138,6 +138,21 @@ def test_exported_models_run_without_torch(exported, tmp_path):
         assert Library is Predictor
 
 
+def test_without_torch_a_model_file_asks_for_it_in_one_line(exported, tmp_path):
+    root, models = exported
+    code = ("import sys\n"
+            "sys.modules['torch'] = None\n"
+            "from hamacho.cli import main\n"
+            f"main(['inference', '--model-path', {str(models['padim']['model'])!r}, '--image-path', {str(root)!r}, "
+            f"'--save-path', {str(tmp_path / 'o')!r}, '--quiet'])\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: this needs PyTorch (torch is not installed): pip install 'hamacho[train]'; exported models "
+        "(hamacho export) run without it"]
+    assert not (tmp_path / "o").exists()
+
+
 def test_tampered_incomplete_and_newer_exports_are_refused(exported, cli, tmp_path):
     root, models = exported
     image = root / "test" / "good" / "000.png"
