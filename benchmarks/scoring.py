@@ -64,21 +64,21 @@ def evaluate_raw(
     labels = np.asarray(labels)
     keep = labels >= 0
     if maps is None:
-        thresholds, _ = calibrate(scores_t[keep], labels[keep], None, None)
-        threshold, low, high = thresholds["image_threshold"], float(scores_t[keep].min()), float(scores_t[keep].max())
+        thresholds = calibrate(scores_t[keep], labels[keep], None, None)
+        threshold, low, high = thresholds.image_threshold, float(scores_t[keep].min()), float(scores_t[keep].max())
         return image_metrics(scores_t[keep], labels[keep], decide(normalize(scores_t[keep], threshold, low, high)))
     maps_t = np.asarray(maps, dtype=np.float32)
     scores_t, maps_t, labels, masks, has_mask = scores_t[keep], maps_t[keep], labels[keep], masks[keep], has_mask[keep]
     pixel_keep = has_mask
     pixel_scores = maps_t[pixel_keep].ravel() if bool(masks[pixel_keep].any()) else None
     pixel_labels = masks[pixel_keep].ravel().astype(np.int64) if pixel_scores is not None else None
-    thresholds, _ = calibrate(scores_t, labels, pixel_scores, pixel_labels)
+    thresholds = calibrate(scores_t, labels, pixel_scores, pixel_labels)
     image_min, image_max = float(scores_t.min()), float(scores_t.max())
     pixel_min, pixel_max = float(maps_t.min()), float(maps_t.max())
-    decisions = decide(normalize(scores_t, thresholds["image_threshold"], image_min, image_max))
+    decisions = decide(normalize(scores_t, thresholds.image_threshold, image_min, image_max))
     metrics = image_metrics(scores_t, labels, decisions)
     if bool(masks[pixel_keep].any()):
-        predicted = decide(normalize(maps_t[pixel_keep], thresholds["pixel_threshold"], pixel_min, pixel_max))
+        predicted = decide(normalize(maps_t[pixel_keep], thresholds.pixel_threshold, pixel_min, pixel_max))
         metrics.update(pixel_metrics(maps_t[pixel_keep], masks[pixel_keep], predicted))
     else:
         metrics.update(pixel_AUROC=None, pixel_F1=None, pixel_AUPRO=None)

@@ -67,7 +67,19 @@ def cli(debug: bool) -> None:
 @cli.command(context_settings={"ignore_unknown_options": False})
 @click.option("--model", "model_name", type=ModelChoice(), default=None,
               help="Model to train (default: model.name of --config, else padim).")
-@click.option("--dataset-root", help="Category folder in MVTec AD layout (train/good, test/<type>, ground_truth/).")
+@click.option("--dataset-root", help="Dataset folder: MVTec AD layout (train/good, test/<type>, ground_truth/), "
+              "a folder with good/ (bad/, mask/), or one with a CSV file list (docs/dataset.md).")
+@click.option("--data-format", type=click.Choice(("auto", "mvtec", "folder", "filelist")),
+              help="Layout of the data [auto: detected].")
+@click.option("--good-dir", help="Folder layout: good images (recursive).")
+@click.option("--bad-dir", help="Folder layout: defective images, flat or one subfolder per defect type.")
+@click.option("--mask-dir", help="Folder layout: masks of the defective images, named <stem>_mask.*.")
+@click.option("--file-list", help="CSV with path, label (good|bad), optional mask and split (train|test).")
+@click.option("--good-list", help="Text file: one good image path a line.")
+@click.option("--bad-list", help="Text file: one defective image path a line.")
+@click.option("--mask-list", help="Text file: one mask path a line (matched to defective images by name).")
+@click.option("--split", type=float, help="Folder and file-list layouts: share of good images held out for "
+              "calibration and test [0.2].")
 @click.option("--config", "config_file", help="YAML file with settings to change (see configs/).")
 @click.option("--image-size", type=int, help="Side of the square model input, a multiple of 32 [256].")
 @click.option("--backbone", type=click.Choice(BACKBONES), metavar="NAME",
@@ -83,8 +95,9 @@ def cli(debug: bool) -> None:
 @click.option("--no-report", is_flag=True, default=False, help="Skip report.html and its figures.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.argument("overrides", nargs=-1)
-def train(model_name, dataset_root, config_file, image_size, backbone, backbone_weights, batch_size, num_workers,
-          seed, result_path, no_report, quiet, overrides) -> None:
+def train(model_name, dataset_root, data_format, good_dir, bad_dir, mask_dir, file_list, good_list, bad_list,
+          mask_list, split, config_file, image_size, backbone, backbone_weights, batch_size, num_workers, seed,
+          result_path, no_report, quiet, overrides) -> None:
     """Fit a model on train/good, calibrate its threshold, test it and save a model file.
 
     Any configuration key can be set after the options as key=value, e.g. dataset.batch_size=8.
@@ -95,6 +108,15 @@ def train(model_name, dataset_root, config_file, image_size, backbone, backbone_
 
     options = {
         "dataset.root": dataset_root,
+        "dataset.format": data_format,
+        "dataset.good_dir": good_dir,
+        "dataset.bad_dir": bad_dir,
+        "dataset.mask_dir": mask_dir,
+        "dataset.file_list": file_list,
+        "dataset.good_list": good_list,
+        "dataset.bad_list": bad_list,
+        "dataset.mask_list": mask_list,
+        "dataset.split": split,
         "dataset.image_size": image_size,
         "model.backbone": backbone,
         "model.backbone_weights": backbone_weights,
@@ -116,8 +138,9 @@ def train(model_name, dataset_root, config_file, image_size, backbone, backbone_
         f"peak memory {t['peak_rss_mb']:.0f} MiB"
     )
     cal = result.calibration
-    click.echo(f"Thresholds (raw score = normalized 0.5): image {cal['image_threshold']:.4g}, "
-               f"pixel {cal['pixel_threshold']:.4g}")
+    how = result.summary["thresholds"]
+    click.echo(f"Thresholds (raw score = normalized 0.5): image {cal['image_threshold']:.4g} ({how['image']}), "
+               f"pixel {cal['pixel_threshold']:.4g} ({how['pixel']})")
     _echo_outcome(result, f"  (model file: {result.model_path.name})")
 
 

@@ -164,6 +164,9 @@ def _finish(cfg: DictConfig, resolve_layers: bool) -> Settings:
     if settings.model.backbone_weights is None:
         settings.model.backbone_weights = "none"
     validate(settings)
+    if settings.threshold.method == "manual" and settings.threshold.image is None:
+        raise ConfigError("threshold.method manual needs threshold.image, the raw image threshold "
+                          "(threshold.pixel is optional)")
     if resolve_layers:
         _resolve_layers(settings.model)
     return settings

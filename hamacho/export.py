@@ -214,6 +214,7 @@ def _metadata(loaded: Any, runtime: str, precision: str, work: Path) -> dict[str
                     "pred_score": "normalized image scores (N,), 0..1, NG at or above 0.5",
                     "raw_map": "raw anomaly maps (N, S, S)", "raw_score": "raw image scores (N,)"},
         "calibration": loaded.model.calibration.as_dict(),
+        "thresholds": loaded.metadata.get("thresholds"),
         "config": settings_to_dict(settings),
         "source_model": {"path": str(loaded.path), "created": loaded.metadata.get("created")},
         "hamacho_version": __version__,

@@ -101,6 +101,7 @@ def run_inference(
         "image_threshold": image_threshold,
         "pixel_threshold": pixel_threshold,
         "calibration": predictor.calibration,
+        "thresholds": predictor.metadata.get("thresholds"),
         "images": len(rows),
         "unreadable": len(unreadable),
         "metrics": collector.metrics,

@@ -30,6 +30,8 @@ BACKBONES = (
     "efficientnet_v2_l", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
 )
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+DATA_FORMATS = ("auto", "mvtec", "folder", "filelist")
+THRESHOLD_METHODS = ("auto", "f1", "sigma", "percentile", "manual")
 Check = Callable[[Any], "str | None"]
 
 
@@ -167,13 +169,29 @@ class DatasetSettings:
     batch_size: int = setting(8, at_least=1)
     num_workers: int = setting(0, at_least=0, check=check_num_workers)
     calibration_split: float = setting(0.1, above=0.0, at_most=0.9)
+    format: str = setting("auto", choices=DATA_FORMATS)
+    good_dir: str | None = None
+    bad_dir: str | None = None
+    mask_dir: str | None = None
+    mask_suffix: str = "_mask"
+    file_list: str | None = None
+    good_list: str | None = None
+    bad_list: str | None = None
+    mask_list: str | None = None
+    split: float = setting(0.2, above=0.0, at_most=0.9)
+    name: str | None = None
 
 
 @dataclass
 class ThresholdSettings:
-    """How the threshold is set without defective calibration images."""
+    """How the thresholds are set on the calibration images (docs/training.md#thresholds)."""
 
+    method: str = setting("auto", choices=THRESHOLD_METHODS)
     fallback_sigma: float = setting(3.0, at_least=0.0)
+    sigma: float = setting(6.0, above=0.0)
+    percentile: float = setting(99.0, above=0.0, at_most=100.0)
+    image: float | None = None
+    pixel: float | None = None
 
 
 @dataclass

@@ -18,10 +18,11 @@ from omegaconf import OmegaConf
 
 from hamacho.config import settings_to_dict
 from hamacho.data.dataset import DecodeCache
-from hamacho.data.discovery import Sample, discover_dataset
+from hamacho.data.discovery import Sample
+from hamacho.data.formats import discover_training_data
 from hamacho.data.images import header_problem
 from hamacho.data.splits import make_splits, repeated_paths
-from hamacho.errors import ConfigError, DatasetError, summarize
+from hamacho.errors import DatasetError, summarize
 from hamacho.files import atomic_write_text, check_writable_dir
 from hamacho.model_file import MODEL_FILENAME, save_model_file
 from hamacho.predictor import Predictor
@@ -101,11 +102,12 @@ def run_training(settings: Settings, control: RunControl | None = None,
     control = control or RunControl(stop_note=STOP_NOTE)
     data, seed = settings.dataset, settings.project.seed
     with control.phase("loading", total=1, unit="steps", bar=False) as phase:
-        if not data.root:
-            raise ConfigError("no dataset given: pass --dataset-root DIR (or set dataset.root)")
-        layout = discover_dataset(data.root)
+        layout = discover_training_data(data, seed)
         refuse_unreadable(layout.train)
         splits = make_splits(layout, data.calibration_split, seed)
+        if settings.threshold.method == "f1" and not any(s.label == 1 for s in splits.calibration):
+            raise DatasetError("threshold.method f1 needs defective calibration images, and this dataset has none; "
+                               "use auto, sigma, percentile or manual (docs/training.md#thresholds)")
         notes = list(layout.warnings) + list(splits.notes)
         for note in notes:
             log(f"note: {note}")
@@ -124,12 +126,14 @@ def run_training(settings: Settings, control: RunControl | None = None,
     again = repeated_paths(splits)
     cache = DecodeCache(again) if again else None  # test images also used for calibration: decoded once
     with control.phase("calibration", total=len(splits.calibration)) as phase:
-        calibration = CalibrationCollector(settings.threshold.fallback_sigma)
+        calibration = CalibrationCollector(settings.threshold)
         for scored in predictor.score_samples(splits.calibration, cache=cache):
             calibration.add(scored)
             phase.advance(len(scored))
         model.calibration.set(**calibration.finish())
         notes += calibration.notes
+        threshold_info = {"method": settings.threshold.method, "image": calibration.thresholds.image_source,
+                          "pixel": calibration.thresholds.pixel_source}
 
     collector = ResultsCollector(splits.test, model.calibration.as_dict(), report=settings.report.enabled,
                                  examples=settings.report.examples, pixel_sample=settings.report.pixel_sample,
@@ -156,10 +160,12 @@ def run_training(settings: Settings, control: RunControl | None = None,
         "seed": seed,
         "dataset": str(layout.root),
         "category": layout.category,
+        "data_format": layout.data_format,
         "counts": layout.counts(),
         "images_fitted": len(splits.train),
         "images_calibrated": len(splits.calibration),
         "calibration": model.calibration.as_dict(),
+        "thresholds": threshold_info,
         "notes": notes,
         "metrics": collector.metrics,
         "timings": timings,
@@ -179,9 +185,10 @@ def run_training(settings: Settings, control: RunControl | None = None,
         write_results_csv(output_dir / "results.csv", collector.rows)
         write_metrics_json(output_dir / "metrics.json", summary)
         atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
-        dataset_facts = {key: summary[key] for key in ("dataset", "category", "counts", "images_fitted",
-                                                       "images_calibrated", "notes")}
-        save_model_file(model_path, model, settings, extra={"dataset": dataset_facts}, before_commit=phase.advance)
+        dataset_facts = {key: summary[key] for key in ("dataset", "data_format", "category", "counts",
+                                                       "images_fitted", "images_calibrated", "notes")}
+        save_model_file(model_path, model, settings, extra={"dataset": dataset_facts, "thresholds": threshold_info},
+                        before_commit=phase.advance)
     return TrainResult(output_dir=output_dir, model_path=model_path, metrics=collector.metrics,
                        calibration=model.calibration.as_dict(), timings=timings, rows=collector.rows,
                        summary=summary, notes=notes, report_path=report_path)

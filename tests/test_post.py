@@ -9,6 +9,7 @@ import torch
 from hamacho.post.metrics import aupro, image_metrics, pixel_metrics
 from hamacho.post.normalization import decide, normalize
 from hamacho.post.threshold import calibrate, f1_threshold, fallback_threshold
+from hamacho.settings import ThresholdSettings
 
 
 def test_f1_threshold_picks_the_best_cut():
@@ -42,12 +43,12 @@ def test_fallback_threshold_hand_computed():
 
 def test_fallback_keeps_every_good_calibration_image_ok():
     good = np.random.default_rng(0).random(40).astype(np.float32) * 10 + 20
-    thresholds, notes = calibrate(good, np.zeros(40, dtype=np.int64), None, None, fallback_sigma=3.0)
-    t = thresholds["image_threshold"]
+    thresholds = calibrate(good, np.zeros(40, dtype=np.int64), None, None, ThresholdSettings(fallback_sigma=3.0))
+    t = thresholds.image_threshold
     normalized = normalize(good, t, float(good.min()), float(good.max()))
     assert not decide(normalized).any()
-    assert thresholds["pixel_threshold"] == t
-    assert "no defective" in notes[0]
+    assert thresholds.pixel_threshold == t and thresholds.pixel_from_image
+    assert "no defective" in thresholds.notes[0] and "40 good" in thresholds.image_source
 
 
 def test_calibrate_uses_pixels_when_masks_exist():
@@ -55,10 +56,66 @@ def test_calibrate_uses_pixels_when_masks_exist():
     labels = np.array([0, 0, 1, 1])
     pixels = np.array([0.1, 0.2, 0.3, 0.9, 0.95])
     pixel_labels = np.array([0, 0, 0, 1, 1])
-    thresholds, _ = calibrate(scores, labels, pixels, pixel_labels)
-    assert thresholds == {"image_threshold": 3.5, "pixel_threshold": pytest.approx(0.6)}
-    thresholds, notes = calibrate(scores, labels, None, None)
-    assert thresholds["pixel_threshold"] == 3.5 and "no masks" in notes[0]
+    thresholds = calibrate(scores, labels, pixels, pixel_labels)
+    assert (thresholds.image_threshold, thresholds.pixel_threshold) == (3.5, pytest.approx(0.6))
+    assert not thresholds.pixel_from_image and thresholds.image_source.startswith("F1-optimal on 4")
+    thresholds = calibrate(scores, labels, None, None)
+    assert thresholds.pixel_threshold == 3.5 and thresholds.pixel_from_image and "no masks" in thresholds.notes[0]
+
+
+# Good calibration scores 2, 4, 4, 4, 5, 5, 7, 9: mean 5, sample std sqrt(32 / 7) = 2.13809.
+GOOD = np.array([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0])
+
+
+@pytest.mark.parametrize("rule, expected, source", [
+    (ThresholdSettings(method="sigma", sigma=6.0), 5 + 6 * math.sqrt(32 / 7), "mean + 6 std of the scores of 8 good"),
+    (ThresholdSettings(method="sigma", sigma=1.5), 5 + 1.5 * math.sqrt(32 / 7), "mean + 1.5 std"),
+    # Linear interpolation between order statistics: rank 0.5 * 7 = 3.5 -> between 4 and 5.
+    (ThresholdSettings(method="percentile", percentile=50.0), 4.5, "50th percentile of the scores of 8 good"),
+    # rank 0.9 * 7 = 6.3 -> 7 + 0.3 * (9 - 7).
+    (ThresholdSettings(method="percentile", percentile=90.0), 7.6, "90th percentile"),
+    (ThresholdSettings(method="percentile", percentile=100.0), 9.0, "100th percentile"),
+    (ThresholdSettings(method="manual", image=6.25), 6.25, "manual (threshold.image)"),
+    # auto without defects: max(5 + 3 * 2.13809, 9 * 1.01) = 11.414.
+    (ThresholdSettings(), 5 + 3 * math.sqrt(32 / 7), "max(mean + 3 std, highest + 1%)"),
+    (ThresholdSettings(fallback_sigma=1.0), 9.09, "max(mean + 1 std, highest + 1%)"),
+])
+def test_every_method_on_hand_computed_good_scores(rule, expected, source):
+    thresholds = calibrate(GOOD, np.zeros(GOOD.size, dtype=np.int64), None, None, rule)
+    assert thresholds.image_threshold == pytest.approx(expected, rel=1e-12)
+    assert source in thresholds.image_source
+    assert thresholds.pixel_threshold == thresholds.image_threshold and thresholds.pixel_from_image
+
+
+def test_methods_ignore_defective_scores_except_f1():
+    # Defective images change F1 and auto, but sigma and percentile use the good scores only.
+    scores = np.concatenate([GOOD, [20.0, 30.0]])
+    labels = np.array([0] * GOOD.size + [1, 1])
+    sigma = calibrate(scores, labels, None, None, ThresholdSettings(method="sigma", sigma=2.0))
+    assert sigma.image_threshold == pytest.approx(5 + 2 * math.sqrt(32 / 7))
+    percentile = calibrate(scores, labels, None, None, ThresholdSettings(method="percentile", percentile=50.0))
+    assert percentile.image_threshold == pytest.approx(4.5)
+    auto = calibrate(scores, labels, None, None, ThresholdSettings())
+    assert auto.image_threshold == pytest.approx((9.0 + 20.0) / 2) and auto.image_source.startswith("F1-optimal")
+    masks = (np.array([0.1, 0.8]), np.array([0, 1]))
+    # With masks, only f1 sets its own pixel threshold; sigma keeps the image one.
+    assert calibrate(scores, labels, *masks, ThresholdSettings(method="sigma")).pixel_from_image
+    assert calibrate(scores, labels, *masks, ThresholdSettings(method="f1")).pixel_threshold == pytest.approx(0.45)
+
+
+def test_manual_pixel_threshold_and_errors():
+    labels = np.zeros(GOOD.size, dtype=np.int64)
+    manual = calibrate(GOOD, labels, None, None, ThresholdSettings(method="manual", image=6.0, pixel=3.5))
+    assert (manual.image_threshold, manual.pixel_threshold, manual.pixel_from_image) == (6.0, 3.5, False)
+    assert manual.pixel_source == "manual (threshold.pixel)"
+    with pytest.raises(ValueError, match="f1 needs defective calibration images"):
+        calibrate(GOOD, labels, None, None, ThresholdSettings(method="f1"))
+    with pytest.raises(ValueError, match="manual needs threshold.image"):
+        calibrate(GOOD, labels, None, None, ThresholdSettings(method="manual"))
+    with pytest.raises(ValueError, match="sigma needs good calibration images"):
+        calibrate(np.array([3.0]), np.array([1]), None, None, ThresholdSettings(method="sigma"))
+    with pytest.raises(ValueError, match="no calibration scores"):
+        calibrate(np.array([]), np.array([]), None, None)
 
 
 @pytest.mark.parametrize("array", [np.array, torch.tensor])

@@ -11,7 +11,7 @@ Layout of a dataset root (one category)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hamacho.errors import DatasetError, summarize
@@ -48,11 +48,13 @@ class DatasetLayout:
     train: list[Sample]
     test: list[Sample]
     warnings: list[str] = field(default_factory=list)
+    name: str | None = None
+    data_format: str = "mvtec"
 
     @property
     def category(self) -> str:
-        """Name of the category folder, used to name the results folder."""
-        return self.root.resolve().name
+        """Name of the results folder: ``name``, else the root folder's name."""
+        return self.name or self.root.resolve().name
 
     @property
     def labelled_test(self) -> list[Sample]:
@@ -73,9 +75,18 @@ def is_image_file(path: Path) -> bool:
 
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """Sorted image files in a folder."""
+    """Sorted image files in a folder (and its subfolders, hidden ones excepted, when ``recursive``)."""
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if is_image_file(p))
+    return sorted(p for p in folder.glob(pattern)
+                  if is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def unique_names(samples: list[Sample]) -> list[Sample]:
+    """Samples whose names collide (``a.png`` and ``a.jpg`` in one folder) get their extension appended."""
+    seen: dict[str, int] = {}
+    for sample in samples:
+        seen[sample.name] = seen.get(sample.name, 0) + 1
+    return [replace(s, name=f"{s.name}{s.path.suffix.lower()}") if seen[s.name] > 1 else s for s in samples]
 
 
 def _require_folder(path: Path, what: str) -> None:
@@ -103,7 +114,8 @@ def discover_dataset(root: str | Path) -> DatasetLayout:
     if not any(root.iterdir()):
         raise DatasetError(f"dataset root is empty: {root}")
     if not (root / "train").exists():
-        raise DatasetError(f"no train/good folder in dataset root {root} (expected MVTec AD layout, see docs/dataset.md)")
+        raise DatasetError(f"no train/good folder in dataset root {root} (expected the MVTec AD layout, a folder "
+                           "layout with good/, or one CSV file list; see docs/dataset.md)")
     _require_folder(train_dir, "train/good folder")
     train_paths = list_images(train_dir)
     if not train_paths:

@@ -1,10 +1,23 @@
-"""Thresholds in raw score units: F1-optimal on labelled scores, or a fallback from good images only."""
+"""Thresholds in raw score units, by the method the configuration names (``threshold.method``).
+
+* ``f1``: the score with the best F1 on the labelled calibration images (needs defective ones);
+* ``sigma``: mean + k standard deviations of the good calibration images' scores;
+* ``percentile``: a percentile of the good calibration images' scores;
+* ``manual``: raw values given by the user;
+* ``auto`` (the default): ``f1`` when defective calibration images exist, else the fallback
+  ``max(mean + fallback_sigma * std, highest + 1 %)``, which keeps every good calibration image OK.
+
+Whatever the method, the normalization maps the threshold to 0.5.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from hamacho.post import sweep
+from hamacho.settings import ThresholdSettings
 
 
 def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -48,46 +61,91 @@ def fallback_threshold(good_scores: np.ndarray, sigma: float = 3.0, margin: floa
     return max(float(scores.mean()) + sigma * std, highest + margin * abs(highest))
 
 
+@dataclass
+class Thresholds:
+    """Raw thresholds and, in words, how each was set (for the report and metrics.json).
+
+    Attributes:
+        image_threshold: Raw image threshold (normalized 0.5).
+        pixel_threshold: Raw pixel threshold (normalized 0.5).
+        image_source: How the image threshold was set.
+        pixel_source: How the pixel threshold was set.
+        pixel_from_image: True when the pixel threshold is the image threshold (then the maps are
+            normalized like the image scores, so a pixel is NG exactly when it alone would make its image NG).
+        notes: Remarks for the user.
+    """
+
+    image_threshold: float
+    pixel_threshold: float
+    image_source: str
+    pixel_source: str
+    pixel_from_image: bool
+    notes: list[str] = field(default_factory=list)
+
+
 def calibrate(
     image_scores: np.ndarray,
     labels: np.ndarray,
     pixel_scores: np.ndarray | None,
     pixel_labels: np.ndarray | None,
-    fallback_sigma: float = 3.0,
-) -> tuple[dict[str, float], list[str]]:
-    """Image and pixel thresholds from labelled calibration scores.
+    rule: ThresholdSettings | None = None,
+) -> Thresholds:
+    """Image and pixel thresholds from labelled calibration scores, by ``rule.method``.
 
-    * Good and defective images: image threshold = :func:`f1_threshold` on the image scores.
-    * Masks for some defective images too: pixel threshold = :func:`f1_threshold` on their pixels
-      (and the good images' pixels); otherwise the pixel threshold is the image threshold, so a pixel
-      is NG exactly when it would make its image NG.
-    * Good images only: :func:`fallback_threshold` for both.
+    The pixel threshold is F1-optimal over the labelled pixels when the method is F1 and masks with
+    defects exist; manual when given; otherwise it is the image threshold.
 
     Args:
         image_scores: Raw scores of labelled images (N,).
         labels: 0 good / 1 defective (N,).
         pixel_scores: Map values of images with pixel labels, or None.
         pixel_labels: Matching 0/1 pixel labels, or None.
-        fallback_sigma: Margin of the fallback threshold.
+        rule: The method and its parameters (default: auto).
 
-    Returns:
-        ``{"image_threshold", "pixel_threshold"}`` and notes explaining the choice.
+    Raises:
+        ValueError: Without calibration scores, for f1 without defective images, for sigma or percentile
+            without good images, or for manual without an image threshold.
     """
+    rule = rule or ThresholdSettings()
     image_scores, labels = np.asarray(image_scores), np.asarray(labels)
     if image_scores.size == 0:
         raise ValueError("no calibration scores")
     goods = image_scores[labels == 0]
-    if labels.min() == labels.max():
-        if goods.size == 0:
-            raise ValueError("calibration needs at least one good image")
-        value = fallback_threshold(goods, fallback_sigma)
-        note = (
-            f"no defective calibration images: threshold = max(mean + {fallback_sigma:g} std, highest + 1%) "
-            f"of the scores of {goods.size} good image(s)"
-        )
-        return {"image_threshold": value, "pixel_threshold": value}, [note]
-    image_threshold = f1_threshold(image_scores, labels)
-    if pixel_scores is not None and pixel_labels is not None and bool(np.any(pixel_labels)):
-        return {"image_threshold": image_threshold, "pixel_threshold": f1_threshold(pixel_scores, pixel_labels)}, []
-    note = "no masks: the pixel threshold equals the image threshold"
-    return {"image_threshold": image_threshold, "pixel_threshold": image_threshold}, [note]
+    defects = int(np.count_nonzero(labels == 1))
+    method = rule.method if rule.method != "auto" else ("f1" if defects else "fallback")
+    if method in ("fallback", "sigma", "percentile") and goods.size == 0:
+        raise ValueError(f"threshold method {method} needs good calibration images")
+    counted = f"the scores of {goods.size} good calibration image(s)"
+    notes: list[str] = []
+    if method == "f1":
+        if not defects:
+            raise ValueError("threshold.method f1 needs defective calibration images; use auto, sigma, percentile "
+                             "or manual")
+        image, source = f1_threshold(image_scores, labels), (
+            f"F1-optimal on {image_scores.size} labelled calibration images ({goods.size} good, {defects} defective)")
+    elif method == "fallback":
+        image = fallback_threshold(goods, rule.fallback_sigma)
+        source = f"max(mean + {rule.fallback_sigma:g} std, highest + 1%) of {counted} (no defective images)"
+        notes.append(f"no defective calibration images: threshold = {source}")
+    elif method == "sigma":
+        image = float(goods.mean() + rule.sigma * (goods.std(ddof=1) if goods.size > 1 else 0.0))
+        source = f"mean + {rule.sigma:g} std of {counted}"
+    elif method == "percentile":
+        image, source = float(np.percentile(goods.astype(np.float64), rule.percentile)), (
+            f"{rule.percentile:g}th percentile of {counted}")
+    elif method == "manual":
+        if rule.image is None:
+            raise ValueError("threshold.method manual needs threshold.image (a raw score)")
+        image, source = float(rule.image), "manual (threshold.image)"
+    else:
+        raise ValueError(f"unknown threshold method {rule.method!r}")
+    if method == "manual" and rule.pixel is not None:
+        return Thresholds(image, float(rule.pixel), source, "manual (threshold.pixel)", False, notes)
+    has_pixels = pixel_scores is not None and pixel_labels is not None and bool(np.any(pixel_labels))
+    if method == "f1" and has_pixels:
+        pixels = np.asarray(pixel_scores).size
+        return Thresholds(image, f1_threshold(pixel_scores, pixel_labels), source,
+                          f"F1-optimal on {pixels:,} labelled pixels", False, notes)
+    if method == "f1":
+        notes.append("no masks: the pixel threshold equals the image threshold")
+    return Thresholds(image, image, source, "the image threshold", True, notes)

@@ -173,7 +173,7 @@ def _summary_section(summary: dict[str, Any], config: dict[str, Any], model: str
         f"<div><h3>Setup</h3>{sec.facts_table(facts)}</div><div><h3>Images</h3>{sec.counts_table(counts)}</div>"
         "</div><h3>Thresholds</h3><p class=\"lead\">Scores are normalized so that the calibrated threshold is 0.5; "
         "an image (pixel) is NG when its normalized score is at or above the cut in use.</p>"
-        f"{sec.thresholds_table(summary['calibration'], image_cut, pixel_cut)}"
+        f"{sec.thresholds_table(summary['calibration'], image_cut, pixel_cut, summary.get('thresholds'))}"
         f"<h3>Wall times</h3>{sec.timings_table(summary.get('timings') or {})}{notes_html}</section>"
     )
 
@@ -191,6 +191,10 @@ def _metrics_section(metrics: dict[str, float | None], rows: Sequence[ImageResul
                   "best F1), so F1 and the confusion matrix are optimistic for new images; AUROC and AUPRO do "
                   "not depend on the threshold. Confirm on other labelled images with <code>hamacho inference"
                   "</code>.</p>")
+    if all(metrics.get(name, 0) is None for name in ("pixel_AUROC", "pixel_F1", "pixel_AUPRO")):
+        caveat += ('<p class="info" id="no-pixel-metrics">Pixel metrics are not available: no defective image '
+                   "has a mask, so there is no pixel ground truth. Pictures mark the pixels at or above the "
+                   "image threshold (normalized like the image scores).</p>")
     return (
         '<section id="metrics"><h2>Metrics</h2>'
         f"{caveat}{sec.metrics_table(metrics)}"

@@ -101,8 +101,10 @@ def raw_cut(calibration: dict[str, float], level: str, cut: float) -> float:
     return calibration[f"{level}_threshold"] + (cut - 0.5) * span
 
 
-def thresholds_table(calibration: dict[str, float], image_cut: float, pixel_cut: float) -> str:
-    """Calibrated raw thresholds, the normalized cuts in use and their raw values, and the normalization range."""
+def thresholds_table(calibration: dict[str, float], image_cut: float, pixel_cut: float,
+                     sources: dict[str, str] | None = None) -> str:
+    """Calibrated raw thresholds, the normalized cuts in use and their raw values, the normalization range,
+    and how each threshold was set (``sources``: the training run's ``thresholds`` facts)."""
     rows = []
     for level, cut in (("image", image_cut), ("pixel", pixel_cut)):
         rows.append([
@@ -111,9 +113,10 @@ def thresholds_table(calibration: dict[str, float], image_cut: float, pixel_cut:
             cell(f"{cut:g}", "num", value="normalized"),
             cell(raw_text(raw_cut(calibration, level, cut)), "num"),
             cell(f"{raw_text(calibration[f'{level}_min'])} \u2013 {raw_text(calibration[f'{level}_max'])}", "num"),
+            (sources or {}).get(level, "not recorded"),
         ])
     headers = ["level", "calibrated threshold (raw)", "cut in use (normalized)", "cut in use (raw)",
-               "normalization range (raw min \u2013 max)"]
+               "normalization range (raw min \u2013 max)", "set by"]
     return table(headers, rows, "thresholds")
 
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 from hamacho.errors import DatasetError
-from hamacho.post.threshold import calibrate
+from hamacho.post.threshold import Thresholds, calibrate
 from hamacho.predictor import ScoredBatch
+from hamacho.settings import ThresholdSettings
 
 
 class CalibrationCollector:
     """Collects raw scores and labelled pixels, then computes the calibration.
 
     Args:
-        fallback_sigma: Margin of the threshold used when no defective image is labelled.
+        rule: How the thresholds are set (``threshold`` section of the configuration).
     """
 
-    def __init__(self, fallback_sigma: float = 3.0) -> None:
-        self.fallback_sigma = fallback_sigma
+    def __init__(self, rule: ThresholdSettings | None = None) -> None:
+        self.rule = rule or ThresholdSettings()
+        self.thresholds: Thresholds | None = None
         self.notes: list[str] = []
         self._scores: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
@@ -46,16 +48,27 @@ class CalibrationCollector:
             self._defect_pixels |= bool(masks.any())
 
     def finish(self) -> dict[str, float]:
-        """Thresholds (F1-optimal, or the fallback) and the score ranges, in raw units; notes in :attr:`notes`.
+        """Thresholds (by the rule's method) and the score ranges, in raw units.
+
+        How each threshold was set is in :attr:`thresholds`, remarks in :attr:`notes`. When the pixel
+        threshold is the image threshold (no masks, or a method without pixel labels), the maps are
+        normalized with the image scores' range, so a pixel is NG exactly when it alone would make its
+        image NG.
 
         Raises:
-            DatasetError: When no calibration image could be read.
+            DatasetError: When no calibration image could be read, or the method cannot be applied.
         """
         if not self._scores:
             raise DatasetError("none of the calibration images could be read, so no threshold can be set")
         scores, labels = np.concatenate(self._scores), np.concatenate(self._labels)
         pixel_scores = np.concatenate(self._pixel_scores) if self._defect_pixels else None
         pixel_labels = np.concatenate(self._pixel_labels) if self._defect_pixels else None
-        thresholds, self.notes = calibrate(scores, labels, pixel_scores, pixel_labels, self.fallback_sigma)
-        return {**thresholds, "image_min": float(scores.min()), "image_max": float(scores.max()),
-                "pixel_min": self._map_min, "pixel_max": self._map_max}
+        try:
+            self.thresholds = calibrate(scores, labels, pixel_scores, pixel_labels, self.rule)
+        except ValueError as exc:
+            raise DatasetError(str(exc)) from exc
+        self.notes = self.thresholds.notes
+        low, high = float(scores.min()), float(scores.max())
+        pixel_low, pixel_high = (low, high) if self.thresholds.pixel_from_image else (self._map_min, self._map_max)
+        return {"image_threshold": self.thresholds.image_threshold, "pixel_threshold": self.thresholds.pixel_threshold,
+                "image_min": low, "image_max": high, "pixel_min": pixel_low, "pixel_max": pixel_high}

@@ -15,6 +15,8 @@ from hamacho.predictor import ScoredBatch
 from hamacho.results.examples import Example, ExampleTracker, rank_keys
 from hamacho.results.types import LABEL_NAMES, ImageResult, ReportData
 
+PIXEL_METRICS = ("pixel_AUROC", "pixel_F1", "pixel_AUPRO")
+
 
 class ResultsCollector:
     """Collects :class:`ImageResult` rows batch by batch and computes metrics at the end.
@@ -122,7 +124,9 @@ class ResultsCollector:
             self.metrics.update(image_metrics(np.concatenate(self._scores), np.concatenate(self._labels),
                                               np.concatenate(self._decisions)))
             masks = np.concatenate(self._masks) if self._masks else None
-            if masks is not None and bool(masks.any()):
+            if masks is None or not bool(masks.any()):  # image-level labels only: no pixel ground truth
+                self.metrics.update({name: None for name in PIXEL_METRICS})
+            else:
                 maps, pred_masks = np.concatenate(self._maps), np.concatenate(self._pred_masks)
                 self._maps, self._pred_masks = [], []
                 order = descending_order(as_numpy(maps))  # one sort for every pixel figure
