@@ -13,7 +13,9 @@ SPEC.json keys: ``model`` (padim | patchcore), ``dataset`` (category folder in M
 ``image_size``, ``backbone``, ``layers``, ``weights`` (torchvision state-dict file), ``seed``,
 ``batch_size``, ``num_workers``, ``coreset_ratio``, ``num_neighbors``, ``n_features`` (PaDiM; null
 for anomalib's default), ``channel_indices`` (PaDiM; null keeps anomalib's own seeded choice),
-``visualization`` (bool) and ``out_dir``. Written to ``out_dir``: ``scores.npy`` (N,), ``maps.npy``
+``visualization`` (bool), ``out_dir`` and optional ``good_only`` (bool: no defective image is seen before
+the test; 20 % of train/good validate, so anomalib's threshold falls back to the highest good
+validation score, and ``result.json`` gets ``good_only``: its own OK/NG on test/good and on the defects). Written to ``out_dir``: ``scores.npy`` (N,), ``maps.npy``
 (N, S, S) float32, ``labels.npy`` (N,), ``paths.json`` and ``result.json`` (timings, peak RSS,
 weight-loading check, anomalib's own metrics, versions).
 """
@@ -266,7 +268,9 @@ def run(spec: dict) -> dict:
         eval_batch_size=int(spec["batch_size"]),
         num_workers=int(spec["num_workers"]),
         test_split_mode="from_dir",
-        val_split_mode="same_as_test",  # thresholds from the labelled test images, as Hamacho does
+        # Thresholds from the labelled test images, as Hamacho does; good-only: from held-out train images.
+        val_split_mode="from_train" if spec.get("good_only") else "same_as_test",
+        val_split_ratio=0.2,
         seed=int(spec["seed"]),
     )
     engine = Engine(
@@ -326,6 +330,16 @@ def run(spec: dict) -> dict:
         "images_tested": len(scores),
         "anomalib_reported_metrics": {k: float(v) for k, v in (reported[0] if reported else {}).items()},
     }
+    if spec.get("good_only"):
+        # anomalib's PostProcessor: NG when the normalized score is strictly above its normalized threshold,
+        # i.e. the raw score strictly above the raw threshold (its normalization is monotonic).
+        decisions = scores > float(model.post_processor.image_threshold)
+        result["good_only"] = {
+            "validation_images": len(datamodule.val_data),
+            "raw_image_threshold": float(model.post_processor.image_threshold),
+            "fpr_test_good": float(decisions[labels == 0].mean()),
+            "recall": float(decisions[labels == 1].mean()),
+        }
     (out_dir / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result
 

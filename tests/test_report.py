@@ -328,3 +328,23 @@ def test_example_tracker_keeps_errors_first_and_stays_bounded():
     assert [e.name for e in tracker.group("borderline")] == ["u1", "u2"]
     assert all(len(tracker.group(g)) <= 2 for g in ("worst", "best_ng", "best_ok", "highest", "borderline"))
     assert [e.name for e in tracker.best(exclude={"d1"})] == ["d2", "g1"]
+
+
+def test_picture_titles_draw_japanese_names():
+    """OpenCV's fonts draw '?' for Japanese; titles that are not ASCII are drawn with a font that has them."""
+    from matplotlib import font_manager
+
+    from hamacho.report.images import HEADER_H, UNICODE_FONTS, compose_report
+
+    image = np.full((64, 64, 3), 128, np.uint8)
+    norm_map = np.zeros((64, 64), np.float32)
+
+    def header(title: str) -> np.ndarray:
+        picture = compose_report(image, norm_map, norm_map > 0.5, title, False, None, 0.5, 0.5)
+        return picture[:HEADER_H]
+
+    japanese, question_marks = header("画像 01"), header("?? 01")
+    blank = header("")
+    assert (japanese != blank).any(axis=2).sum() > 40  # something is drawn
+    if any(font.name in UNICODE_FONTS for font in font_manager.fontManager.ttflist):
+        assert (japanese != question_marks).any(axis=2).sum() > 40  # and it is not what OpenCV would draw
