@@ -98,7 +98,7 @@ def cli(debug: bool) -> None:
 def train(model_name, dataset_root, data_format, good_dir, bad_dir, mask_dir, file_list, good_list, bad_list,
           mask_list, split, config_file, image_size, backbone, backbone_weights, batch_size, num_workers, seed,
           result_path, no_report, quiet, overrides) -> None:
-    """Fit a model on train/good, calibrate its threshold, test it and save a model file.
+    """Fit a model on good images, calibrate its threshold, test it and save a model file.
 
     Any configuration key can be set after the options as key=value, e.g. dataset.batch_size=8.
     """
