@@ -89,11 +89,13 @@ def unique_names(samples: list[Sample]) -> list[Sample]:
     return [replace(s, name=f"{s.name}{s.path.suffix.lower()}") if seen[s.name] > 1 else s for s in samples]
 
 
-def _require_folder(path: Path, what: str) -> None:
+def require_folder(path: Path, what: str) -> Path:
+    """The folder, or a one-line error saying what is wrong with it (``what`` names it)."""
     if not path.exists():
         raise DatasetError(f"{what} not found: {path}")
     if not path.is_dir():
         raise DatasetError(f"{what} must be a folder, but is a file: {path}")
+    return path
 
 
 def discover_dataset(root: str | Path) -> DatasetLayout:
@@ -109,14 +111,14 @@ def discover_dataset(root: str | Path) -> DatasetLayout:
         DatasetError: When the folder or ``train/good`` is missing or holds no images.
     """
     root = Path(root)
-    _require_folder(root, "dataset root")
+    require_folder(root, "dataset root")
     train_dir = root / "train" / GOOD
     if not any(root.iterdir()):
         raise DatasetError(f"dataset root is empty: {root}")
     if not (root / "train").exists():
         raise DatasetError(f"no train/good folder in dataset root {root} (expected the MVTec AD layout, a folder "
                            "layout with good/, or one CSV file list; see docs/dataset.md)")
-    _require_folder(train_dir, "train/good folder")
+    require_folder(train_dir, "train/good folder")
     train_paths = list_images(train_dir)
     if not train_paths:
         raise DatasetError(f"no images in {train_dir} (supported: {' '.join(IMAGE_EXTENSIONS)})")
@@ -176,7 +178,7 @@ def _discover_test(root: Path) -> tuple[list[Sample], list[str]]:
     test_dir = root / "test"
     if not test_dir.exists():
         return test, warnings
-    _require_folder(test_dir, "test folder")
+    require_folder(test_dir, "test folder")
     masks = _find_masks(root / "ground_truth")
     used_masks: set[Path] = set()
     for type_dir in sorted(p for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):

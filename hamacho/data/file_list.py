@@ -15,7 +15,7 @@ import csv
 from pathlib import Path
 
 from hamacho.data.discovery import GOOD, DatasetLayout, Sample, unique_names
-from hamacho.data.folder_layout import BAD, hold_out, match_masks
+from hamacho.data.folder_layout import BAD, hold_out, match_masks, relative_text
 from hamacho.errors import DatasetError, summarize
 
 LABELS = {"good": 0, "ok": 0, "normal": 0, "bad": 1, "ng": 1, "defective": 1, "anomalous": 1}
@@ -43,16 +43,10 @@ def _name(path: Path, base: Path) -> str:
 
 def _check_exist(paths: list[Path], source: Path) -> None:
     """One line naming the listed files that do not exist (relative to the list's folder where they are)."""
-    missing = [_shown(p, source.parent) for p in paths if not p.is_file()]
+    missing = [relative_text(p, source.parent) for p in paths if not p.is_file()]
     if missing:
         raise DatasetError(f"{len(missing)} file(s) listed in {source} not found: {summarize(missing, 5, ', ')}")
 
-
-def _shown(path: Path, base: Path) -> str:
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def read_csv_list(csv_path: Path) -> list[tuple[Path, int, Path | None, str]]:

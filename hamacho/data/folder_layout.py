@@ -15,19 +15,18 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from hamacho.data.discovery import GOOD, IMAGE_EXTENSIONS, DatasetLayout, Sample, list_images, unique_names
+from hamacho.data.discovery import (
+    GOOD,
+    IMAGE_EXTENSIONS,
+    DatasetLayout,
+    Sample,
+    list_images,
+    require_folder,
+    unique_names,
+)
 from hamacho.errors import DatasetError, summarize
 
 BAD = "bad"
-
-
-def require_folder(path: Path, what: str) -> Path:
-    """The folder, or a one-line error saying what is wrong with it."""
-    if not path.exists():
-        raise DatasetError(f"{what} not found: {path}")
-    if not path.is_dir():
-        raise DatasetError(f"{what} must be a folder, but is a file: {path}")
-    return path
 
 
 def hold_out(goods: list[Sample], share: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -48,7 +47,7 @@ def mask_stem(stem: str, suffix: str) -> str | None:
     return stem[: -len(suffix)] if stem.endswith(suffix) and len(stem) > len(suffix) else None
 
 
-def _relative(path: Path, root: Path | None) -> str:
+def relative_text(path: Path, root: Path | None) -> str:
     """``path`` relative to ``root`` (posix), or as it is when outside it."""
     try:
         return path.relative_to(root).as_posix() if root is not None else path.as_posix()
@@ -69,12 +68,12 @@ def match_masks(bads: list[Sample], masks: list[Path], mask_root: Path, bad_root
         stem = mask_stem(mask.stem, suffix)
         if stem is None:
             continue
-        by_place.setdefault((_relative(mask.parent, mask_root), stem), mask)
+        by_place.setdefault((relative_text(mask.parent, mask_root), stem), mask)
         by_stem.setdefault(stem, []).append(mask)
     used: set[Path] = set()
     matched, missing = [], 0
     for sample in bads:
-        place = _relative(sample.path.parent, bad_root) if bad_root is not None else None
+        place = relative_text(sample.path.parent, bad_root) if bad_root is not None else None
         mask = by_place.get((place, sample.path.stem))
         if mask is None and len(by_stem.get(sample.path.stem, [])) == 1:
             mask = by_stem[sample.path.stem][0]
@@ -86,7 +85,7 @@ def match_masks(bads: list[Sample], masks: list[Path], mask_root: Path, bad_root
     warnings = []
     if missing:
         warnings.append(f"{missing} defective image(s) have no mask; they count for image metrics only")
-    unused = [_relative(m, mask_root) for m in masks if m not in used]
+    unused = [relative_text(m, mask_root) for m in masks if m not in used]
     if unused:
         warnings.append(f"{len(unused)} mask(s) without an image were ignored: {summarize(unused, 5, ', ')}")
     return matched, warnings

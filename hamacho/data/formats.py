@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hamacho.data.discovery import DatasetLayout, discover_dataset
+from hamacho.data.discovery import DatasetLayout, discover_dataset, require_folder
 from hamacho.data.file_list import discover_csv_list, discover_text_lists
 from hamacho.data.folder_layout import discover_folder
 from hamacho.errors import ConfigError, DatasetError
@@ -62,11 +62,7 @@ def detect_format(dataset: DatasetSettings) -> str:
     if not dataset.root:
         raise ConfigError("no dataset given: pass --dataset-root DIR, --good-dir DIR or --file-list CSV "
                           "(see docs/dataset.md)")
-    root = Path(dataset.root)
-    if not root.exists():
-        raise DatasetError(f"dataset root not found: {root}")
-    if not root.is_dir():
-        raise DatasetError(f"dataset root must be a folder, but is a file: {root}")
+    root = require_folder(Path(dataset.root), "dataset root")
     if not any(root.iterdir()):
         raise DatasetError(f"dataset root is empty: {root}")
     layouts = _root_layouts(root)
