@@ -38,6 +38,19 @@ def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return sweep.f1_threshold(sweep.sweep(scores, labels))
 
 
+def sigma_threshold(good_scores: np.ndarray, sigma: float) -> float:
+    """``mean + sigma * std`` of good scores (sample std; 0 for a single score), in float64.
+
+    Raises:
+        ValueError: Without scores.
+    """
+    scores = np.asarray(good_scores, dtype=np.float64).ravel()
+    if scores.size == 0:
+        raise ValueError("a threshold from good scores needs at least one good score")
+    std = float(scores.std(ddof=1)) if scores.size > 1 else 0.0
+    return float(scores.mean()) + sigma * std
+
+
 def fallback_threshold(good_scores: np.ndarray, sigma: float = 3.0, margin: float = 0.01) -> float:
     """Threshold when only good images are labelled: ``max(mean + sigma * std, highest * (1 + margin))``.
 
@@ -53,12 +66,8 @@ def fallback_threshold(good_scores: np.ndarray, sigma: float = 3.0, margin: floa
     Returns:
         The threshold.
     """
-    scores = np.asarray(good_scores, dtype=np.float64).ravel()
-    if scores.size == 0:
-        raise ValueError("fallback_threshold needs at least one good score")
-    std = float(scores.std(ddof=1)) if scores.size > 1 else 0.0
-    highest = float(scores.max())
-    return max(float(scores.mean()) + sigma * std, highest + margin * abs(highest))
+    highest = float(np.max(good_scores)) if np.size(good_scores) else 0.0
+    return max(sigma_threshold(good_scores, sigma), highest + margin * abs(highest))
 
 
 @dataclass
@@ -128,7 +137,7 @@ def calibrate(
         source = f"max(mean + {rule.fallback_sigma:g} std, highest + 1%) of {counted} (no defective images)"
         notes.append(f"no defective calibration images: threshold = {source}")
     elif method == "sigma":
-        image = float(goods.mean() + rule.sigma * (goods.std(ddof=1) if goods.size > 1 else 0.0))
+        image = sigma_threshold(goods, rule.sigma)
         source = f"mean + {rule.sigma:g} std of {counted}"
     elif method == "percentile":
         image, source = float(np.percentile(goods.astype(np.float64), rule.percentile)), (

@@ -29,7 +29,7 @@ from hamacho.report import sections as sec
 from hamacho.report.example_section import examples_section
 from hamacho.report.figure_writer import FIGURE_DIR, FigureWriter
 from hamacho.report.page_style import CSS
-from hamacho.results.types import ImageResult, ReportData
+from hamacho.results.types import PIXEL_METRICS, ImageResult, ReportData
 
 REPORT_FILENAME = "report.html"
 
@@ -191,7 +191,7 @@ def _metrics_section(metrics: dict[str, float | None], rows: Sequence[ImageResul
                   "best F1), so F1 and the confusion matrix are optimistic for new images; AUROC and AUPRO do "
                   "not depend on the threshold. Confirm on other labelled images with <code>hamacho inference"
                   "</code>.</p>")
-    if all(metrics.get(name, 0) is None for name in ("pixel_AUROC", "pixel_F1", "pixel_AUPRO")):
+    if all(metrics.get(name, 0) is None for name in PIXEL_METRICS):
         caveat += ('<p class="info" id="no-pixel-metrics">Pixel metrics are not available: no defective image '
                    "has a mask, so there is no pixel ground truth. Pictures mark the pixels at or above the "
                    "image threshold (normalized like the image scores).</p>")

@@ -7,6 +7,8 @@ a matplotlib figure, which matters when a test set has thousands of images.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -54,6 +56,15 @@ UNICODE_FONTS = ("Noto Sans CJK JP", "Noto Sans JP", "Source Han Sans JP", "IPAe
                  "Droid Sans Fallback")
 
 
+@functools.cache
+def _font_families() -> tuple[str, ...]:
+    """DejaVu Sans, then the installed fonts of :data:`UNICODE_FONTS` (matplotlib falls back along the list)."""
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return ("DejaVu Sans", *[name for name in UNICODE_FONTS if name in installed])
+
+
 def _text(canvas: np.ndarray, text: str, x: int, y: int, scale: float, colour: tuple, bold: bool = False) -> None:
     if text.isascii():
         cv2.putText(canvas, text, (x, y), FONT, scale, colour, 2 if bold else 1, cv2.LINE_AA)
@@ -66,19 +77,16 @@ def _unicode_text(canvas: np.ndarray, text: str, x: int, y: int, scale: float, c
     import logging
     import warnings
 
-    from matplotlib import font_manager
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    installed = {font.name for font in font_manager.fontManager.ttflist}
-    families = ["DejaVu Sans", *[name for name in UNICODE_FONTS if name in installed]]
     height = min(canvas.shape[0], y + 10)
     width = canvas.shape[1] - x
     if width <= 0 or height <= 0:
         return
     figure = Figure(figsize=(width / 100, height / 100), dpi=100)
     figure.text(0, 1 - y / height, text, fontsize=scale * 20, color=[c / 255 for c in colour], va="baseline",
-                family=families, weight="bold" if bold else "normal")
+                family=list(_font_families()), weight="bold" if bold else "normal")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         level = logging.getLogger("matplotlib.font_manager").level

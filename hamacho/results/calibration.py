@@ -20,7 +20,6 @@ class CalibrationCollector:
     def __init__(self, rule: ThresholdSettings | None = None) -> None:
         self.rule = rule or ThresholdSettings()
         self.thresholds: Thresholds | None = None
-        self.notes: list[str] = []
         self._scores: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
         self._pixel_scores: list[np.ndarray] = []
@@ -47,6 +46,11 @@ class CalibrationCollector:
             self._pixel_labels.append(masks)
             self._defect_pixels |= bool(masks.any())
 
+    @property
+    def notes(self) -> list[str]:
+        """Remarks on how the thresholds were set (empty before :meth:`finish`)."""
+        return self.thresholds.notes if self.thresholds is not None else []
+
     def finish(self) -> dict[str, float]:
         """Thresholds (by the rule's method) and the score ranges, in raw units.
 
@@ -67,7 +71,6 @@ class CalibrationCollector:
             self.thresholds = calibrate(scores, labels, pixel_scores, pixel_labels, self.rule)
         except ValueError as exc:
             raise DatasetError(str(exc)) from exc
-        self.notes = self.thresholds.notes
         low, high = float(scores.min()), float(scores.max())
         pixel_low, pixel_high = (low, high) if self.thresholds.pixel_from_image else (self._map_min, self._map_max)
         return {"image_threshold": self.thresholds.image_threshold, "pixel_threshold": self.thresholds.pixel_threshold,

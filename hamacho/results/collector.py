@@ -13,9 +13,7 @@ from hamacho.post.metrics import image_metrics, pixel_metrics
 from hamacho.post.sweep import Sweep, as_numpy, descending_order, sweep
 from hamacho.predictor import ScoredBatch
 from hamacho.results.examples import Example, ExampleTracker, rank_keys
-from hamacho.results.types import LABEL_NAMES, ImageResult, ReportData
-
-PIXEL_METRICS = ("pixel_AUROC", "pixel_F1", "pixel_AUPRO")
+from hamacho.results.types import LABEL_NAMES, PIXEL_METRICS, ImageResult, ReportData
 
 
 class ResultsCollector:

@@ -10,6 +10,7 @@ from hamacho.post.curves import Curves, PixelSample
 from hamacho.results.examples import ExampleTracker
 
 LABEL_NAMES = {0: "good", 1: "defective"}
+PIXEL_METRICS = ("pixel_AUROC", "pixel_F1", "pixel_AUPRO")
 RESULT_COLUMNS = ("file", "name", "defect_type", "label", "raw_score", "normalized_score", "decision", "status")
 
 
