@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hamacho.errors import ConfigError, first_line
 from hamacho.models.registry import DEFAULT_MODEL, get_spec
-from hamacho.settings import ModelParams, Settings, max_num_workers, type_words, validate
+from hamacho.settings import ModelParams, Settings, check_framing, max_num_workers, type_words, validate
 
 __all__ = [
     "build_config",
@@ -164,6 +164,7 @@ def _finish(cfg: DictConfig, resolve_layers: bool) -> Settings:
     if settings.model.backbone_weights is None:
         settings.model.backbone_weights = "none"
     validate(settings)
+    check_framing(settings.dataset)
     if settings.threshold.method == "manual" and settings.threshold.image is None:
         raise ConfigError("threshold.method manual needs threshold.image, the raw image threshold "
                           "(threshold.pixel is optional)")

@@ -1,9 +1,11 @@
 """`hamacho export` as a library call: a model file -> an ONNX, OpenVINO or TorchScript folder.
 
 The exported graph is the model's own forward (:class:`~hamacho.models.base.AnomalyModel`): uint8 RGB
-images ``(N, 3, S, S)`` at the model's input size in, normalized and raw anomaly maps and image scores
-out, normalization with the stored thresholds and min/max included. Decoding, conversion and the resize
-to the input size stay in the Predictor, which runs them identically for every runtime. PatchCore's
+images ``(N, 3, H, W)`` at the model's input size in, normalized and raw anomaly maps and image scores
+out, normalization with the stored thresholds and min/max included. Decoding, conversion, the crop, the
+resize and padding to the frame, tiles and their stitching, and the valid-area mask stay in the Predictor,
+which runs them identically for every runtime: a tiled model exports its per-tile model, and a model
+with a valid-area mask carries it as ``valid_area_mask.png`` (checked like the graph files). PatchCore's
 pruned bank search is replaced by a block-wise one that a static graph can hold (``graph_mode``).
 
 Before the folder appears, the export is opened on its runtime and compared with the PyTorch model on
@@ -53,6 +55,17 @@ PRECISION_RUNTIMES = {"fp32": ("onnx", "openvino", "torchscript"), "fp16": ("onn
 ONNX_OPSET = 17
 GRAPH_FILE = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.torchscript.pt"}
 CHECK_IMAGES = 4  # seeded random images the export is compared on
+VALID_AREA_FILENAME = "valid_area_mask.png"
+
+
+def _write_valid_area(path: Path, valid_area: np.ndarray) -> None:
+    """The valid-area mask as a black-and-white PNG (white = inspect)."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", valid_area.astype(np.uint8) * 255)
+    if not ok:
+        raise HamachoError(f"cannot encode the valid-area mask for {path}")
+    path.write_bytes(encoded.tobytes())
 
 
 @dataclass
@@ -105,12 +118,13 @@ def export_model(
     _check_output(folder)
     model = loaded.model.eval()
     model.graph_mode = True
-    size = model.image_size
-    images = np.random.default_rng(0).integers(0, 256, (CHECK_IMAGES, 3, size, size), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (CHECK_IMAGES, 3, *model.input_size), dtype=np.uint8)
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         _write_graph(model, torch.from_numpy(images[:2]), work, runtime, precision)
+        if loaded.valid_area is not None:
+            _write_valid_area(work / VALID_AREA_FILENAME, loaded.valid_area)
         metadata = _metadata(loaded, runtime, precision, work)
         atomic_write_text(work / METADATA_FILENAME, json.dumps(metadata, indent=2) + "\n")
         metadata["check"] = _compare(model, open_export(work, "cpu").runtime, images)
@@ -189,7 +203,7 @@ def _finish_onnx(path: Path, half: bool) -> None:
 
 def _metadata(loaded: Any, runtime: str, precision: str, work: Path) -> dict[str, Any]:
     settings = loaded.settings
-    size = loaded.model.image_size
+    height, width = loaded.model.input_size
     files = {path.name: sha256_file(path) for path in sorted(work.iterdir()) if path.name != METADATA_FILENAME}
     versions = {"torch": torch.__version__, "hamacho": __version__}
     for package in ("onnx", "onnxruntime", "openvino"):
@@ -207,9 +221,12 @@ def _metadata(loaded: Any, runtime: str, precision: str, work: Path) -> dict[str
         "onnx_opset": ONNX_OPSET if runtime in ("onnx", "openvino") else None,
         "model": {"name": settings.model.name, "display_name": display_name(settings.model.name),
                   "backbone": settings.model.backbone, "backbone_weights": settings.model.backbone_weights},
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "uint8", "layout": "NCHW",
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, height, width], "dtype": "uint8", "layout": "NCHW",
                   "colour": "RGB", "resize": "antialiased bilinear on uint8 (torch's kernel, hamacho.data.resize) from the "
-                  "original size, done by the Predictor"},
+                  "original size, done by the Predictor",
+                  "framing": {key: settings_to_dict(settings)["dataset"][key]
+                              for key in ("image_size", "keep_aspect", "crop", "circle", "tiling")},
+                  "valid_area_mask": VALID_AREA_FILENAME if loaded.valid_area is not None else None},
         "outputs": {"anomaly_map": "normalized anomaly maps (N, S, S), 0..1, NG at or above 0.5",
                     "pred_score": "normalized image scores (N,), 0..1, NG at or above 0.5",
                     "raw_map": "raw anomaly maps (N, S, S)", "raw_score": "raw image scores (N,)"},

@@ -81,7 +81,7 @@ def run_inference(
 
     collector = ResultsCollector(samples, predictor.calibration, report=report, examples=settings.report.examples,
                                  pixel_sample=settings.report.pixel_sample, seed=settings.project.seed,
-                                 image_cut=image_threshold)
+                                 image_cut=image_threshold, pixel_cut=pixel_threshold)
     with control.phase("inference", total=len(samples)) as phase, \
             PictureWriter(output_dir, samples, vis, pixel_threshold) as pictures:
         for scored in predictor.score_samples(samples, image_threshold, pixel_threshold):

@@ -4,7 +4,9 @@ It is a torch zip holding only tensors, strings and numbers, loaded with ``weigh
 no pickled code can run. A SHA-256 over the metadata and every tensor detects damaged or edited
 files, and a format version lets a newer file be refused by name instead of misread.
 
-Format 2 holds the plain model's state (calibration included, under ``calibration.``). Format 1, written
+Format 2 holds the plain model's state (calibration included, under ``calibration.``) and, for a model
+trained with ``dataset.valid_area_mask``, the mask itself (``valid_area_mask``, uint8 0/1 in original
+pixels, covered by the checksum), so that inference, export and the service apply it without the file. Format 1, written
 by Hamacho before the Predictor, held the Lightning wrapper's state (``model.`` + ``calibration.``); it
 is read by dropping the ``model.`` prefix.
 """
@@ -20,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hamacho import __version__
@@ -32,16 +35,18 @@ from hamacho.settings import Settings
 FORMAT_NAME = "hamacho-model"
 FORMAT_VERSION = 2
 MODEL_FILENAME = "model.pt"
+VALID_AREA_KEY = "\0valid_area_mask"  # its name in the checksum (no state-dict key can start with NUL)
 
 
 @dataclass
 class LoadedModel:
-    """A model restored from a model file, with its settings and the file's metadata."""
+    """A model restored from a model file, with its settings, the file's metadata and its valid-area mask."""
 
     model: AnomalyModel
     settings: Settings
     metadata: dict[str, Any]
     path: Path
+    valid_area: np.ndarray | None = None
 
 
 def _digest(state: dict[str, torch.Tensor], metadata_json: str) -> str:
@@ -59,6 +64,7 @@ def save_model_file(
     settings: Settings,
     extra: dict[str, Any] | None = None,
     before_commit: Callable[[], None] | None = None,
+    valid_area: np.ndarray | None = None,
 ) -> Path:
     """Write the model's state and metadata atomically (temporary file, fsync, rename).
 
@@ -69,6 +75,7 @@ def save_model_file(
         extra: More metadata (dataset counts, timings...), JSON-serialisable.
         before_commit: Called just before the rename; if it raises, nothing is written (see
             :func:`hamacho.files.atomic_path`).
+        valid_area: The valid-area mask the model was trained with (bool, original pixels), or None.
 
     Returns:
         The path written.
@@ -87,8 +94,12 @@ def save_model_file(
         "format_version": FORMAT_VERSION,
         "metadata": metadata_json,
         "state_dict": state,
-        "sha256": _digest(state, metadata_json),
     }
+    checked = state
+    if valid_area is not None:
+        payload["valid_area_mask"] = torch.from_numpy(np.ascontiguousarray(valid_area, dtype=np.uint8))
+        checked = {**state, VALID_AREA_KEY: payload["valid_area_mask"]}
+    payload["sha256"] = _digest(checked, metadata_json)
     path = Path(path)
     with atomic_path(path, durable=True, before_commit=before_commit) as tmp:
         torch.save(payload, tmp)
@@ -129,7 +140,11 @@ def read_payload(path: str | Path) -> dict[str, Any]:
     state, metadata_json = payload.get("state_dict"), payload.get("metadata")
     if not isinstance(state, dict) or not isinstance(metadata_json, str):
         raise ModelFileError(f"{path} is damaged: its weights or metadata are missing")
-    if _digest(state, metadata_json) != payload.get("sha256"):
+    area = payload.get("valid_area_mask")
+    if area is not None and not (isinstance(area, torch.Tensor) and area.dtype == torch.uint8 and area.dim() == 2):
+        raise ModelFileError(f"{path} is damaged: its valid-area mask is not a 2-D uint8 tensor")
+    checked = state if area is None else {**state, VALID_AREA_KEY: area}
+    if _digest(checked, metadata_json) != payload.get("sha256"):
         raise ModelFileError(f"{path} is damaged or was modified: its checksum does not match its content")
     payload["metadata"] = json.loads(metadata_json)
     return payload
@@ -157,7 +172,9 @@ def load_model_file(path: str | Path) -> LoadedModel:
         raise ModelFileError(f"{path} cannot be used by this version of Hamacho ({exc})") from exc
     except Exception as exc:
         raise ModelFileError(f"{path} does not fit its own configuration ({first_line(exc, 200)})") from exc
-    return LoadedModel(model=model.eval(), settings=settings, metadata=metadata, path=path)
+    area = payload.get("valid_area_mask")
+    return LoadedModel(model=model.eval(), settings=settings, metadata=metadata, path=path,
+                       valid_area=None if area is None else area.numpy() > 0)
 
 
 def _load_failure(path: Path, exc: BaseException) -> str:

@@ -3,8 +3,9 @@
 ``hamacho inference``, the training run's calibration and test passes, and programs that embed Hamacho
 all score through :meth:`Predictor.score_batch`, which runs the model's own forward (uint8 images in,
 normalized maps and scores out) on a runtime: PyTorch for a model file, ONNX Runtime, OpenVINO or
-TorchScript for an export folder (:mod:`hamacho.runtimes`). Decoding, resizing, batching, thresholds
-and maps at the original resolution are the same for every runtime. No Trainer, no files, no global
+TorchScript for an export folder (:mod:`hamacho.runtimes`). Decoding, cropping, resizing and padding
+(:mod:`hamacho.data.framing`), tiling and stitching, the inspected area (:mod:`hamacho.runtimes.framed`),
+batching, thresholds and maps at the original resolution are the same for every runtime. No Trainer, no files, no global
 state: a Predictor only reads its model, so several threads may use one Predictor, or several, at once.
 This module imports no torch: with an exported model, a line PC needs none.
 
@@ -28,9 +29,12 @@ import numpy as np
 from hamacho.data.batch import Batch, collate
 from hamacho.data.dataset import AnomalyDataset, DecodeCache, iter_batches
 from hamacho.data.discovery import Sample
+from hamacho.data.framing import Framing
+from hamacho.data.geometry import to_original
 from hamacho.errors import ConfigError
-from hamacho.post.normalization import decide, resize_map
+from hamacho.post.normalization import decide
 from hamacho.runtimes import OpenedModel, Runtime
+from hamacho.runtimes.framed import FramedRuntime
 from hamacho.settings import Settings
 
 Image = str | Path | np.ndarray
@@ -48,8 +52,11 @@ class Prediction:
         image_threshold: Normalized cut used for the decision (0.5 = the trained threshold).
         pixel_threshold: Normalized cut used for the mask.
         anomaly_map: Normalized anomaly map (H, W) float32 at the image's own resolution, None when unreadable.
-        mask: Predicted defect mask (H, W) bool, ``anomaly_map >= pixel_threshold``; None when unreadable.
+        mask: Predicted defect mask (H, W) bool, ``anomaly_map >= pixel_threshold`` within the inspected area;
+            None when unreadable.
         error: Why the image could not be scored; None when it was.
+        inspected: bool (H, W), the pixels the model inspects (inside the crop and the valid-area mask); None
+            when it inspects them all. The anomaly map is 0 elsewhere.
     """
 
     source: str
@@ -61,6 +68,7 @@ class Prediction:
     anomaly_map: np.ndarray | None = field(default=None, repr=False)
     mask: np.ndarray | None = field(default=None, repr=False)
     error: str | None = None
+    inspected: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def is_anomalous(self) -> bool:
@@ -70,18 +78,19 @@ class Prediction:
 
 @dataclass
 class ScoredBatch:
-    """A batch and what the model made of it, at the model's input size (numpy).
+    """A batch and what the model made of it, on the model's frame (H, W) (numpy).
 
-    Unreadable images have NaN scores and maps, and are neither NG nor masked.
+    Unreadable images have NaN scores and maps, and are neither NG nor masked. Pixels that are not
+    inspected (``batch.inspected`` False) have maps 0 and are never masked.
 
     Attributes:
-        batch: The input batch (labels, masks, indices, errors).
-        raw_maps: (B, S, S) float32 raw anomaly maps.
+        batch: The input batch (labels, masks, indices, errors, inspected area).
+        raw_maps: (B, H, W) float32 raw anomaly maps.
         raw_scores: (B,) float32 raw image scores.
-        maps: (B, S, S) float32 normalized maps.
+        maps: (B, H, W) float32 normalized maps.
         scores: (B,) float32 normalized image scores.
         is_ng: (B,) bool decisions at the image cut.
-        pred_masks: (B, S, S) bool predicted masks at the pixel cut.
+        pred_masks: (B, H, W) bool predicted masks at the pixel cut.
     """
 
     batch: Batch
@@ -109,14 +118,17 @@ class Predictor:
     Args:
         runtime: What runs the model (see :mod:`hamacho.runtimes`).
         settings: The settings the model was trained with.
-        batch_size: Images per forward pass (default: as trained). Scores do not depend on it.
+        batch_size: Images (tiles, for a tiled model) per forward pass (default: as trained). Scores do not
+            depend on it.
         metadata: What the model file or export says about the run.
         path: The model file or export folder (None for a model in memory).
         display_name: How reports name the model (``PaDiM``).
+        valid_area: The valid-area mask stored with the model (bool, original pixels), or None.
     """
 
     def __init__(self, runtime: Runtime, settings: Settings, batch_size: int | None = None,
-                 metadata: dict[str, Any] | None = None, path: Path | None = None, display_name: str = "") -> None:
+                 metadata: dict[str, Any] | None = None, path: Path | None = None, display_name: str = "",
+                 valid_area: np.ndarray | None = None) -> None:
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
         self.runtime = runtime
@@ -125,6 +137,8 @@ class Predictor:
         self.metadata = metadata or {}
         self.path = path
         self.display_name = display_name or settings.model.name
+        self.framing = Framing.from_settings(settings.dataset, valid_area)
+        self.framed = FramedRuntime(runtime, self.framing, self.batch_size)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", batch_size: int | None = None) -> Predictor:
@@ -141,20 +155,39 @@ class Predictor:
         from hamacho.runtimes import open_model
 
         opened: OpenedModel = open_model(path, device)
-        return cls(opened.runtime, opened.settings, batch_size, opened.metadata, opened.path, opened.display_name)
+        return cls(opened.runtime, opened.settings, batch_size, opened.metadata, opened.path, opened.display_name,
+                   opened.valid_area)
 
     @classmethod
-    def from_model(cls, model: Any, settings: Settings, device: str = "auto") -> Predictor:
+    def from_model(cls, model: Any, settings: Settings, device: str = "auto",
+                   valid_area: np.ndarray | None = None) -> Predictor:
         """A Predictor over a model in memory (an :class:`~hamacho.models.base.AnomalyModel`; PyTorch runtime)."""
         from hamacho.models.registry import display_name
         from hamacho.runtimes.torch_runtime import TorchRuntime
 
-        return cls(TorchRuntime(model, device), settings, display_name=display_name(settings.model.name))
+        return cls(TorchRuntime(model, device), settings, display_name=display_name(settings.model.name),
+                   valid_area=valid_area)
 
     @property
-    def image_size(self) -> int:
-        """Side of the square model input."""
-        return self.runtime.image_size
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input (a tile, for a tiled model)."""
+        return self.runtime.input_size
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(height, width) of the frame the maps of :meth:`score_batch` live on."""
+        return self.framing.frame
+
+    @property
+    def image_size(self) -> int | tuple[int, int]:
+        """Side of the model input when square, else (height, width) (see :attr:`input_size`)."""
+        height, width = self.input_size
+        return height if height == width else (height, width)
+
+    @property
+    def valid_area(self) -> np.ndarray | None:
+        """The valid-area mask stored with the model (bool, original pixels), or None."""
+        return self.framing.valid_area
 
     @property
     def calibration(self) -> dict[str, float]:
@@ -165,29 +198,31 @@ class Predictor:
         """Run the model on a batch's readable images; unreadable ones get NaN.
 
         Args:
-            batch: Images at the model's input size (see :func:`hamacho.data.batch.collate`).
+            batch: Frames (see :func:`hamacho.data.batch.collate` and :attr:`frame_size`).
             image_threshold: Normalized cut of the OK/NG decision.
             pixel_threshold: Normalized cut of the predicted masks.
         """
-        size = self.image_size
         n = len(batch)
-        raw_maps = np.full((n, size, size), np.nan, dtype=np.float32)
+        raw_maps = np.full((n, *batch.images.shape[-2:]), np.nan, dtype=np.float32)
         raw_scores = np.full((n,), np.nan, dtype=np.float32)
         maps, scores = raw_maps.copy(), raw_scores.copy()
         valid = batch.valid
         if valid.any():
-            out = self.runtime.run(batch.images[valid])
+            inspected = None if batch.inspected is None else batch.inspected[valid]
+            out = self.framed.run(batch.images[valid], inspected)
             maps[valid], scores[valid], raw_maps[valid], raw_scores[valid] = (
                 out.maps, out.scores, out.raw_maps, out.raw_scores)
-        return ScoredBatch(batch, raw_maps, raw_scores, maps, scores, decide(scores, image_threshold),
-                           decide(maps, pixel_threshold))
+        pred_masks = decide(maps, pixel_threshold)
+        if batch.inspected is not None:
+            pred_masks &= batch.inspected
+        return ScoredBatch(batch, raw_maps, raw_scores, maps, scores, decide(scores, image_threshold), pred_masks)
 
     def score_samples(
         self, samples: Sequence[Sample], image_threshold: float = 0.5, pixel_threshold: float = 0.5,
         cache: DecodeCache | None = None,
     ) -> Iterator[ScoredBatch]:
         """Score image files batch by batch (decoded on threads)."""
-        for batch in iter_batches(samples, self.image_size, self.batch_size, cache):
+        for batch in iter_batches(samples, self.framing, self.batch_size, cache):
             yield self.score_batch(batch, image_threshold, pixel_threshold)
 
     def iter_predict(
@@ -228,14 +263,21 @@ class Predictor:
         return list(self.iter_predict(images, image_threshold, pixel_threshold))
 
     def _predict_chunk(self, chunk: list[tuple[str, Any]], image_cut: float, pixel_cut: float) -> Iterator[Prediction]:
-        items = AnomalyDataset([source for _, source in chunk], self.image_size).__getitems__(list(range(len(chunk))))
+        items = AnomalyDataset([source for _, source in chunk], self.framing).__getitems__(list(range(len(chunk))))
         scored = self.score_batch(collate(items), image_cut, pixel_cut)
+        batch = scored.batch
         for row, (name, _) in enumerate(chunk):
-            if not bool(scored.batch.valid[row]):
-                yield Prediction(name, float("nan"), float("nan"), "", image_cut, pixel_cut,
-                                 error=scored.batch.errors[row])
+            placement = batch.placements[row]
+            if not bool(batch.valid[row]) or placement is None:
+                yield Prediction(name, float("nan"), float("nan"), "", image_cut, pixel_cut, error=batch.errors[row])
                 continue
-            full = resize_map(scored.maps[row], *scored.batch.original_sizes[row])
+            full = to_original(scored.maps[row], placement)
+            inspected = None
+            if batch.inspected is not None or self.framing.crop is not None:
+                area = batch.inspected[row] if batch.inspected is not None else np.ones(self.frame_size, np.float32)
+                inspected = to_original(area.astype(np.float32), placement) >= 0.5
+            mask = full >= pixel_cut
             yield Prediction(name, float(scored.raw_scores[row]), float(scored.scores[row]),
                              "NG" if bool(scored.is_ng[row]) else "OK", image_cut, pixel_cut,
-                             anomaly_map=full, mask=full >= pixel_cut)
+                             anomaly_map=full, mask=mask if inspected is None else mask & inspected,
+                             inspected=inspected)

@@ -107,9 +107,52 @@ def check_layers(value: Sequence[str]) -> str | None:
     return None
 
 
-def check_image_size(value: int) -> str | None:
-    """Square side of the model input: a multiple of the backbones' stride."""
-    return "must be a positive multiple of 32 (the backbone's stride)" if value % 32 else None
+BACKBONE_STRIDE = 32  # every backbone's coarsest stride: model inputs are multiples of it
+
+
+def size_pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """``N`` or ``[H, W]`` as ``(height, width)`` (values already checked by :func:`check_size`)."""
+    if isinstance(value, int):
+        return value, value
+    height, width = value
+    return int(height), int(width)
+
+
+def _size_problem(value: Any, multiple: int, smallest: int) -> str | None:
+    """What is wrong with a size ``N`` or ``[H, W]`` (each at least ``smallest``, a multiple of ``multiple``)."""
+    if isinstance(value, bool) or not (isinstance(value, int) or (
+            isinstance(value, (list, tuple)) and len(value) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value))):
+        return "must be an integer N or a list [height, width] of integers"
+    sides = size_pair(value)
+    if min(sides) < smallest:
+        return f"must be at least {smallest}"
+    if any(side % multiple for side in sides):
+        return f"must be a positive multiple of {multiple} (the backbone's stride)"
+    return None
+
+
+def check_image_size(value: Any) -> str | None:
+    """Model input: N (square) or [H, W], each a multiple of the backbones' stride."""
+    return _size_problem(value, BACKBONE_STRIDE, BACKBONE_STRIDE)
+
+
+def check_step(value: Any) -> str | None:
+    """A tiling stride or working size: N or [H, W] positive integers (0 is refused)."""
+    return _size_problem(value, 1, 1)
+
+
+def check_crop(value: Any) -> str | None:
+    """``null``, ``circle`` or a box ``[x1, y1, x2, y2]`` in original pixels with x1 < x2 and y1 < y2."""
+    if value == "circle":
+        return None
+    if not (isinstance(value, (list, tuple)) and len(value) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        return "must be null, circle, or a box [x1, y1, x2, y2] of integer pixel coordinates"
+    x1, y1, x2, y2 = value
+    if min(value) < 0 or x2 <= x1 or y2 <= y1:
+        return "must be a box [x1, y1, x2, y2] with 0 <= x1 < x2 and 0 <= y1 < y2"
+    return None
 
 
 def max_num_workers() -> int:
@@ -161,11 +204,35 @@ def layers_field(default: Sequence[str] | None) -> Any:
 
 
 @dataclass
+class CircleSettings:
+    """``dataset.crop: circle``: the largest circle OpenCV's Hough transform finds (docs/dataset.md#region-of-interest).
+
+    The image is searched in grey at most :data:`hamacho.data.geometry.CIRCLE_SEARCH_SIDE` pixels wide;
+    radii are fractions of the shorter image side.
+    """
+
+    min_radius_frac: float = setting(0.2, above=0.0, at_most=1.0)
+    max_radius_frac: float = setting(0.5, above=0.0, at_most=1.0)
+    param1: float = setting(100.0, above=0.0)
+    param2: float = setting(30.0, above=0.0)
+    margin: float = setting(0.0, at_least=0.0, at_most=1.0)
+
+
+@dataclass
+class TilingSettings:
+    """``dataset.tiling``: score the image (after the crop) tile by tile (docs/dataset.md#tiling)."""
+
+    tile_size: Any = setting(None, check=check_image_size)
+    stride: Any = setting(None, check=check_step)
+    resize: Any = setting(None, check=check_step)
+
+
+@dataclass
 class DatasetSettings:
-    """Where the images are and how they are batched."""
+    """Where the images are, how they are framed for the model, and how they are batched."""
 
     root: str | None = None
-    image_size: int = setting(256, at_least=32, check=check_image_size)
+    image_size: Any = setting(256, check=check_image_size)
     batch_size: int = setting(8, at_least=1)
     num_workers: int = setting(0, at_least=0, check=check_num_workers)
     calibration_split: float = setting(0.1, above=0.0, at_most=0.9)
@@ -180,6 +247,41 @@ class DatasetSettings:
     mask_list: str | None = None
     split: float = setting(0.2, above=0.0, at_most=0.9)
     name: str | None = None
+    keep_aspect: bool = False
+    crop: Any = setting(None, check=check_crop)
+    circle: CircleSettings = field(default_factory=CircleSettings)
+    valid_area_mask: str | None = setting(None, nonempty=True)
+    tiling: TilingSettings = field(default_factory=TilingSettings)
+
+
+def model_input_size(dataset: DatasetSettings) -> tuple[int, int]:
+    """(height, width) of the model's input: the tile with tiling on, else ``dataset.image_size``."""
+    tile = dataset.tiling.tile_size
+    return size_pair(tile if tile is not None else dataset.image_size)
+
+
+def check_framing(dataset: DatasetSettings) -> None:
+    """Rules between the framing keys (each key alone is checked by :func:`validate`).
+
+    Raises:
+        ConfigError: Naming the key.
+    """
+    tiling, circle = dataset.tiling, dataset.circle
+    if circle.min_radius_frac >= circle.max_radius_frac:
+        raise ConfigError(f"config key 'dataset.circle.min_radius_frac' must be below max_radius_frac "
+                          f"(got {circle.min_radius_frac} and {circle.max_radius_frac})")
+    if tiling.tile_size is None:
+        for key in ("stride", "resize"):
+            if getattr(tiling, key) is not None:
+                raise ConfigError(f"config key 'dataset.tiling.{key}' needs dataset.tiling.tile_size (tiling is off)")
+        return
+    tile = size_pair(tiling.tile_size)
+    if tiling.stride is not None and any(s > t for s, t in zip(size_pair(tiling.stride), tile)):
+        raise ConfigError(f"config key 'dataset.tiling.stride' must be at most the tile size {list(tile)}, or tiles "
+                          f"would leave gaps (got {tiling.stride!r})")
+    if tiling.resize is not None and any(r < t for r, t in zip(size_pair(tiling.resize), tile)):
+        raise ConfigError(f"config key 'dataset.tiling.tile_size' {tiling.tile_size!r} is larger than the image "
+                          f"it tiles, dataset.tiling.resize {tiling.resize!r}")
 
 
 @dataclass

@@ -20,6 +20,7 @@ from hamacho.config import settings_to_dict
 from hamacho.data.dataset import DecodeCache
 from hamacho.data.discovery import Sample
 from hamacho.data.formats import discover_training_data
+from hamacho.data.framing import prepare_framing
 from hamacho.data.images import header_problem
 from hamacho.data.splits import make_splits, repeated_paths
 from hamacho.errors import DatasetError, summarize
@@ -105,6 +106,7 @@ def run_training(settings: Settings, control: RunControl | None = None,
         layout = discover_training_data(data, seed)
         refuse_unreadable(layout.train)
         splits = make_splits(layout, data.calibration_split, seed)
+        framing, valid_area = prepare_framing(data, splits.train[0].path)
         if settings.threshold.method == "f1" and not any(s.label == 1 for s in splits.calibration):
             raise DatasetError("threshold.method f1 needs defective calibration images, and this dataset has none; "
                                "use auto, sigma, percentile or manual (docs/training.md#thresholds)")
@@ -118,11 +120,12 @@ def run_training(settings: Settings, control: RunControl | None = None,
         phase.advance()
 
     with control.phase("feature extraction", total=len(splits.train)) as phase:
-        fit_features(model, splits.train, data.batch_size, data.num_workers, settings.trainer.accelerator, phase)
+        fit_features(model, splits.train, data.batch_size, data.num_workers, settings.trainer.accelerator, phase,
+                     framing)
     with control.phase("fit", unit="steps") as phase:
         model.to(resolve_device(settings.trainer.accelerator)).fit(phase)
 
-    predictor = Predictor.from_model(model, settings, settings.trainer.accelerator)
+    predictor = Predictor.from_model(model, settings, settings.trainer.accelerator, valid_area=valid_area)
     again = repeated_paths(splits)
     cache = DecodeCache(again) if again else None  # test images also used for calibration: decoded once
     with control.phase("calibration", total=len(splits.calibration)) as phase:
@@ -157,6 +160,8 @@ def run_training(settings: Settings, control: RunControl | None = None,
         "backbone": settings.model.backbone,
         "backbone_weights": settings.model.backbone_weights,
         "image_size": data.image_size,
+        "input_size": list(predictor.input_size),
+        "frame_size": list(predictor.frame_size),
         "seed": seed,
         "dataset": str(layout.root),
         "category": layout.category,
@@ -188,7 +193,7 @@ def run_training(settings: Settings, control: RunControl | None = None,
         dataset_facts = {key: summary[key] for key in ("dataset", "data_format", "category", "counts",
                                                        "images_fitted", "images_calibrated", "notes")}
         save_model_file(model_path, model, settings, extra={"dataset": dataset_facts, "thresholds": threshold_info},
-                        before_commit=phase.advance)
+                        before_commit=phase.advance, valid_area=valid_area)
     return TrainResult(output_dir=output_dir, model_path=model_path, metrics=collector.metrics,
                        calibration=model.calibration.as_dict(), timings=timings, rows=collector.rows,
                        summary=summary, notes=notes, report_path=report_path)

@@ -28,7 +28,9 @@ model:
   power: 2.0                # the distance is the L-power norm
 dataset: {root: null, image_size: 256, batch_size: 8, num_workers: 0, calibration_split: 0.1, format: auto,
           good_dir: null, bad_dir: null, mask_dir: null, mask_suffix: _mask, file_list: null, good_list: null,
-          bad_list: null, mask_list: null, split: 0.2, name: null}
+          bad_list: null, mask_list: null, split: 0.2, name: null, keep_aspect: false, crop: null,
+          circle: {min_radius_frac: 0.2, max_radius_frac: 0.5, param1: 100.0, param2: 30.0, margin: 0.0},
+          valid_area_mask: null, tiling: {tile_size: null, stride: null, resize: null}}
 threshold: {method: auto, fallback_sigma: 3.0, sigma: 6.0, percentile: 99.0, image: null, pixel: null}
 visualization: {report_images: true, save_heatmap: false, save_segmentation: false, only_wrong: false,
                 heatmap_alpha: 0.5}

@@ -17,15 +17,8 @@ import numpy as np
 
 from hamacho.data.batch import Batch, Item, collate
 from hamacho.data.discovery import Sample
-from hamacho.data.images import (
-    ImageReadError,
-    as_rgb_uint8,
-    read_image,
-    read_mask,
-    resize_image,
-    resize_mask,
-    to_chw,
-)
+from hamacho.data.framing import Framing
+from hamacho.data.images import ImageReadError, as_rgb_uint8, read_image, read_mask, to_chw
 from hamacho.data.resize import torch_loaded
 
 DECODE_CACHE_BYTES = 256 * 1024 * 1024  # decoded images kept for a second pass (about 1000 at 256 px)
@@ -72,19 +65,26 @@ class DecodeCache:
 
 
 class AnomalyDataset:
-    """Images converted to RGB and resized to the model's square input, with masks and labels.
+    """Images converted to RGB, cropped and fitted into the model's frame, with masks and labels.
 
     Args:
         sources: Samples (files with labels and masks) or image arrays (see
             :func:`hamacho.data.images.as_rgb_uint8`; unknown label, no mask).
-        image_size: Side of the square they are resized to.
+        framing: How images are cropped, resized, padded and masked (:class:`~hamacho.data.framing.Framing`);
+            a side or (height, width) for a plain resize.
         cache: Shared :class:`DecodeCache`: items are taken from it when there, and offered to it.
     """
 
-    def __init__(self, sources: Sequence[Source], image_size: int, cache: DecodeCache | None = None) -> None:
+    def __init__(self, sources: Sequence[Source], framing: Framing | int | tuple[int, int],
+                 cache: DecodeCache | None = None) -> None:
         self.sources = list(sources)
-        self.image_size = image_size
+        self.framing = framing if isinstance(framing, Framing) else Framing.plain(framing)
         self.cache = cache
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the frames."""
+        return self.framing.frame
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -131,13 +131,16 @@ class AnomalyDataset:
                 return cached, False
         item = self._read(index, source)
         if item.pixels is None:
-            item.image = np.zeros((3, self.image_size, self.image_size), dtype=np.uint8)
+            item.image = np.zeros((3, *self.framing.frame), dtype=np.uint8)
+            if self.framing.masks_inputs:
+                item.inspected = np.zeros(self.framing.frame, dtype=bool)
         elif not torch_loaded():
             self._resize(item)
         return item, True
 
     def _resize(self, item: Item) -> None:
-        item.image = to_chw(resize_image(item.pixels, self.image_size))
+        assert item.placement is not None
+        item.image = to_chw(self.framing.frame_image(item.pixels, item.placement, item.inspected))
         item.pixels = None
 
     def _settle(self, item: Item, fresh: bool) -> Item:
@@ -150,17 +153,19 @@ class AnomalyDataset:
         return item
 
     def _read(self, index: int, source: Source) -> Item:
-        """Decode and convert one image (kept full size in ``pixels``) and read its mask."""
-        size = self.image_size
+        """Decode and convert one image (kept full size in ``pixels``), place it in the frame, read its mask."""
+        framing = self.framing
         sample = source if isinstance(source, Sample) else None
         label = -1 if sample is None or sample.label is None else sample.label
-        item = Item(index=index, label=label, mask=np.zeros((size, size), dtype=np.uint8))
+        item = Item(index=index, label=label, mask=np.zeros(framing.frame, dtype=np.uint8))
         try:
             image = read_image(sample.path) if sample is not None else as_rgb_uint8(source)
+            item.placement = framing.locate(image)
         except ImageReadError as exc:
             item.valid, item.error = False, str(exc)
             return item
         item.pixels, item.original_size = image, image.shape[:2]
+        item.inspected = framing.inspected(item.placement)
         if sample is None:
             return item
         if sample.mask_path is not None:
@@ -173,7 +178,7 @@ class AnomalyDataset:
                 item.error = (f"mask ignored: {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} "
                               f"but the image is {image.shape[1]}x{image.shape[0]}")
                 return item
-            item.mask = resize_mask(mask, size).astype(np.uint8)
+            item.mask = framing.frame_mask(mask, item.placement).astype(np.uint8)
             item.has_mask = True
         elif sample.label == 0:
             item.has_mask = True  # a good image's mask is all zeros
@@ -181,10 +186,11 @@ class AnomalyDataset:
 
 
 def iter_batches(
-    sources: Sequence[Source], image_size: int, batch_size: int, cache: DecodeCache | None = None,
+    sources: Sequence[Source], framing: Framing | int | tuple[int, int], batch_size: int,
+    cache: DecodeCache | None = None,
 ) -> Iterator[Batch]:
     """Batches of the sources, in order, each decoded on the decoding threads."""
-    dataset = AnomalyDataset(sources, image_size, cache)
+    dataset = AnomalyDataset(sources, framing, cache)
     for start in range(0, len(dataset), batch_size):
         yield collate(dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset))))))
 

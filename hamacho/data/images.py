@@ -141,8 +141,14 @@ def read_mask(path: str | Path) -> np.ndarray:
     return mask > 0
 
 
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize RGB uint8 (H, W, 3) to ``size`` x ``size``: antialiased bilinear, torch's kernel bit for bit.
+def size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    """A side or (height, width) as (height, width)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize RGB uint8 (H, W, 3) to ``size`` (a side, or (height, width)): antialiased bilinear, torch's kernel
+    bit for bit.
 
     This is torchvision's ``Resize`` on uint8 images, the preprocessing ImageNet backbones are trained
     with, and the one every path shares: training, and the Predictor on PyTorch or on an exported runtime
@@ -150,16 +156,17 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     AUROC 0.9849 and pixel AUROC 0.9456 against 0.9841 and 0.9441 with OpenCV's area averaging. With
     torch loaded, call it on the main thread only (see :mod:`hamacho.data.dataset`).
     """
-    if image.shape[:2] == (size, size):
+    if image.shape[:2] == size_pair(size):
         return image
     return resize_with_torch(image, size) if torch_loaded() else resize_uint8(image, size)
 
 
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Resize a bool mask with nearest-neighbour interpolation."""
-    if mask.shape == (size, size):
+def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize a bool mask to ``size`` (a side, or (height, width)) with nearest-neighbour interpolation."""
+    height, width = size_pair(size)
+    if mask.shape == (height, width):
         return mask
-    return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+    return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def to_chw(image: np.ndarray) -> np.ndarray:

@@ -40,22 +40,26 @@ class AnomalyMapGenerator(nn.Module):
     """Upsample patch scores to the image size and blur them.
 
     Args:
-        image_size: Side of the square input images.
+        image_size: (height, width) of the input images (a side for squares).
         sigma: Blur sigma in pixels; 0 disables blurring.
     """
 
-    def __init__(self, image_size: int, sigma: float) -> None:
+    def __init__(self, image_size: int | tuple[int, int], sigma: float) -> None:
         super().__init__()
-        self.image_size = image_size
+        height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+        self.image_size = (height, width)
         self.sigma = sigma
-        matrix = blur_matrix(image_size, sigma) if sigma > 0 else torch.empty(0)
-        self.register_buffer("blur", matrix, persistent=False)
+        rows = blur_matrix(height, sigma) if sigma > 0 else torch.empty(0)
+        self.register_buffer("blur", rows, persistent=False)
+        # The columns' matrix, transposed once (the same matrix when the input is square).
+        columns = rows if width == height or sigma <= 0 else blur_matrix(width, sigma)
+        self.register_buffer("blur_columns_t", columns.T.contiguous() if sigma > 0 else columns, persistent=False)
 
     def forward(self, patch_scores: torch.Tensor) -> torch.Tensor:
-        """(B, h, w) patch scores -> (B, S, S) anomaly maps."""
+        """(B, h, w) patch scores -> (B, H, W) anomaly maps."""
         maps = F.interpolate(
-            patch_scores.unsqueeze(1), size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+            patch_scores.unsqueeze(1), size=self.image_size, mode="bilinear", align_corners=False
         ).squeeze(1)
         if self.sigma > 0:
-            maps = self.blur @ maps @ self.blur.T
+            maps = self.blur @ maps @ self.blur_columns_t
         return maps

@@ -64,9 +64,9 @@ class AnomalyOutput(NamedTuple):
     """What a model returns for a batch of B images of input size S.
 
     Attributes:
-        anomaly_map: (B, S, S) normalized maps, 0..1 (NaN before calibration).
+        anomaly_map: (B, H, W) normalized maps, 0..1 (NaN before calibration).
         pred_score: (B,) normalized image scores, 0..1; NG at or above 0.5 unless the user moves the cut.
-        raw_map: (B, S, S) raw maps (distances).
+        raw_map: (B, H, W) raw maps (distances).
         raw_score: (B,) raw image scores.
     """
 
@@ -81,20 +81,28 @@ class AnomalyModel(nn.Module):
 
     Args:
         feature_extractor: Frozen backbone returning the configured layers.
-        image_size: Side of the square model input.
+        image_size: (height, width) of the model input, or the side of a square one.
         blur_sigma: Sigma of the anomaly-map blur (0: none).
     """
 
-    def __init__(self, feature_extractor: FeatureExtractor, image_size: int, blur_sigma: float) -> None:
+    def __init__(self, feature_extractor: FeatureExtractor, image_size: int | tuple[int, int],
+                 blur_sigma: float) -> None:
         super().__init__()
         self.feature_extractor = feature_extractor
-        self.image_size = image_size
-        self.anomaly_map = AnomalyMapGenerator(image_size, blur_sigma)
+        self.input_size: tuple[int, int] = (
+            (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1])))
+        self.anomaly_map = AnomalyMapGenerator(self.input_size, blur_sigma)
         self.calibration = Calibration()
         self.graph_mode = False
 
+    @property
+    def image_size(self) -> int | tuple[int, int]:
+        """The input's side when square, else (height, width) (kept for callers of earlier versions)."""
+        height, width = self.input_size
+        return height if height == width else (height, width)
+
     def update(self, images: torch.Tensor) -> None:
-        """Add training images (B, 3, S, S) uint8 to what the model memorises."""
+        """Add training images (B, 3, H, W) uint8 to what the model memorises."""
         raise NotImplementedError
 
     def fit(self, phase: Phase | None = None) -> None:
@@ -106,7 +114,7 @@ class AnomalyModel(nn.Module):
         raise NotImplementedError
 
     def to_input(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W), C in 1, 3, 4 (gray, RGB, RGBA) -> uint8 RGB (B, 3, S, S), resized as in training.
+        """uint8 (B, C, H, W), C in 1, 3, 4 (gray, RGB, RGBA) -> uint8 RGB at the input size, resized as in training.
 
         Inputs already at the input size (what the Predictor and exported graphs pass) go through
         untouched; others are resized as :func:`hamacho.data.images.resize_image` resizes, on the CPU.
@@ -117,15 +125,15 @@ class AnomalyModel(nn.Module):
             images = images.expand(-1, 3, -1, -1)
         elif images.shape[1] == 4:
             images = images[:, :3]
-        size = self.image_size
-        if images.shape[-2:] == (size, size):
+        size = self.input_size
+        if tuple(images.shape[-2:]) == size:
             return images
         # torch's uint8 kernel runs on the CPU only; it is the resize of every path (hamacho.data.resize)
-        resized = F.interpolate(images.cpu(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        resized = F.interpolate(images.cpu(), size=size, mode="bilinear", antialias=True, align_corners=False)
         return resized.to(images.device)
 
     def raw_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw anomaly maps (B, S, S) and image scores (B,) of input-size uint8 images."""
+        """Raw anomaly maps (B, H, W) and image scores (B,) of input-size uint8 images."""
         scores, image_scores = self.patch_scores(images)
         maps = self.anomaly_map(scores)
         return maps, image_scores if image_scores is not None else maps.flatten(1).amax(dim=1)

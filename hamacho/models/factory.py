@@ -5,7 +5,7 @@ from __future__ import annotations
 from hamacho.models.backbone import build_feature_extractor
 from hamacho.models.base import AnomalyModel
 from hamacho.models.registry import get_spec
-from hamacho.settings import Settings
+from hamacho.settings import Settings, model_input_size
 
 
 def build_model(settings: Settings, backbone_weights: str | None = None) -> AnomalyModel:
@@ -23,4 +23,6 @@ def build_model(settings: Settings, backbone_weights: str | None = None) -> Anom
     spec = get_spec(params.name)
     weights = backbone_weights or str(params.backbone_weights)
     extractor = build_feature_extractor(params.backbone, params.layers, weights, settings.project.seed)
-    return spec.build(params, extractor, settings.dataset.image_size, settings.project.seed)
+    height, width = model_input_size(settings.dataset)
+    size = height if height == width else (height, width)  # a side for squares, as models always took it
+    return spec.build(params, extractor, size, settings.project.seed)

@@ -18,6 +18,8 @@ from torch.utils.data import DataLoader
 
 from hamacho.data.batch import Batch, collate
 from hamacho.data.dataset import AnomalyDataset, Source
+from hamacho.data.framing import Framing
+from hamacho.data.geometry import iter_tiles
 from hamacho.errors import DatasetError, summarize
 from hamacho.models.base import AnomalyModel
 from hamacho.progress import Phase, null_phase
@@ -39,15 +41,23 @@ _NOISY_WARNINGS = (
 class AnomalyModule(pl.LightningModule):
     """Feeds training batches to ``model.update``; no optimiser, no checkpoints.
 
+    With tiling, each batch of frames is cut into tiles that reach ``model.update`` at most ``tile_batch``
+    at a time (PaDiM: one shared set of per-position Gaussians over all tiles; PatchCore: one memory bank).
+
     Args:
         model: The plain model to fit.
         phase: The run's feature-extraction phase (progress and stop requests).
+        framing: How images are framed (for the tiles); None: plain.
+        tile_batch: Most tiles per update.
     """
 
-    def __init__(self, model: AnomalyModel, phase: Phase | None = None) -> None:
+    def __init__(self, model: AnomalyModel, phase: Phase | None = None, framing: Framing | None = None,
+                 tile_batch: int = 8) -> None:
         super().__init__()
         self.model = model
         self.phase = phase or null_phase("feature extraction")
+        self.framing = framing
+        self.tile_batch = tile_batch
         self.unreadable_training_files: list[str] = []
         self.automatic_optimization = False
 
@@ -57,9 +67,15 @@ class AnomalyModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         self.unreadable_training_files += [error for ok, error in zip(batch.valid.tolist(), batch.errors) if not ok]
-        if batch.valid.any():
-            with torch.no_grad():
-                self.model.update(torch.from_numpy(batch.images[batch.valid]).to(self.device))
+        if not batch.valid.any():
+            return
+        images = batch.images[batch.valid]
+        with torch.no_grad():
+            if self.framing is None or not self.framing.tiled:
+                self.model.update(torch.from_numpy(images).to(self.device))
+                return
+            for tiles, _ in iter_tiles(images, self.framing.origins(), self.framing.input_size, self.tile_batch):
+                self.model.update(torch.from_numpy(tiles).to(self.device))
 
     def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
         self.phase.advance(len(batch))
@@ -71,16 +87,17 @@ class AnomalyModule(pl.LightningModule):
 
 
 def fit_features(model: AnomalyModel, samples: Sequence[Source], batch_size: int, num_workers: int,
-                 accelerator: str, phase: Phase) -> None:
+                 accelerator: str, phase: Phase, framing: Framing | None = None) -> None:
     """One pass of ``model.update`` over the training images with a Lightning Trainer.
 
     Args:
         model: The plain model (Lightning moves it to the accelerator for the pass).
         samples: Training images.
-        batch_size: Images per batch.
+        batch_size: Images per batch (and tiles per update with tiling).
         num_workers: Data-loading processes (0: decoding threads in this process).
         accelerator: Lightning accelerator, ``auto`` for a GPU when there is one.
         phase: Progress and stop requests; a stop raises :class:`~hamacho.errors.Interrupted`.
+        framing: Crop, resize, padding, masking and tiles (None: a plain resize to the model's input).
 
     Raises:
         DatasetError: When training images could not be read (all of them listed).
@@ -93,6 +110,7 @@ def fit_features(model: AnomalyModel, samples: Sequence[Source], batch_size: int
         trainer = pl.Trainer(accelerator=accelerator, devices=1, max_epochs=1, logger=False,
                              enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
                              num_sanity_val_steps=0)
-        loader = DataLoader(AnomalyDataset(samples, model.image_size), batch_size=batch_size, shuffle=False,
+        framing = framing or Framing.plain(model.input_size)
+        loader = DataLoader(AnomalyDataset(samples, framing), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers, collate_fn=collate)
-        trainer.fit(AnomalyModule(model, phase), train_dataloaders=loader)
+        trainer.fit(AnomalyModule(model, phase, framing, batch_size), train_dataloaders=loader)

@@ -32,7 +32,7 @@ class PadimModel(AnomalyModel):
 
     Args:
         feature_extractor: Frozen backbone returning the configured layers.
-        image_size: Side of the square input images.
+        image_size: (height, width) of the input images, or the side of square ones.
         num_features: Size of the random channel subset (None: the paper's value for the backbone).
         seed: Seed of the channel choice.
         epsilon: Covariance regularisation (added to the diagonal).
@@ -43,7 +43,7 @@ class PadimModel(AnomalyModel):
     def __init__(
         self,
         feature_extractor: FeatureExtractor,
-        image_size: int,
+        image_size: int | tuple[int, int],
         num_features: int | None,
         seed: int,
         epsilon: float = 0.01,
@@ -58,11 +58,12 @@ class PadimModel(AnomalyModel):
         generator = torch.Generator().manual_seed(seed)
         indices = torch.randperm(total, generator=generator)[:num_features].sort().values
         self.register_buffer("feature_indices", indices)
-        self.embedding_size = image_size // feature_extractor.strides[0]
-        self.gaussians = PositionGaussians(self.embedding_size**2, num_features, epsilon)
+        stride = feature_extractor.strides[0]
+        self.embedding_shape = (self.input_size[0] // stride, self.input_size[1] // stride)
+        self.gaussians = PositionGaussians(self.embedding_shape[0] * self.embedding_shape[1], num_features, epsilon)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) images -> (B, C, h, w) embeddings of the chosen channels.
+        """(B, 3, H, W) images -> (B, C, h, w) embeddings of the chosen channels.
 
         Channels are selected per layer before upsampling, which gives the same embedding as
         concatenating everything first but upsamples only the kept channels.
@@ -93,11 +94,11 @@ class PadimModel(AnomalyModel):
     def patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, None]:
         """Mahalanobis distance per position (B, h, w); the image score is the map's maximum."""
         distances = self.gaussians.mahalanobis(self.embed(images))
-        side = self.embedding_size
-        return distances.view(-1, side, side), None
+        return distances.view(-1, *self.embedding_shape), None
 
 
-def build_padim(params: PadimParams, feature_extractor: FeatureExtractor, image_size: int, seed: int) -> PadimModel:
+def build_padim(params: PadimParams, feature_extractor: FeatureExtractor, image_size: int | tuple[int, int],
+                seed: int) -> PadimModel:
     """PadimModel from its parameters."""
     return PadimModel(feature_extractor, image_size=image_size, num_features=params.num_features, seed=seed,
                       epsilon=params.covariance_epsilon, blur_sigma=params.blur_sigma, backbone=params.backbone)

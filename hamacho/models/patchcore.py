@@ -41,7 +41,7 @@ class PatchcoreModel(AnomalyModel):
 
     Args:
         feature_extractor: Frozen backbone returning the configured layers.
-        image_size: Side of the square input images.
+        image_size: (height, width) of the input images, or the side of square ones.
         seed: Seed of the coreset (first centre and projection).
         coreset_ratio: Share of training patches kept in the memory bank.
         coreset_projection_dim: Random projection size for coreset distances (0: full features).
@@ -55,7 +55,7 @@ class PatchcoreModel(AnomalyModel):
     def __init__(
         self,
         feature_extractor: FeatureExtractor,
-        image_size: int,
+        image_size: int | tuple[int, int],
         seed: int,
         coreset_ratio: float = 0.1,
         coreset_projection_dim: int = 256,
@@ -83,7 +83,7 @@ class PatchcoreModel(AnomalyModel):
         return self.index.bank
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) images -> (B, D, h, w) locally aggregated, concatenated features."""
+        """(B, 3, H, W) images -> (B, D, h, w) locally aggregated, concatenated features."""
         features = [F.avg_pool2d(f, kernel_size=3, stride=1, padding=1) for f in self.feature_extractor(images)]
         size = features[0].shape[-2:]
         features = [
@@ -153,7 +153,7 @@ class PatchcoreModel(AnomalyModel):
 
 
 def build_patchcore(
-    params: PatchcoreParams, feature_extractor: FeatureExtractor, image_size: int, seed: int
+    params: PatchcoreParams, feature_extractor: FeatureExtractor, image_size: int | tuple[int, int], seed: int
 ) -> PatchcoreModel:
     """PatchcoreModel from its parameters."""
     return PatchcoreModel(

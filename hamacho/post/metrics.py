@@ -7,6 +7,35 @@ import numpy as np
 
 from hamacho.post import sweep
 
+# Pixel metrics are computed on maps at most this many pixels on their longer side: larger frames (tiled
+# models) are area-averaged down first, so that holding and sorting every test pixel stays bounded (a 2048 px
+# frame would need about 60 MB per image; at 512 px it is 4 MB).
+METRIC_MAX_SIDE = 512
+
+
+def metric_grid(
+    maps: np.ndarray, masks: np.ndarray, inspected: np.ndarray | None = None, max_side: int = METRIC_MAX_SIDE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Maps (N, H, W), masks and inspected areas on the grid pixel metrics use: unchanged up to ``max_side``,
+    else shrunk by their longer side (maps area-averaged; masks and areas kept where they cover half a cell).
+
+    Returns:
+        float32 maps, bool masks, bool inspected areas (None stays None).
+    """
+    height, width = np.shape(maps)[-2:]
+    if max(height, width) <= max_side:
+        return maps, np.asarray(masks) > 0, inspected
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+
+    def shrink(stack: np.ndarray) -> np.ndarray:
+        return np.stack([cv2.resize(np.asarray(m, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
+                         for m in stack]) if len(stack) else np.zeros((0, size[1], size[0]), np.float32)
+
+    small_masks = shrink(np.asarray(masks) > 0) >= 0.5
+    small_area = None if inspected is None else shrink(inspected) >= 0.5
+    return shrink(maps), small_masks, small_area
+
 
 def decision_f1(predicted: np.ndarray, labels: np.ndarray) -> float | None:
     """F1 of boolean decisions against 0/1 labels, ``2 TP / (2 TP + FP + FN)``; None without any positive.
@@ -45,6 +74,7 @@ def pixel_metrics(
     predicted: np.ndarray,
     counts: sweep.Sweep | None = None,
     order: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
 ) -> dict[str, float | None]:
     """Pixel AUROC and AUPRO (from raw maps, one shared sort; see :mod:`hamacho.post.sweep`) and pixel F1.
 
@@ -52,22 +82,25 @@ def pixel_metrics(
         maps: Raw anomaly maps (N, H, W) of images that have pixel labels.
         masks: Ground truth (N, H, W), non-zero where defective.
         predicted: Predicted masks (N, H, W), True where NG.
-        counts: :func:`hamacho.post.sweep.sweep` of the maps against ``masks > 0``, when already computed.
-        order: :func:`hamacho.post.sweep.descending_order` of the flattened maps, when already computed.
+        counts: :func:`hamacho.post.sweep.sweep` of the (valid) maps against ``masks > 0``, when already computed.
+        order: :func:`hamacho.post.sweep.descending_order` of the flattened (valid) maps, when already computed.
+        valid: bool (N, H, W): only these pixels count (the inspected area); None for all.
 
     Returns:
         ``pixel_AUROC``, ``pixel_F1`` and ``pixel_AUPRO``; None where undefined.
     """
     if np.size(maps) == 0:
         return {"pixel_AUROC": None, "pixel_F1": None, "pixel_AUPRO": None}
-    scores, truth = sweep.as_numpy(maps), sweep.as_numpy(masks) > 0
+    if valid is None:
+        scores, truth, called = sweep.as_numpy(maps), sweep.as_numpy(masks) > 0, predicted
+    else:
+        scores, truth, called = np.asarray(maps)[valid], np.asarray(masks)[valid] > 0, np.asarray(predicted)[valid]
     order = sweep.descending_order(scores) if order is None else order
     counts = sweep.sweep(scores, truth, order) if counts is None else counts
-    del truth
     return {
         "pixel_AUROC": sweep.auroc(counts),
-        "pixel_F1": decision_f1(predicted, np.asarray(masks) > 0),
-        "pixel_AUPRO": aupro(maps, masks, order=order, counts=counts),
+        "pixel_F1": decision_f1(called, truth),
+        "pixel_AUPRO": aupro(maps, masks, order=order, counts=counts, valid=valid),
     }
 
 
@@ -77,6 +110,7 @@ def aupro(
     fpr_limit: float = 0.3,
     order: np.ndarray | None = None,
     counts: sweep.Sweep | None = None,
+    valid: np.ndarray | None = None,
 ) -> float | None:
     """Normalised area under the per-region-overlap curve up to ``fpr_limit`` (Bergmann et al., 2021).
 
@@ -93,12 +127,18 @@ def aupro(
         order: :func:`hamacho.post.sweep.descending_order` of the flattened maps, when already computed.
         counts: :func:`hamacho.post.sweep.sweep` of the maps against ``masks > 0``, when already computed
             (its false-positive counts are the FPR axis, its true-positive counts index the PRO sums).
+        valid: bool (N, H, W): only these pixels count (regions are cut to them); ``order`` and ``counts``
+            then refer to the valid pixels.
 
     Returns:
         AUPRO in [0, 1], or None without any defect region or defect-free pixel.
     """
     scores = sweep.as_numpy(maps)
     masks_np = sweep.as_numpy(masks).reshape(-1, *np.shape(maps)[-2:]) > 0
+    keep = None if valid is None else sweep.as_numpy(valid).astype(bool)
+    if keep is not None:
+        masks_np = masks_np & keep.reshape(masks_np.shape)
+        scores = scores[keep]
     # Number every defect region of every image (0 = defect-free) and note 1 / its size.
     region_ids = np.zeros(masks_np.shape, dtype=np.int32)
     inverse_sizes = [np.zeros(1)]
@@ -109,14 +149,15 @@ def aupro(
             region_ids[index] = np.where(labels > 0, labels + regions, 0)
             inverse_sizes.append(1.0 / np.bincount(labels.ravel(), minlength=count)[1:])
             regions += count - 1
-    n_background = int(scores.size - np.count_nonzero(region_ids))
+    flat_regions = region_ids.ravel() if keep is None else region_ids.ravel()[keep]
+    n_background = int(scores.size - np.count_nonzero(flat_regions))
     if regions == 0 or n_background == 0:
         return None
     order = sweep.descending_order(scores) if order is None else order
-    counts = sweep.sweep(scores, masks_np.ravel(), order) if counts is None else counts
+    counts = sweep.sweep(scores, flat_regions > 0, order) if counts is None else counts
     del masks_np
-    ordered_regions = region_ids.ravel()[order]
-    del region_ids
+    ordered_regions = flat_regions[order]
+    del region_ids, flat_regions
     hits = np.flatnonzero(ordered_regions)  # where the defect pixels fall in the order
     # Each defect pixel adds 1 / (its region's size * number of regions) to PRO once it is NG.
     cumulative = np.r_[0.0, np.cumsum(np.concatenate(inverse_sizes)[ordered_regions[hits]] / regions)]

@@ -68,7 +68,7 @@ def _example_figure(figures: FigureWriter, name: str, rank: int, example: Exampl
     if example.label:
         title += f"   (label: {example.label})"
     picture = compose_report(example.image, example.norm_map.astype(np.float32), example.pred_mask, title, is_ng,
-                             example.gt_mask, alpha, cut)
+                             example.gt_mask, alpha, cut, example.inspected)
     caption = (f"<b>#{rank}</b> {escape(example.name)} \u00b7 {escape(_verdict(example))} \u00b7 "
                f"score {example.normalized_score:.3f}")
     return figures.add(name, _encode_png(picture), f"{example.name}: {_verdict(example)}", caption,

@@ -116,7 +116,7 @@ def write_report_or_warn(log: Callable[[str], None], **kwargs: Any) -> Path | No
 def _header(model: str, config: dict[str, Any], place: str, kind: str, rows: Sequence[ImageResult],
             metrics: dict[str, float | None], labelled: bool) -> str:
     now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    subtitle = (f"{model} \u00b7 {config['model']['backbone']} \u00b7 {config['dataset']['image_size']} px "
+    subtitle = (f"{model} \u00b7 {config['model']['backbone']} \u00b7 {input_text(config['dataset'])} "
                 f"\u00b7 {kind} run \u00b7 {now}")
     cards = []
     if labelled:
@@ -144,6 +144,34 @@ def _header(model: str, config: dict[str, Any], place: str, kind: str, rows: Seq
             f'</p><div class="cards">{card_html}</div>{warning}</header>')
 
 
+def _side_text(size: Any) -> str:
+    """``256`` or ``[256, 512]`` as ``256 × 256`` / ``512 × 256`` (width × height)."""
+    height, width = (size, size) if isinstance(size, int) else size
+    return f"{width} \u00d7 {height}"
+
+
+def input_text(dataset: dict[str, Any], detail: bool = False) -> str:
+    """How the model sees images, from the stored ``dataset`` settings: size, tiles, crop, mask."""
+    tiling = dataset.get("tiling") or {}
+    if tiling.get("tile_size") is not None:
+        text = f"{_side_text(tiling['tile_size'])} px tiles"
+        if detail:
+            step = tiling.get("stride") or tiling["tile_size"]
+            text += f" every {_side_text(step)} px over {_side_text(tiling.get('resize') or 0)} px"
+    else:
+        text = f"{_side_text(dataset.get('image_size', 0))} px"
+    if not detail:
+        return text
+    extras = []
+    if dataset.get("keep_aspect"):
+        extras.append("aspect kept (padded)")
+    if dataset.get("crop") is not None:
+        extras.append(f"crop {dataset['crop']}")
+    if dataset.get("valid_area_mask"):
+        extras.append("valid-area mask")
+    return text + (f" ({', '.join(extras)})" if extras else "")
+
+
 def _data_metric(key: str) -> str:
     return f' data-metric="{key}"' if key else ""
 
@@ -153,7 +181,7 @@ def _summary_section(summary: dict[str, Any], config: dict[str, Any], model: str
     model_cfg = config["model"]
     facts = [("Model", model),
              ("Backbone", f"{model_cfg['backbone']} (weights: {model_cfg.get('backbone_weights', '?')})"),
-             ("Image size", f"{config['dataset']['image_size']} \u00d7 {config['dataset']['image_size']} px")]
+             ("Model input", input_text(config["dataset"], detail=True))]
     if kind == "training":
         facts += [("Dataset", str(summary.get("dataset", ""))), ("Seed", str(summary.get("seed", ""))),
                   ("Images fitted", str(summary.get("images_fitted", ""))),

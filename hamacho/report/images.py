@@ -36,6 +36,23 @@ def heatmap_overlay(image: np.ndarray, norm_map: np.ndarray, alpha: float = 0.5)
     return cv2.addWeighted(colorize(norm_map), alpha, image, 1.0 - alpha, 0.0)
 
 
+NOT_INSPECTED_GREY = 170
+HATCH_GREY = 120
+HATCH_PERIOD = 12
+
+
+def grey_out(picture: np.ndarray, inspected: np.ndarray | None) -> np.ndarray:
+    """Show pixels that are not inspected as such: washed-out grey with diagonal hatching (a copy)."""
+    if inspected is None or bool(inspected.all()):
+        return picture
+    out = picture.copy()
+    outside = ~inspected
+    out[outside] = (out[outside].astype(np.float32) * 0.25 + NOT_INSPECTED_GREY * 0.75).astype(np.uint8)
+    yy, xx = np.ogrid[: inspected.shape[0], : inspected.shape[1]]
+    out[outside & (((xx + yy) % HATCH_PERIOD) < 2)] = HATCH_GREY
+    return out
+
+
 def mask_image(mask: np.ndarray) -> np.ndarray:
     """Bool mask -> RGB white-on-black picture."""
     return np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 3, axis=2)
@@ -125,18 +142,20 @@ def compose_report(
     gt_mask: np.ndarray | None = None,
     alpha: float = 0.5,
     pixel_cut: float = 0.5,
+    inspected: np.ndarray | None = None,
 ) -> np.ndarray:
     """One report picture: input | ground truth (if any) | heatmap | predicted mask | segmentation.
 
     Args:
-        image: RGB uint8 (S, S, 3).
-        norm_map: Normalized anomaly map (S, S).
-        pred_mask: Predicted defect mask (S, S) bool.
+        image: RGB uint8 (H, W, 3), the frame the model saw.
+        norm_map: Normalized anomaly map (H, W).
+        pred_mask: Predicted defect mask (H, W) bool.
         title: Header text (file name, score, decision).
         is_ng: Colours the header's decision red (NG) or green (OK).
-        gt_mask: Ground-truth mask (S, S) bool, or None.
+        gt_mask: Ground-truth mask (H, W) bool, or None.
         alpha: Heatmap opacity.
         pixel_cut: Normalized pixel threshold, marked on the colour bar.
+        inspected: bool (H, W), the inspected pixels; the others are greyed and hatched. None: all.
 
     Returns:
         RGB uint8 picture.
@@ -145,20 +164,20 @@ def compose_report(
     if gt_mask is not None:
         panels.append(("Ground truth", mask_image(gt_mask)))
     panels += [
-        ("Heatmap", heatmap_overlay(image, norm_map, alpha)),
-        ("Predicted mask", mask_image(pred_mask)),
-        ("Segmentation", segmentation_overlay(image, pred_mask)),
+        ("Heatmap", grey_out(heatmap_overlay(image, norm_map, alpha), inspected)),
+        ("Predicted mask", grey_out(mask_image(pred_mask), inspected)),
+        ("Segmentation", grey_out(segmentation_overlay(image, pred_mask), inspected)),
     ]
-    side = image.shape[0]
-    width = len(panels) * side + (len(panels) + 1) * GAP
-    height = HEADER_H + CAPTION_H + side + FOOTER_H + GAP
+    side_h, side_w = image.shape[:2]
+    width = len(panels) * side_w + (len(panels) + 1) * GAP
+    height = HEADER_H + CAPTION_H + side_h + FOOTER_H + GAP
     canvas = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
     _text(canvas, title, GAP, 23, 0.6, NG_COLOUR if is_ng else OK_COLOUR, bold=True)
     top = HEADER_H + CAPTION_H
     for i, (caption, panel) in enumerate(panels):
-        x = GAP + i * (side + GAP)
+        x = GAP + i * (side_w + GAP)
         _text(canvas, caption, x, top - 7, 0.5, TEXT)
-        canvas[top : top + side, x : x + side] = panel
+        canvas[top : top + side_h, x : x + side_w] = panel
         if caption == "Heatmap":
-            canvas[top + side : top + side + FOOTER_H, x : x + side] = _colour_bar(side, pixel_cut)
+            canvas[top + side_h : top + side_h + FOOTER_H, x : x + side_w] = _colour_bar(side_w, pixel_cut)
     return canvas

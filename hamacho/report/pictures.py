@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from hamacho.data.discovery import Sample
+from hamacho.data.geometry import Placement, to_original
 from hamacho.data.images import ImageReadError, read_image, to_uint8_image
 from hamacho.files import write_png
-from hamacho.post.normalization import resize_map
 from hamacho.predictor import ScoredBatch
-from hamacho.report.images import compose_report, heatmap_overlay, segmentation_overlay
+from hamacho.report.images import compose_report, grey_out, heatmap_overlay, segmentation_overlay
+from hamacho.results.examples import picture_arrays
 from hamacho.settings import VisualizationSettings
 
 # Batches whose pictures may wait for the writer thread before the next batch waits for it.
@@ -100,30 +101,42 @@ class PictureWriter:
                 continue
             sample = self.samples[index]
             norm_map = scored.maps[i]
-            pred_mask = scored.pred_masks[i]
+            area = None if batch.inspected is None else batch.inspected[i]
             if settings.report_images:
                 gt = batch.masks[i] > 0 if self._show_gt else None
                 title = f"{sample.name}   score {float(scored.scores[i]):.3f}   {'NG' if is_ng else 'OK'}"
                 if label >= 0:
                     title += f"   (label: {'defective' if label else 'good'})"
-                picture = compose_report(to_uint8_image(batch.images[i]), norm_map, pred_mask, title, is_ng, gt,
-                                         settings.heatmap_alpha, self.pixel_cut)
+                image, small_map, pred_mask, gt, small_area = picture_arrays(
+                    to_uint8_image(batch.images[i]), norm_map, scored.pred_masks[i], gt, area)
+                picture = compose_report(image, small_map, pred_mask, title, is_ng, gt, settings.heatmap_alpha,
+                                         self.pixel_cut, small_area)
                 write_png(self.output_dir / "images" / f"{sample.name}.png", picture)
-            if settings.save_heatmap or settings.save_segmentation:
-                self._write_full_resolution(sample, norm_map)
+            placement = batch.placements[i] if batch.placements else None
+            if (settings.save_heatmap or settings.save_segmentation) and placement is not None:
+                self._write_full_resolution(sample, norm_map, placement, area)
             written += 1
         return written
 
-    def _write_full_resolution(self, sample: Sample, norm_map: np.ndarray) -> None:
+    def _write_full_resolution(self, sample: Sample, norm_map: np.ndarray, placement: Placement,
+                               area: np.ndarray | None) -> None:
+        """Heatmap and outline at the original resolution; outside the crop and the inspected area greyed."""
         try:
             original = read_image(sample.path, quiet=False)  # this thread runs beside the progress bar
         except ImageReadError:
             return
+        if original.shape[:2] != placement.original:
+            return
         height, width = original.shape[:2]
-        big = resize_map(norm_map, height, width)
+        big = to_original(norm_map, placement)
+        inspected = None
+        if area is not None or placement.box != (0, 0, width, height):
+            frame_area = np.ones(norm_map.shape, np.float32) if area is None else area.astype(np.float32)
+            inspected = to_original(frame_area, placement) >= 0.5
         if self.settings.save_heatmap:
             write_png(self.output_dir / "heatmaps" / f"{sample.name}.png",
-                      heatmap_overlay(original, big, self.settings.heatmap_alpha))
+                      grey_out(heatmap_overlay(original, big, self.settings.heatmap_alpha), inspected))
         if self.settings.save_segmentation:
-            outline = segmentation_overlay(original, big >= self.pixel_cut, thickness=max(2, width // 300))
-            write_png(self.output_dir / "segmentation" / f"{sample.name}.png", outline)
+            called = big >= self.pixel_cut if inspected is None else (big >= self.pixel_cut) & inspected
+            outline = segmentation_overlay(original, called, thickness=max(2, width // 300))
+            write_png(self.output_dir / "segmentation" / f"{sample.name}.png", grey_out(outline, inspected))

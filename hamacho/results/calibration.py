@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hamacho.errors import DatasetError
+from hamacho.post.metrics import metric_grid
 from hamacho.post.threshold import Thresholds, calibrate
 from hamacho.predictor import ScoredBatch
 from hamacho.settings import ThresholdSettings
@@ -29,22 +30,28 @@ class CalibrationCollector:
         self._defect_pixels = False
 
     def add(self, scored: ScoredBatch) -> None:
-        """Take the readable labelled images of one scored batch."""
+        """Take the readable labelled images of one scored batch (inspected pixels only)."""
         batch = scored.batch
         keep = batch.valid & (batch.labels >= 0)
         if not keep.any():
             return
         maps = scored.raw_maps[keep]
+        inspected = None if batch.inspected is None else batch.inspected[keep]
         self._scores.append(scored.raw_scores[keep])
         self._labels.append(batch.labels[keep])
-        self._map_min = min(self._map_min, float(maps.min()))
-        self._map_max = max(self._map_max, float(maps.max()))
+        values = maps if inspected is None else maps[inspected]
+        if values.size:
+            self._map_min = min(self._map_min, float(values.min()))
+            self._map_max = max(self._map_max, float(values.max()))
         with_mask = batch.has_mask[keep]
         if with_mask.any():
-            masks = batch.masks[keep][with_mask].ravel()
-            self._pixel_scores.append(maps[with_mask].ravel())
-            self._pixel_labels.append(masks)
-            self._defect_pixels |= bool(masks.any())
+            area = None if inspected is None else inspected[with_mask]
+            small_maps, small_masks, small_area = metric_grid(maps[with_mask], batch.masks[keep][with_mask], area)
+            pixels = small_maps.ravel() if small_area is None else small_maps[small_area]
+            labels = small_masks.ravel() if small_area is None else small_masks[small_area]
+            self._pixel_scores.append(pixels)
+            self._pixel_labels.append(labels.astype(np.uint8))
+            self._defect_pixels |= bool(labels.any())
 
     @property
     def notes(self) -> list[str]:

@@ -9,10 +9,10 @@ import numpy as np
 from hamacho.data.discovery import Sample
 from hamacho.data.images import to_uint8_image
 from hamacho.post.curves import binary_curves, sample_pixels
-from hamacho.post.metrics import image_metrics, pixel_metrics
+from hamacho.post.metrics import image_metrics, metric_grid, pixel_metrics
 from hamacho.post.sweep import Sweep, as_numpy, descending_order, sweep
 from hamacho.predictor import ScoredBatch
-from hamacho.results.examples import Example, ExampleTracker, rank_keys
+from hamacho.results.examples import Example, ExampleTracker, picture_arrays, rank_keys
 from hamacho.results.types import LABEL_NAMES, PIXEL_METRICS, ImageResult, ReportData
 
 
@@ -31,6 +31,7 @@ class ResultsCollector:
         pixel_sample: Most pixels kept for the report's pixel-score histogram.
         seed: Seed of the pixel sample.
         image_cut: Normalized image threshold in use (ranks the examples by their distance to it).
+        pixel_cut: Normalized pixel threshold in use (predicted masks of shrunk metric grids).
     """
 
     def __init__(
@@ -42,12 +43,14 @@ class ResultsCollector:
         pixel_sample: int = 200_000,
         seed: int = 0,
         image_cut: float = 0.5,
+        pixel_cut: float = 0.5,
     ) -> None:
         self.samples = list(samples)
         self.calibration = calibration
         self.pixel_sample = pixel_sample
         self.seed = seed
         self.image_cut = image_cut
+        self.pixel_cut = pixel_cut
         self.rows: list[ImageResult] = []
         self.metrics: dict[str, float | None] = {}
         show_gt = any(s.mask_path is not None for s in self.samples)
@@ -58,6 +61,7 @@ class ResultsCollector:
         self._maps: list[np.ndarray] = []
         self._masks: list[np.ndarray] = []
         self._pred_masks: list[np.ndarray] = []
+        self._inspected: list[np.ndarray] = []
 
     def add(self, scored: ScoredBatch) -> None:
         """Take one scored batch: its rows, its labelled scores and pixels, its example candidates."""
@@ -85,9 +89,16 @@ class ResultsCollector:
             self._decisions.append(scored.is_ng[keep])
             with_mask = batch.has_mask[keep]
             if with_mask.any():
-                self._maps.append(scored.raw_maps[keep][with_mask])
-                self._masks.append(batch.masks[keep][with_mask] > 0)
-                self._pred_masks.append(scored.pred_masks[keep][with_mask])
+                area = None if batch.inspected is None else batch.inspected[keep][with_mask]
+                maps, masks, area = metric_grid(scored.raw_maps[keep][with_mask], batch.masks[keep][with_mask], area)
+                predicted = scored.pred_masks[keep][with_mask]
+                if predicted.shape != masks.shape:  # shrunk: the cut applied to the shrunk normalized maps
+                    predicted = metric_grid(scored.maps[keep][with_mask], masks, None)[0] >= self.pixel_cut
+                self._maps.append(maps)
+                self._masks.append(masks)
+                self._pred_masks.append(predicted if area is None else predicted & area)
+                if area is not None:
+                    self._inspected.append(area)
 
     def _offer_examples(self, scored: ScoredBatch, first_row: int) -> None:
         """Let the batch's readable images compete for the report's example groups (copies only winners)."""
@@ -104,15 +115,19 @@ class ResultsCollector:
             if not tracker.wants(keys):
                 continue
             gt = scored.batch.masks[i] > 0 if self.report_data.show_gt else None
+            area = None if scored.batch.inspected is None else scored.batch.inspected[i]
+            image, norm_map, pred_mask, gt, area = picture_arrays(
+                to_uint8_image(scored.batch.images[i]), scored.maps[i], scored.pred_masks[i], gt, area)
             tracker.offer(keys, Example(
                 name=row.name,
                 label=row.label,
                 normalized_score=row.normalized_score,
                 decision=row.decision,
-                image=to_uint8_image(scored.batch.images[i]),
-                norm_map=scored.maps[i].astype(np.float16),
-                pred_mask=scored.pred_masks[i].copy(),
+                image=image,
+                norm_map=norm_map.astype(np.float16),
+                pred_mask=pred_mask.copy(),
                 gt_mask=gt,
+                inspected=None if area is None else area.copy(),
             ))
 
     def finish(self) -> None:
@@ -126,14 +141,16 @@ class ResultsCollector:
                 self.metrics.update({name: None for name in PIXEL_METRICS})
             else:
                 maps, pred_masks = np.concatenate(self._maps), np.concatenate(self._pred_masks)
-                self._maps, self._pred_masks = [], []
-                order = descending_order(as_numpy(maps))  # one sort for every pixel figure
-                counts = sweep(maps, masks, order)
-                self.metrics.update(pixel_metrics(maps, masks, pred_masks, counts=counts, order=order))
+                valid = np.concatenate(self._inspected) if self._inspected else None
+                self._maps, self._pred_masks, self._inspected = [], [], []
+                flat = (maps, masks, pred_masks) if valid is None else (maps[valid], masks[valid], pred_masks[valid])
+                order = descending_order(as_numpy(flat[0]))  # one sort for every pixel figure
+                counts = sweep(flat[0], flat[1], order)
+                self.metrics.update(pixel_metrics(maps, masks, pred_masks, counts=counts, order=order, valid=valid))
                 del order
                 if self.report_data is not None:
-                    self._pixel_report_data(maps, masks, pred_masks, counts)
-        self._maps, self._masks, self._pred_masks = [], [], []
+                    self._pixel_report_data(*flat, counts)
+        self._maps, self._masks, self._pred_masks, self._inspected = [], [], [], []
 
     def _pixel_report_data(
         self, maps: np.ndarray, masks: np.ndarray, pred_masks: np.ndarray, counts: Sweep

@@ -21,9 +21,33 @@ import itertools
 from collections.abc import Collection
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 GROUPS = ("worst", "best_ng", "best_ok", "highest", "borderline")
+# Report pictures show the frame at most this many pixels on its longer side (tiled models work on large
+# frames; full-resolution heatmaps are the heatmaps/ pictures).
+PICTURE_MAX_SIDE = 768
+
+
+def picture_arrays(
+    image: np.ndarray, norm_map: np.ndarray, pred_mask: np.ndarray, gt_mask: np.ndarray | None,
+    inspected: np.ndarray | None, max_side: int = PICTURE_MAX_SIDE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A frame's picture arrays, shrunk to at most ``max_side`` on the longer side (area-averaged image and
+    map, nearest-neighbour masks); unchanged when already that small."""
+    height, width = norm_map.shape
+    if max(height, width) <= max_side:
+        return image, norm_map, pred_mask, gt_mask, inspected
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+
+    def nearest(mask: np.ndarray | None) -> np.ndarray | None:
+        return None if mask is None else cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+
+    small_map = cv2.resize(np.asarray(norm_map, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
+    return (cv2.resize(image, size, interpolation=cv2.INTER_AREA), small_map, nearest(pred_mask),  # type: ignore[return-value]
+            nearest(gt_mask), nearest(inspected))
 
 
 @dataclass
@@ -34,10 +58,11 @@ class Example:
     label: str  # good | defective | ""
     normalized_score: float
     decision: str
-    image: np.ndarray  # RGB uint8 (S, S, 3)
-    norm_map: np.ndarray  # normalized map (S, S), float16 to halve the memory
-    pred_mask: np.ndarray  # bool (S, S)
-    gt_mask: np.ndarray | None  # bool (S, S), or None when the run has no masks at all
+    image: np.ndarray  # RGB uint8 (H, W, 3), the frame (shrunk to PICTURE_MAX_SIDE)
+    norm_map: np.ndarray  # normalized map (H, W), float16 to halve the memory
+    pred_mask: np.ndarray  # bool (H, W)
+    gt_mask: np.ndarray | None  # bool (H, W), or None when the run has no masks at all
+    inspected: np.ndarray | None = None  # bool (H, W), None when every pixel is inspected
 
     @property
     def wrong(self) -> bool:

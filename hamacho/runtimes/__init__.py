@@ -1,6 +1,6 @@
 """Runtimes behind the Predictor: PyTorch for model files, ONNX Runtime, OpenVINO or TorchScript for exports.
 
-A runtime takes uint8 RGB images at the model's input size, ``(B, 3, S, S)`` numpy, and returns the
+A runtime takes uint8 RGB images at the model's input size, ``(B, 3, H, W)`` numpy, and returns the
 model's four outputs as numpy float32 (:class:`RuntimeOutput`); everything around it (decoding,
 resizing, batching, thresholds, pictures, metrics) is the Predictor's and shared by all runtimes.
 Only the PyTorch and TorchScript runtimes import torch, and only when they are opened.
@@ -19,7 +19,7 @@ from hamacho.settings import Settings
 
 @dataclass
 class RuntimeOutput:
-    """The model's outputs for B images: normalized and raw maps (B, S, S) and image scores (B,), float32."""
+    """The model's outputs for B images: normalized and raw maps (B, H, W) and image scores (B,), float32."""
 
     maps: np.ndarray
     scores: np.ndarray
@@ -33,26 +33,27 @@ class Runtime(Protocol):
     name: str  # torch | onnx | openvino | torchscript
 
     @property
-    def image_size(self) -> int:
-        """Side of the square model input."""
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
 
     @property
     def calibration(self) -> dict[str, float]:
         """Raw thresholds and score ranges the model normalizes with."""
 
     def run(self, images: np.ndarray) -> RuntimeOutput:
-        """Score uint8 images (B, 3, S, S); safe to call from several threads at once."""
+        """Score uint8 images (B, 3, H, W); safe to call from several threads at once."""
 
 
 @dataclass
 class OpenedModel:
-    """A runtime with what the Predictor reports about it."""
+    """A runtime with what the Predictor reports about it (and the valid-area mask stored with the model)."""
 
     runtime: Runtime
     settings: Settings
     metadata: dict[str, Any]
     path: Path
     display_name: str
+    valid_area: np.ndarray | None = None
 
 
 def open_model(path: str | Path, device: str = "auto") -> OpenedModel:

@@ -102,7 +102,21 @@ def open_export(folder: Path, device: str = "auto") -> OpenedModel:
         raise ModelFileError(f"export {folder} runs on {runtime_name}, which is not installed here: "
                              f"{INSTALL_HINT[runtime_name]}") from exc
     runtime = runtime_class(folder, metadata, device)
-    return OpenedModel(runtime, settings, metadata, folder, metadata.get("model", {}).get("display_name", ""))
+    return OpenedModel(runtime, settings, metadata, folder, metadata.get("model", {}).get("display_name", ""),
+                       _valid_area(folder, metadata))
+
+
+def _valid_area(folder: Path, metadata: dict[str, Any]) -> Any:
+    """The export's valid-area mask (``valid_area_mask.png``, checked with the other files), or None."""
+    name = metadata.get("input", {}).get("valid_area_mask")
+    if not name:
+        return None
+    from hamacho.data.images import ImageReadError, read_image
+
+    try:
+        return read_image(folder / name).max(axis=2) >= 128
+    except ImageReadError as exc:
+        raise ModelFileError(f"export {folder}: its valid-area mask cannot be read ({exc})") from exc
 
 
 class ExportedRuntime:
@@ -118,9 +132,10 @@ class ExportedRuntime:
         self.metadata = metadata
 
     @property
-    def image_size(self) -> int:
-        """Side of the square model input the graph expects."""
-        return int(self.metadata["input"]["shape"][-1])
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input the graph expects."""
+        shape = self.metadata["input"]["shape"]
+        return int(shape[-2]), int(shape[-1])
 
     @property
     def calibration(self) -> dict[str, float]:

@@ -42,8 +42,8 @@ class TorchRuntime:
         self.model = model.eval().to(self.device)
 
     @property
-    def image_size(self) -> int:
-        return self.model.image_size
+    def input_size(self) -> tuple[int, int]:
+        return self.model.input_size
 
     @property
     def calibration(self) -> dict[str, float]:
@@ -62,4 +62,4 @@ def open_model_file(path: str | Path, device: str = "auto") -> OpenedModel:
 
     loaded = load_model_file(path)
     return OpenedModel(TorchRuntime(loaded.model, device), loaded.settings, loaded.metadata, loaded.path,
-                       display_name(loaded.settings.model.name))
+                       display_name(loaded.settings.model.name), loaded.valid_area)

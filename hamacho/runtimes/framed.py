@@ -1,0 +1,77 @@
+"""A runtime over whole frames: tiles in bounded batches, stitched maps, the inspected area, image scores.
+
+Every runtime scores model-input-sized images. :class:`FramedRuntime` puts one in front of a
+:class:`~hamacho.data.framing.Framing`: with tiling on, it cuts each frame into tiles, runs them at most
+``batch_size`` at a time (memory does not grow with the number of tiles), and averages the raw tile maps
+where tiles overlap; where pixels are not inspected, it sets the maps to 0 and takes the image score as
+the maximum of the raw map over the inspected pixels, normalized with the model's calibration. The code
+is numpy: model files and exports (ONNX, OpenVINO, TorchScript) share it, and the exported graph stays
+the per-tile model.
+
+Models framed plainly (no tiling, nothing left out) get the model's own outputs untouched, so their scores
+are bit for bit those of earlier versions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hamacho.data.framing import Framing
+from hamacho.data.geometry import coverage, iter_tiles, stitch
+from hamacho.post.normalization import normalize
+from hamacho.runtimes import Runtime, RuntimeOutput
+
+
+class FramedRuntime:
+    """Scores frames (B, 3, H, W) with a runtime that scores model inputs.
+
+    Args:
+        runtime: The model's runtime.
+        framing: How the model frames images.
+        batch_size: Most tiles per forward pass.
+    """
+
+    def __init__(self, runtime: Runtime, framing: Framing, batch_size: int) -> None:
+        self.runtime = runtime
+        self.framing = framing
+        self.batch_size = batch_size
+        self._origins = framing.origins()
+        self._coverage = coverage(framing.frame, framing.input_size, self._origins) if framing.tiled else None
+
+    def run(self, images: np.ndarray, inspected: np.ndarray | None = None) -> RuntimeOutput:
+        """Maps at the frame size (0 where not inspected) and image scores, raw and normalized.
+
+        Args:
+            images: uint8 (B, 3, H, W) frames.
+            inspected: bool (B, H, W), the inspected pixels; None for all.
+        """
+        framing = self.framing
+        if not framing.tiled:
+            out = self.runtime.run(images)
+            if not framing.map_scores:
+                return out
+            raw_maps = out.raw_maps
+        else:
+            raw_maps = self.stitched_raw_maps(images)
+        if inspected is not None:
+            raw_maps = np.where(inspected, raw_maps, np.float32(0.0))
+            masked = np.where(inspected, raw_maps, -np.inf).reshape(len(raw_maps), -1).max(axis=1)
+            raw_scores = np.where(np.isfinite(masked), masked, 0.0).astype(np.float32)
+        else:
+            raw_scores = raw_maps.reshape(len(raw_maps), -1).max(axis=1)
+        cal = self.runtime.calibration
+        maps = normalize(raw_maps, cal["pixel_threshold"], cal["pixel_min"], cal["pixel_max"]).astype(np.float32)
+        if inspected is not None:
+            maps[~inspected] = 0.0
+        scores = normalize(raw_scores, cal["image_threshold"], cal["image_min"], cal["image_max"]).astype(np.float32)
+        return RuntimeOutput(maps, scores, raw_maps.astype(np.float32, copy=False), raw_scores)
+
+    def stitched_raw_maps(self, images: np.ndarray) -> np.ndarray:
+        """Raw maps (B, H, W) of frames scored tile by tile, overlaps averaged."""
+        tile = self.framing.input_size
+        sums = np.zeros((images.shape[0], *self.framing.frame), dtype=np.float32)
+        for tiles, where in iter_tiles(images, self._origins, tile, self.batch_size):
+            stitch(sums, self.runtime.run(tiles).raw_maps, where, tile)
+        assert self._coverage is not None
+        sums /= self._coverage
+        return sums
