@@ -202,6 +202,44 @@ def export(model_path, runtime, output, precision) -> None:
     click.echo(f"Files: {', '.join(result.files)}, metadata.json")
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; any address other than this machine's own needs --token.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="TCP port.")
+@click.option("--data-dir", default="hamacho-data", show_default=True,
+              help="Database (SQLite by default), images, models and results.")
+@click.option("--database-url", envvar="HAMACHO_DATABASE_URL",
+              help="SQLAlchemy URL of another database, e.g. postgresql://user:pw@host/hamacho "
+                   "[sqlite in --data-dir] (also HAMACHO_DATABASE_URL).")
+@click.option("--token", envvar="HAMACHO_TOKEN",
+              help="API calls need 'Authorization: Bearer TOKEN' (also HAMACHO_TOKEN).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Training jobs that run at once, each in its own process.")
+@click.option("--max-loaded", type=click.IntRange(1, 100), default=2, show_default=True,
+              help="Models kept in memory; the least recently used is unloaded first.")
+@click.option("--allow-path", "allow_paths", multiple=True,
+              help="Folder whose files may be registered by server-side path (repeat) [DATA_DIR/import].")
+@click.option("--max-upload-mb", type=click.FloatRange(0.001), default=50.0, show_default=True,
+              help="Largest uploaded file.")
+@click.option("--max-request-mb", type=click.FloatRange(0.001), default=500.0, show_default=True,
+              help="Largest request.")
+@click.option("--max-pixels", type=click.IntRange(1), default=50_000_000, show_default=True,
+              help="Largest image (width x height); larger ones are refused before decoding.")
+@click.option("--device", default="auto", show_default=True, help="Where models run: auto, cpu, cuda, ...")
+def serve(host, port, data_dir, database_url, token, workers, max_loaded, allow_paths, max_upload_mb,
+          max_request_mb, max_pixels, device) -> None:
+    """Run the REST API and the web UI (http://HOST:PORT/, API docs at /docs).
+
+    Needs the serve extra: pip install "hamacho[serve]" (docs/service.md).
+    """
+    from hamacho.serve.server import run_server
+
+    run_server(host=host, port=port, data_dir=data_dir, database_url=database_url, token=token or None,
+               workers=workers, max_loaded=max_loaded, allowed_roots=list(allow_paths),
+               max_file_bytes=int(max_upload_mb * 2**20), max_request_bytes=int(max_request_mb * 2**20),
+               max_pixels=max_pixels, device=device)
+
+
 def _echo_outcome(result: Any, results_note: str = "") -> None:
     """Metrics table (when there are labels), decision counts, and where the files are."""
     from hamacho.report.results import decision_summary, format_metrics_table

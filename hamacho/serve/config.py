@@ -1,0 +1,51 @@
+"""Settings of a running service (from ``hamacho serve`` options and environment variables)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MiB = 1024 * 1024
+
+
+@dataclass
+class ServiceConfig:
+    """How the service runs.
+
+    Attributes:
+        data_dir: Database (SQLite default), images, models and results live here.
+        database_url: SQLAlchemy URL; default ``sqlite:///<data_dir>/hamacho.db``.
+        token: When set, every API call needs ``Authorization: Bearer <token>``.
+        workers: Training jobs that run at once (each in its own process).
+        max_loaded: Models kept in memory; the least recently used is unloaded first.
+        max_file_bytes: Largest uploaded file.
+        max_request_bytes: Largest request body.
+        max_pixels: Largest image (width x height) accepted; larger ones are refused before decoding.
+        allowed_roots: Folders that server-side paths (images, model imports) must lie in.
+        keep_unsaved: Unsaved predictions whose pictures stay available.
+        device: Where models run (``auto``: a GPU when there is one).
+    """
+
+    data_dir: Path = field(default_factory=lambda: Path("hamacho-data"))
+    database_url: str | None = None
+    token: str | None = None
+    workers: int = 1
+    max_loaded: int = 2
+    max_file_bytes: int = 50 * MiB
+    max_request_bytes: int = 500 * MiB
+    max_pixels: int = 50_000_000
+    allowed_roots: list[Path] = field(default_factory=list)
+    keep_unsaved: int = 200
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+        if not self.allowed_roots:
+            self.allowed_roots = [self.data_dir / "import"]
+        self.allowed_roots = [Path(root).expanduser().resolve() for root in self.allowed_roots]
+
+    @property
+    def url(self) -> str:
+        """The database URL in use."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'hamacho.db'}"

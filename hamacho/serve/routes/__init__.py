@@ -1,0 +1,1 @@
+"""One router per resource: system, images, jobs, models, predict (and results)."""

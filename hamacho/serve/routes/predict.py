@@ -1,0 +1,217 @@
+"""Predictions with a model (uploads or server-side paths), their pictures, and saved results.
+
+Each prediction gets a folder ``predictions/<id>/`` with the image as sent, its normalized anomaly map
+(8-bit grey PNG, also for clients that re-threshold) and predicted mask; the heatmap and segmentation
+pictures are drawn from those on first request. A saved prediction is a results row pointing at its
+folder; unsaved ones are a cache of the last ``keep_unsaved`` (and are dropped at start-up).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from sqlalchemy import func, select
+from starlette.datastructures import UploadFile as StarletteUpload
+
+from hamacho.errors import ConfigError
+from hamacho.files import atomic_write_bytes, atomic_write_text
+from hamacho.predictor import check_cut
+from hamacho.report.images import heatmap_overlay, segmentation_overlay
+from hamacho.serve.db import ModelRow, ResultRow, loads, utcnow
+from hamacho.serve.schemas import Cut, Deleted, PredictionOut, PredictOut, ResultList
+from hamacho.serve.service import API, Service, find_model, get_service, page
+from hamacho.serve.storage import (
+    PREDICTIONS,
+    CheckedImage,
+    TooLarge,
+    allowed_path,
+    check_image,
+    decode_rgb,
+    display_name,
+    new_name,
+    read_limited,
+    remove_tree,
+)
+
+router = APIRouter(tags=["predict"])
+MAX_IMAGES = 100
+PICTURES = ("heatmap.png", "segmentation.png", "map.png", "mask.png")
+FOLDER_NAME = re.compile(r"^[0-9a-f]{32}$")
+_unsaved: deque[str] = deque()
+
+
+def raw_threshold(calibration: dict[str, float], level: str, cut: float) -> float:
+    """The raw value a normalized cut stands for (inverse of the min-max normalization)."""
+    span = calibration[f"{level}_max"] - calibration[f"{level}_min"]
+    return calibration[f"{level}_threshold"] + (cut - 0.5) * (span if span > 0 else 1.0)
+
+
+def prediction_out(data: dict[str, Any], result_id: int | None) -> PredictionOut:
+    """The API's view of a stored prediction."""
+    base = f"{API}/predictions/{data['folder']}"
+    ok = data.get("error") is None
+    return PredictionOut(**{k: v for k, v in data.items() if k in PredictionOut.model_fields},
+                         image_url=f"{base}/image" if ok else None,
+                         heatmap_url=f"{base}/heatmap.png" if ok else None,
+                         segmentation_url=f"{base}/segmentation.png" if ok else None,
+                         map_url=f"{base}/map.png" if ok else None, result_id=result_id)
+
+
+def _png(array: np.ndarray) -> bytes:
+    _ok, encoded = cv2.imencode(".png", array)
+    return encoded.tobytes()
+
+
+def _run(service: Service, row: ModelRow, items: list[tuple[str, CheckedImage]], image_cut: float,
+         pixel_cut: float, save: bool) -> PredictOut:
+    entry = service.path(row.folder) / row.entry
+    with service.cache.using(row.id, entry) as predictor:
+        arrays = [checked.rgb() for _name, checked in items]
+        predictions = predictor.predict(arrays, image_cut, pixel_cut)
+        calibration = predictor.calibration
+        alpha = predictor.settings.visualization.heatmap_alpha
+    cuts = {level: Cut(normalized=cut, raw=raw_threshold(calibration, level, cut))
+            for level, cut in (("image", image_cut), ("pixel", pixel_cut))}
+    out = []
+    for (name, checked), prediction in zip(items, predictions):
+        folder = new_name()
+        path = service.path(f"{PREDICTIONS}/{folder}")
+        atomic_write_bytes(path / f"image{checked.extension}", checked.data)
+        atomic_write_bytes(path / "map.png", _png(np.round(prediction.anomaly_map * 255).astype(np.uint8)))
+        atomic_write_bytes(path / "mask.png", _png(prediction.mask.astype(np.uint8) * 255))
+        data = {"name": name, "width": checked.width, "height": checked.height, "raw_score": prediction.raw_score,
+                "score": prediction.score, "decision": prediction.decision,
+                "image_threshold": cuts["image"].model_dump(), "pixel_threshold": cuts["pixel"].model_dump(),
+                "model_id": row.id, "created_at": utcnow(), "error": prediction.error, "folder": folder,
+                "image": f"image{checked.extension}", "alpha": alpha}
+        atomic_write_text(path / "prediction.json", json.dumps(data))
+        out.append(data)
+    ids: list[int | None] = [None] * len(out)
+    if save:
+        with service.factory() as session, session.begin():
+            rows = [ResultRow(model_id=row.id, folder=f"{PREDICTIONS}/{d['folder']}", data=json.dumps(d)) for d in out]
+            session.add_all(rows)
+            session.flush()
+            ids = [r.id for r in rows]
+    else:
+        _forget_old(service, [d["folder"] for d in out])
+    return PredictOut(model_id=row.id, model_tag=row.tag,
+                      items=[prediction_out(d, result_id) for d, result_id in zip(out, ids)])
+
+
+def _forget_old(service: Service, folders: list[str]) -> None:
+    with service.lock:
+        _unsaved.extend(folders)
+        old = [_unsaved.popleft() for _ in range(max(0, len(_unsaved) - service.config.keep_unsaved))]
+    for folder in old:
+        remove_tree(service.path(f"{PREDICTIONS}/{folder}"))
+
+
+@router.post("/models/{ref}/predict", response_model=PredictOut)
+async def predict(ref: str, files: list[UploadFile] = File(default=[], description="Images (repeat the field)"),
+                  paths: list[str] = Form(default=[], description="Server-side image files (repeat the field)"),
+                  image_threshold: float = Form(0.5), pixel_threshold: float = Form(0.5), save: bool = Form(False),
+                  service: Service = Depends(get_service)) -> PredictOut:
+    """Score images with a model (loaded first if it is not in memory); ``save`` keeps them as results."""
+    try:
+        image_cut = check_cut("image_threshold", image_threshold)
+        pixel_cut = check_cut("pixel_threshold", pixel_threshold)
+    except ConfigError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    files = [f for f in files if isinstance(f, StarletteUpload)]
+    if not files and not paths:
+        raise HTTPException(400, "send images in 'files' or server-side paths in 'paths'")
+    if len(files) + len(paths) > MAX_IMAGES:
+        raise HTTPException(400, f"at most {MAX_IMAGES} images per request")
+    with service.factory() as session:
+        row = find_model(session, ref)
+    config = service.config
+    items = []
+    for upload in files:
+        name = display_name(upload.filename)
+        data = await upload.read(config.max_file_bytes + 1)
+        if len(data) > config.max_file_bytes:
+            raise TooLarge(f"{name}: over the limit of {config.max_file_bytes} bytes per file")
+        items.append((name, check_image(data, name, config.max_pixels)))
+    for text in paths:
+        path = allowed_path(text, config.allowed_roots)
+        items.append((display_name(path.name), check_image(read_limited(path, config.max_file_bytes), path.name,
+                                                           config.max_pixels)))
+    return await run_in_threadpool(_run, service, row, items, image_cut, pixel_cut, save)
+
+
+@router.get("/predictions/{folder}/{name}")
+def prediction_file(folder: str, name: str, service: Service = Depends(get_service)) -> FileResponse:
+    """A prediction's picture: image, heatmap.png, segmentation.png, map.png (normalized map) or mask.png."""
+    if not FOLDER_NAME.match(folder) or (name != "image" and name not in PICTURES):
+        raise HTTPException(404, "no such prediction file")
+    path = service.path(f"{PREDICTIONS}/{folder}")
+    meta = path / "prediction.json"
+    if not meta.is_file():
+        raise HTTPException(404, "no such prediction (unsaved predictions are kept for a while only)")
+    data = json.loads(meta.read_text())
+    if name == "image":
+        return FileResponse(path / data["image"])
+    target = path / name
+    if not target.is_file():
+        _draw(path, data, name)
+    return FileResponse(target, media_type="image/png")
+
+
+def _draw(path: Path, data: dict[str, Any], name: str) -> None:
+    image = decode_rgb((path / data["image"]).read_bytes())
+    if name == "heatmap.png":
+        values = cv2.imread(str(path / "map.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+        picture = heatmap_overlay(image, values, data.get("alpha", 0.5))
+    else:
+        picture = segmentation_overlay(image, cv2.imread(str(path / "mask.png"), cv2.IMREAD_GRAYSCALE) > 0)
+    atomic_write_bytes(path / name, _png(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)))
+
+
+@router.get("/results", response_model=ResultList)
+def list_results(model: str | None = None, offset: int = 0, limit: int = 50,
+                 service: Service = Depends(get_service)) -> ResultList:
+    """Saved results, newest first, of one model (id or tag) or of all."""
+    offset, limit = page(offset, limit)
+    query = select(ResultRow)
+    with service.factory() as session:
+        if model is not None:
+            query = query.where(ResultRow.model_id == find_model(session, model).id)
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = list(session.scalars(query.order_by(ResultRow.id.desc()).offset(offset).limit(limit)))
+    return ResultList(items=[prediction_out(loads(r.data), r.id) for r in rows], total=total, offset=offset,
+                      limit=limit)
+
+
+def _result(service: Service, result_id: int) -> ResultRow:
+    with service.factory() as session:
+        row = session.get(ResultRow, result_id)
+    if row is None:
+        raise HTTPException(404, f"no result with id {result_id}")
+    return row
+
+
+@router.get("/results/{result_id}", response_model=PredictionOut)
+def get_result(result_id: int, service: Service = Depends(get_service)) -> PredictionOut:
+    """One saved result."""
+    row = _result(service, result_id)
+    return prediction_out(loads(row.data), row.id)
+
+
+@router.delete("/results/{result_id}", response_model=Deleted)
+def delete_result(result_id: int, service: Service = Depends(get_service)) -> Deleted:
+    """Delete a saved result and its pictures."""
+    row = _result(service, result_id)
+    with service.factory() as session, session.begin():
+        session.execute(ResultRow.__table__.delete().where(ResultRow.id == result_id))
+    remove_tree(service.path(row.folder))
+    return Deleted(deleted=1)

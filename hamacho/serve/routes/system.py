@@ -1,0 +1,57 @@
+"""Health, version, auth and form options."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from sqlalchemy import func, select, text
+
+from hamacho import __version__
+from hamacho.serve.db import JobRow
+from hamacho.serve.service import Service, get_service
+
+open_router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"])
+
+
+@open_router.get("/health")
+def health(service: Service = Depends(get_service)) -> dict[str, Any]:
+    """Liveness and readiness: the database answers, jobs queued and running, models loaded (no token needed)."""
+    with service.factory() as session:
+        session.execute(text("SELECT 1"))
+        counts = dict(session.execute(select(JobRow.status, func.count()).where(
+            JobRow.status.in_(("queued", "running"))).group_by(JobRow.status)).all())
+    return {"status": "ok", "database": "ok",
+            "jobs": {"queued": counts.get("queued", 0), "running": counts.get("running", 0)},
+            "models_loaded": len(service.cache.loaded())}
+
+
+@open_router.get("/auth")
+def auth(service: Service = Depends(get_service)) -> dict[str, bool]:
+    """Whether API calls need a token (the UI asks for it once when they do)."""
+    return {"required": bool(service.config.token)}
+
+
+@router.get("/version")
+def version() -> dict[str, str | None]:
+    """Versions of Hamacho, the API, Python and (when installed) PyTorch."""
+    try:
+        torch_version: str | None = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = None
+    return {"hamacho": __version__, "api": "v1", "python": platform.python_version(), "torch": torch_version}
+
+
+@router.get("/options")
+def options() -> dict[str, Any]:
+    """Model names, backbones and every model's default settings, for forms."""
+    from hamacho.config import default_settings, settings_to_dict
+    from hamacho.models.registry import model_names
+    from hamacho.settings import BACKBONES
+
+    names = model_names()
+    return {"models": names, "backbones": list(BACKBONES),
+            "defaults": {name: settings_to_dict(default_settings(name)) for name in names}}

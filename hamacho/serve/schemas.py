@@ -1,0 +1,211 @@
+"""Request and response bodies of the API (pydantic; they make the OpenAPI schema at /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Group = Literal["good", "bad", "mask"]
+TAG_PATTERN = r"^[^\x00-\x1f/\\]{1,128}$"
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx (and the never-expected 5xx) answer."""
+
+    error: str
+
+
+class ImageOut(BaseModel):
+    """A registered image or mask."""
+
+    id: int
+    name: str
+    group: Group
+    tag: str | None
+    width: int
+    height: int
+    bytes: int
+    mask_id: int | None = None
+    image_id: int | None = None
+    created_at: str
+    file_url: str
+    thumbnail_url: str
+
+
+class ImageList(BaseModel):
+    """A page of images."""
+
+    items: list[ImageOut]
+    total: int = 0
+    offset: int = 0
+    limit: int = 0
+
+
+class PathsIn(BaseModel):
+    """Server-side files or folders to register."""
+
+    model_config = ConfigDict(extra="forbid")
+    paths: list[str] = Field(min_length=1, max_length=10_000)
+    group: Group
+    tag: str | None = Field(default=None, pattern=TAG_PATTERN)
+
+
+class TagOut(BaseModel):
+    """Images per group under one tag."""
+
+    tag: str | None
+    good: int
+    bad: int
+    mask: int
+
+
+class TagList(BaseModel):
+    """Every tag in use."""
+
+    items: list[TagOut]
+
+
+class Deleted(BaseModel):
+    """How many things were deleted."""
+
+    deleted: int
+
+
+class JobIn(BaseModel):
+    """A training job to start."""
+
+    model_config = ConfigDict(extra="forbid")
+    model_tag: str = Field(pattern=TAG_PATTERN)
+    model: str = "padim"
+    tag: str | None = None
+    image_ids: list[int] | None = Field(default=None, max_length=100_000)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobOut(BaseModel):
+    """A training job and how far it is."""
+
+    id: int
+    model_tag: str
+    model: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    phase: str
+    percent: float
+    error: str | None
+    model_id: int | None
+    parameters: dict[str, Any]
+    images: dict[str, int]
+    cancel_requested: bool
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class JobList(BaseModel):
+    """A page of jobs."""
+
+    items: list[JobOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class ModelOut(BaseModel):
+    """A trained or imported model."""
+
+    id: int
+    tag: str
+    model: str
+    display_name: str
+    backbone: str
+    image_size: int
+    format: str
+    source: Literal["trained", "imported"]
+    job_id: int | None
+    created_at: str
+    metrics: dict[str, Any] | None
+    thresholds: dict[str, Any]
+    dataset: dict[str, Any] | None
+    config: dict[str, Any] | None
+    loaded: bool
+    report_url: str | None
+    pictures: list[str]
+    download_url: str
+
+
+class ModelList(BaseModel):
+    """A page of models."""
+
+    items: list[ModelOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class LoadedOut(BaseModel):
+    """One model in memory."""
+
+    id: int
+    tag: str
+    last_used: float
+
+
+class LoadedList(BaseModel):
+    """The models in memory."""
+
+    items: list[LoadedOut]
+    max_loaded: int
+
+
+class Cut(BaseModel):
+    """A threshold on both scales."""
+
+    normalized: float
+    raw: float
+
+
+class PredictionOut(BaseModel):
+    """The outcome for one image."""
+
+    name: str
+    width: int | None
+    height: int | None
+    raw_score: float | None
+    score: float | None
+    decision: Literal["OK", "NG", ""]
+    image_threshold: Cut
+    pixel_threshold: Cut
+    image_url: str | None
+    heatmap_url: str | None
+    segmentation_url: str | None
+    map_url: str | None
+    result_id: int | None
+    model_id: int
+    created_at: str
+    error: str | None
+
+
+class PredictOut(BaseModel):
+    """Predictions of one request."""
+
+    model_id: int
+    model_tag: str
+    items: list[PredictionOut]
+
+
+class ResultList(BaseModel):
+    """A page of saved results."""
+
+    items: list[PredictionOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class ImportPathIn(BaseModel):
+    """A server-side model to import."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    tag: str = Field(pattern=TAG_PATTERN)

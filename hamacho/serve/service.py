@@ -1,0 +1,89 @@
+"""The state one running service shares between requests: config, database, job queue, loaded models."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import HTTPException, Request
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from hamacho.serve.config import ServiceConfig
+from hamacho.serve.db import ImageRow, ModelRow, ResultRow, open_database
+from hamacho.serve.jobs import JobRunner
+from hamacho.serve.predictors import PredictorCache
+from hamacho.serve.storage import IMAGES, MODELS, PREDICTIONS, TMP, remove_orphans, remove_tree
+
+API = "/api/v1"
+
+
+@dataclass
+class Service:
+    """What the routes share (``app.state.service``)."""
+
+    config: ServiceConfig
+    factory: sessionmaker[Session]
+    runner: JobRunner
+    cache: PredictorCache
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, config: ServiceConfig) -> Service:
+        """Open (or create) the data folder and database, and make both consistent after a crash.
+
+        Raises:
+            ConfigError: The database cannot be opened or is newer than this Hamacho.
+        """
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        for sub in (IMAGES, MODELS, PREDICTIONS, TMP):
+            (config.data_dir / sub).mkdir(exist_ok=True)
+        factory = open_database(config.url)
+        runner = JobRunner(factory, config.url, config.data_dir, config.workers)
+        service = cls(config, factory, runner, PredictorCache(config.max_loaded, config.device))
+        runner.recover()
+        service.remove_orphans()
+        return service
+
+    def remove_orphans(self) -> dict[str, int]:
+        """Delete files no row lists (left by a killed server mid-write); return counts per folder."""
+        with self.factory() as session:
+            images = {Path(p).name for p in session.scalars(select(ImageRow.stored))}
+            models = {Path(p).name for p in session.scalars(select(ModelRow.folder))}
+            results = {Path(p).name for p in session.scalars(select(ResultRow.folder))}
+        data = self.config.data_dir
+        remove_tree(data / TMP)
+        (data / TMP).mkdir(exist_ok=True)
+        # Unsaved predictions are a cache: dropped at start-up too.
+        return {"images": remove_orphans(data / IMAGES, images), "models": remove_orphans(data / MODELS, models),
+                "predictions": remove_orphans(data / PREDICTIONS, results)}
+
+    def path(self, relative: str) -> Path:
+        """A path under the data folder."""
+        return self.config.data_dir / relative
+
+
+def get_service(request: Request) -> Service:
+    """FastAPI dependency: the running service."""
+    return request.app.state.service
+
+
+def find_model(session: Session, ref: str) -> ModelRow:
+    """A model by id or tag (404 otherwise)."""
+    clauses = [ModelRow.tag == ref]
+    if ref.isdigit() and len(ref) < 12:
+        clauses.append(ModelRow.id == int(ref))
+    row = session.scalar(select(ModelRow).where(or_(*clauses)).order_by(ModelRow.tag == ref))
+    if row is None:
+        raise HTTPException(404, f"no model with id or tag {ref!r}")
+    return row
+
+
+def page(offset: int, limit: int) -> tuple[int, int]:
+    """Checked paging values."""
+    if offset < 0:
+        raise HTTPException(400, f"offset must be 0 or more, got {offset}")
+    if not 1 <= limit <= 1000:
+        raise HTTPException(400, f"limit must be between 1 and 1000, got {limit}")
+    return offset, limit

@@ -1,0 +1,151 @@
+"""Files under the service's data folder, and the checks on everything that comes from outside.
+
+* Uploaded bytes are judged by their content, never by their name: the header gives the format and
+  size (an image over the pixel limit is refused before it is decoded: decompression bombs), then the
+  whole image is decoded once (truncated and damaged files are refused).
+* A client's file name is only ever a label (:func:`display_name`); stored files get generated names.
+* Server-side paths must lie inside an allowed root, after symlinks are resolved, and may not contain
+  ``..`` (:func:`allowed_path`).
+* Every file is written atomically (a temporary name, then a rename), so a killed server leaves whole
+  files or none; files without a database row are removed at start-up (:func:`remove_orphans`).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from hamacho.data.images import as_rgb_uint8
+from hamacho.errors import HamachoError
+from hamacho.files import atomic_write_bytes
+
+# PIL format name -> the extension the stored file gets
+FORMATS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
+IMAGES, MODELS, PREDICTIONS, JOBS, TMP = "images", "models", "predictions", "jobs", "tmp"
+
+
+class InputError(HamachoError):
+    """Bad input from a client (answered with 400 and the message)."""
+
+
+class TooLarge(InputError):
+    """An upload over a size limit (answered with 413)."""
+
+
+@dataclass
+class CheckedImage:
+    """An image file that decoded: its bytes, stored extension and size."""
+
+    data: bytes
+    extension: str
+    width: int
+    height: int
+
+    def rgb(self) -> np.ndarray:
+        """Decode to RGB uint8 (H, W, 3)."""
+        return decode_rgb(self.data)
+
+
+def display_name(name: str | None, fallback: str = "image") -> str:
+    """A client's file name made safe to show and store as a label: the last path part, no control characters."""
+    text = unicodedata.normalize("NFC", str(name or ""))
+    text = text.replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C").strip().strip(".")
+    return text[:200] or fallback
+
+
+def check_image(data: bytes, name: str, max_pixels: int) -> CheckedImage:
+    """Accept bytes only if they are a PNG, JPEG, BMP or TIFF image within ``max_pixels`` that decodes.
+
+    Raises:
+        InputError: With the file's name and the reason.
+    """
+    from PIL import Image, UnidentifiedImageError  # Pillow comes with matplotlib; reads headers only
+
+    if not data:
+        raise InputError(f"{name}: empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            fmt, (width, height) = header.format, header.size
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"{name}: not a readable image (PNG, JPEG, BMP or TIFF)") from exc
+    if fmt not in FORMATS:
+        raise InputError(f"{name}: image format {fmt} is not supported (PNG, JPEG, BMP or TIFF)")
+    if width * height > max_pixels:
+        raise InputError(f"{name}: {width}x{height} pixels is over the limit of {max_pixels} pixels")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0 or image.shape[:2] != (height, width):
+        raise InputError(f"{name}: not a readable image (damaged or truncated)")
+    return CheckedImage(data, FORMATS[fmt], width, height)
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """Decode checked image bytes to RGB uint8 (H, W, 3)."""
+    return as_rgb_uint8(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), bgr=True)
+
+
+def new_name(extension: str = "") -> str:
+    """A fresh, unguessable file or folder name."""
+    return uuid.uuid4().hex + extension
+
+
+def store_bytes(data_dir: Path, folder: str, data: bytes, extension: str) -> str:
+    """Write ``data`` atomically under ``data_dir/folder``; return its path relative to ``data_dir``."""
+    relative = f"{folder}/{new_name(extension)}"
+    atomic_write_bytes(data_dir / relative, data)
+    return relative
+
+
+def allowed_path(path: str, roots: list[Path]) -> Path:
+    """Resolve a server-side path that must lie inside one of ``roots`` (symlinks resolved first).
+
+    Raises:
+        InputError: For ``..`` parts, a missing path, or a path outside every root.
+    """
+    if not path or "\x00" in path:
+        raise InputError("empty path")
+    if ".." in Path(path).parts:
+        raise InputError(f"{path}: '..' is not allowed in server-side paths")
+    candidate = Path(path).expanduser()
+    try:
+        resolved = candidate.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise InputError(f"{path}: no such file or folder on the server") from exc
+    if not any(resolved == root or root in resolved.parents for root in roots):
+        shown = ", ".join(str(root) for root in roots)
+        raise InputError(f"{path}: outside the allowed folders ({shown}); see `hamacho serve --allow-path`")
+    return resolved
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """A server-side file's bytes, refused over ``limit`` bytes."""
+    size = path.stat().st_size
+    if size > limit:
+        raise TooLarge(f"{path.name}: {size} bytes is over the limit of {limit} bytes per file")
+    return path.read_bytes()
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a folder or file if it exists (no error when it is already gone)."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink(missing_ok=True)
+
+
+def remove_orphans(folder: Path, known: set[str]) -> int:
+    """Delete entries of ``folder`` whose names are not in ``known`` (left by a killed server)."""
+    removed = 0
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if entry.name not in known:
+                remove_tree(entry)
+                removed += 1
+    return removed

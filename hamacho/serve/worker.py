@@ -1,0 +1,210 @@
+"""One training job, run in a child process so that the API stays responsive.
+
+The job's images are hard-linked (copied where links are not possible) into the folder layout
+(``good/``, ``bad/``, ``mask/<stem>_mask.*``) and trained with the same code as ``hamacho train``. Progress
+(phase and percent) goes to the job's row at most twice a second; a cancel request there, or the
+server's death, stops the run at its next step (:class:`~hamacho.progress.RunControl`). The model is
+listed only after all its files are in place: the folder is moved into ``models/`` and the model row
+and the job's final state are committed in one transaction, and only while the job is still running
+(a restarted server that already marked it failed wins, and the files are removed).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from hamacho.config import build_config, settings_to_dict
+from hamacho.errors import ConfigError, HamachoError, Interrupted, first_line
+from hamacho.models.registry import display_name
+from hamacho.serve.db import ImageRow, JobRow, ModelRow, open_database, utcnow
+from hamacho.serve.storage import JOBS, MODELS, new_name, remove_tree
+from hamacho.settings import Settings
+
+# Share of the whole run each phase stands for, for one percent figure (measured on bottle, PaDiM).
+PHASE_WEIGHTS = {"loading": 2, "feature extraction": 45, "fit": 13, "calibration": 10, "test": 15,
+                 "report": 12, "saving": 3}
+# Keys the service sets itself; a job may not change them.
+SERVICE_KEYS = ("dataset.root", "dataset.format", "dataset.good_dir", "dataset.bad_dir", "dataset.mask_dir",
+                "dataset.mask_suffix", "dataset.file_list", "dataset.good_list", "dataset.bad_list",
+                "dataset.mask_list", "dataset.name", "project.result_path", "dataset.num_workers",
+                "model.name")
+UPDATE_SECONDS = 0.5
+
+
+def job_settings(model: str, parameters: dict[str, Any], folder: Path | None = None) -> Settings:
+    """The training settings of a job: its parameters over the model's defaults, and the service's own keys.
+
+    Args:
+        model: Registered model name.
+        parameters: Dotted config keys and values, as ``hamacho train`` takes them.
+        folder: The job's working folder (None to only validate the parameters).
+
+    Raises:
+        ConfigError: Unknown keys, bad values, or a key the service sets itself.
+    """
+    for key in parameters:
+        if key in SERVICE_KEYS:
+            raise ConfigError(f"parameter '{key}' is set by the service and cannot be given")
+        if not isinstance(key, str) or not key or any(part == "" for part in key.split(".")):
+            raise ConfigError(f"parameter name {key!r} is not a dotted config key such as model.backbone")
+    base = folder or Path("job")
+    fixed = {"dataset.format": "folder", "dataset.good_dir": str(base / "dataset" / "good"),
+             "dataset.bad_dir": str(base / "dataset" / "bad"), "dataset.mask_dir": str(base / "dataset" / "mask"),
+             "dataset.mask_suffix": "_mask", "dataset.name": "dataset", "dataset.num_workers": 0,
+             "project.result_path": str(base / "results")}
+    return build_config(model, options={**parameters, **fixed})
+
+
+def link_dataset(session: Session, data_dir: Path, image_ids: list[int], folder: Path) -> dict[str, int]:
+    """Lay the job's images out as good/, bad/ and mask/ under ``folder``; return the counts."""
+    rows = list(session.scalars(select(ImageRow).where(ImageRow.id.in_(image_ids))))
+    by_id = {row.id: row for row in rows}
+    counts = {"good": 0, "bad": 0, "mask": 0}
+    for sub in ("good", "bad", "mask"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        source = data_dir / row.stored
+        ext = Path(row.stored).suffix
+        if row.group == "mask":
+            target = by_id.get(row.image_id) if row.image_id is not None else None
+            if target is None or target.group != "bad":
+                continue  # a mask of an image outside this job, or of a good image: not used
+            destination = folder / "mask" / f"{target.id}_mask{ext}"
+        else:
+            destination = folder / row.group / f"{row.id}{ext}"
+        try:
+            os.link(source, destination)
+        except OSError:
+            shutil.copyfile(source, destination)
+        counts[row.group] += 1
+    (folder / "bad").rmdir() if counts["bad"] == 0 else None
+    (folder / "mask").rmdir() if counts["mask"] == 0 else None
+    return counts
+
+
+class ProgressWriter:
+    """Observer of a run: writes phase and percent to the job row, and turns a cancel request into a stop."""
+
+    def __init__(self, factory: sessionmaker[Session], job_id: int, parent: int) -> None:
+        self.factory = factory
+        self.job_id = job_id
+        self.parent = parent
+        self.control: Any = None
+        self._last = 0.0
+        self._phase = ""
+        self._done_weight = 0.0
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        changed = phase != self._phase
+        if changed:
+            self._done_weight += PHASE_WEIGHTS.get(self._phase, 0)
+            self._phase = phase
+        if not changed and now - self._last < UPDATE_SECONDS:
+            return
+        self._last = now
+        share = min(done / total, 1.0) if total else 0.0
+        percent = min(99.0, (self._done_weight + share * PHASE_WEIGHTS.get(phase, 0)) * 100.0
+                      / sum(PHASE_WEIGHTS.values()))
+        with self.factory() as session, session.begin():
+            session.execute(update(JobRow).where(JobRow.id == self.job_id)
+                            .values(phase=phase, percent=round(percent, 1)))
+            cancel = session.scalar(select(JobRow.cancel_requested).where(JobRow.id == self.job_id))
+        if (cancel or os.getppid() != self.parent) and self.control is not None:
+            self.control.request_stop()
+
+
+def run_job(url: str, data_dir: str, job_id: int) -> None:
+    """Run training job ``job_id`` to its end (the entry point of the worker process)."""
+    _die_with_parent()
+    from hamacho.progress import RunControl
+    from hamacho.train import run_training
+
+    data = Path(data_dir)
+    factory = open_database(url)
+    folder = data / JOBS / str(job_id)
+    parent = os.getppid()
+    writer = ProgressWriter(factory, job_id, parent)
+    control = RunControl(observer=writer, stop_note="no model was saved")
+    writer.control = control
+    status, error, model_id = "failed", None, None
+    try:
+        with factory() as session:
+            job = session.get(JobRow, job_id)
+            if job is None:
+                return
+            remove_tree(folder)
+            counts = link_dataset(session, data, json.loads(job.image_ids), folder / "dataset")
+            session.execute(update(JobRow).where(JobRow.id == job_id).values(counts=json.dumps(counts)))
+            session.commit()
+            settings = job_settings(job.model, json.loads(job.parameters), folder)
+            tag = job.model_tag
+        result = run_training(settings, control, log=lambda _line: None)
+        model_id = _publish(factory, data, job_id, tag, settings, result)
+        status = "succeeded" if model_id is not None else "failed"
+    except Interrupted as exc:
+        status, error = "cancelled", first_line(exc)
+    except HamachoError as exc:
+        error = first_line(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug: the job fails with its one line, the server lives on
+        error = f"internal error: {type(exc).__name__}: {first_line(exc)}"
+    finally:
+        remove_tree(folder)
+    if status != "succeeded":
+        with factory() as session, session.begin():
+            session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "running")
+                            .values(status=status, error=error, finished_at=utcnow()))
+
+
+def _publish(factory: sessionmaker[Session], data: Path, job_id: int, tag: str, settings: Settings,
+             result: Any) -> int | None:
+    """Move the model's folder into models/ and list it, in one transaction with the job's success."""
+    name = new_name()
+    destination = data / MODELS / name
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(result.output_dir), destination)
+    summary = {key: result.summary.get(key) for key in ("metrics", "calibration", "thresholds", "counts",
+                                                        "notes", "timings", "images_fitted",
+                                                        "images_calibrated")}
+    summary["config"] = settings_to_dict(settings)
+    summary["report"] = result.report_path is not None
+    row = ModelRow(tag=tag, model=settings.model.name, display_name=display_name(settings.model.name),
+                   backbone=settings.model.backbone, image_size=settings.dataset.image_size, format="model.pt",
+                   source="trained", folder=f"{MODELS}/{name}", entry="model.pt", job_id=job_id,
+                   summary=json.dumps(summary, default=str))
+    with factory() as session:
+        session.add(row)
+        session.flush()
+        done = session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "running")
+                               .values(status="succeeded", model_id=row.id, percent=100.0, phase="done",
+                                       finished_at=utcnow()))
+        if done.rowcount != 1:  # the server gave the job up meanwhile: list nothing
+            session.rollback()
+            remove_tree(destination)
+            return None
+        session.commit()
+        return row.id
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to end this process when the server dies (kill -9 included); elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":  # python -m hamacho.serve.worker URL DATA_DIR JOB_ID (started by the job queue)
+    run_job(sys.argv[1], sys.argv[2], int(sys.argv[3]))
