@@ -276,6 +276,7 @@ class Predictor:
             if batch.inspected is not None or self.framing.crop is not None:
                 area = batch.inspected[row] if batch.inspected is not None else np.ones(self.frame_size, np.float32)
                 inspected = to_original(area.astype(np.float32), placement) >= 0.5
+                full[~inspected] = 0.0  # bilinear edges: the map is 0 wherever the pixel is not inspected
             mask = full >= pixel_cut
             yield Prediction(name, float(scored.raw_scores[row]), float(scored.scores[row]),
                              "NG" if bool(scored.is_ng[row]) else "OK", image_cut, pixel_cut,

@@ -152,7 +152,7 @@ def to_original(frame_map: np.ndarray, placement: Placement) -> np.ndarray:
     zero outside it (float32)."""
     top, left, height, width = placement.content
     x1, y1, x2, y2 = placement.box
-    content = np.ascontiguousarray(frame_map[top : top + height, left : left + width], dtype=np.float32)
+    content = np.array(frame_map[top : top + height, left : left + width], dtype=np.float32)  # a copy
     if content.shape != (y2 - y1, x2 - x1):
         content = cv2.resize(content, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
     if (y1, x1, y2 - y1, x2 - x1) == (0, 0, *placement.original):

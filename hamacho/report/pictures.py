@@ -133,6 +133,7 @@ class PictureWriter:
         if area is not None or placement.box != (0, 0, width, height):
             frame_area = np.ones(norm_map.shape, np.float32) if area is None else area.astype(np.float32)
             inspected = to_original(frame_area, placement) >= 0.5
+            big[~inspected] = 0.0
         if self.settings.save_heatmap:
             write_png(self.output_dir / "heatmaps" / f"{sample.name}.png",
                       grey_out(heatmap_overlay(original, big, self.settings.heatmap_alpha), inspected))
