@@ -1,0 +1,246 @@
+// Models screen: the list, one model's card (metrics, thresholds, report, pictures), delete, import.
+import { api, download, loadImage, releaseWithin, resolve } from "./api.js";
+import { $, h, guard, showStatus, confirmAction, fmt, fmtRaw, fmtDate, isNumber } from "./ui.js";
+import { state, on, refreshModels, predictWith } from "./state.js";
+
+const METRIC_ORDER = ["image_AUROC", "image_F1", "pixel_AUROC", "pixel_F1", "pixel_AUPRO"];
+const METRIC_HELP = {
+  image_AUROC: "How well scores separate good from defective images (1 = perfectly)",
+  image_F1: "Balance of missed defects and false alarms at the threshold (1 = none)",
+  pixel_AUROC: "How well the map separates defect pixels from good pixels",
+  pixel_F1: "Overlap of predicted and true defect areas at the pixel threshold",
+  pixel_AUPRO: "How much of each defect region is found, at low false-alarm rates",
+};
+
+let shownModel = null;
+
+export function initModels() {
+  on("models", renderTable);
+  $("#models-refresh").addEventListener("click", guard(refreshModels, $("#models-refresh")));
+  $("#import-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    guard(importModel, $("#import-form button[type=submit]"))();
+  });
+}
+
+function modelName(m) {
+  return m.display_name || m.model || "";
+}
+
+function renderTable(models) {
+  const body = $("#models-table tbody");
+  $("#models-empty").hidden = models.length > 0;
+  $("#models-table").hidden = models.length === 0;
+  body.replaceChildren(
+    ...models.map((m) => {
+      const auroc = m.metrics && isNumber(m.metrics.image_AUROC) ? m.metrics.image_AUROC : null;
+      const selected = shownModel && shownModel.id === m.id;
+      return h(
+        "tr",
+        { class: selected ? "selected" : "" },
+        h("th", { scope: "row" }, m.tag, m.loaded ? h("span", { class: "flag ok", title: "Kept in memory" }, "loaded") : null),
+        h("td", {}, modelName(m)),
+        h("td", {}, m.backbone || ""),
+        h("td", {}, m.image_size ? `${m.image_size} px` : ""),
+        h("td", { class: "num" }, auroc === null ? "n/a" : auroc.toFixed(3)),
+        h("td", {}, fmtDate(m.created_at)),
+        h(
+          "td",
+          { class: "row-actions" },
+          h("button", { type: "button", class: "secondary small", onclick: guard(() => showModel(m.id)), "aria-label": `Details of ${m.tag}` }, "Details"),
+          h("button", { type: "button", class: "secondary small", onclick: () => predictWith(m.tag), "aria-label": `Predict with ${m.tag}` }, "Predict"),
+          h("button", { type: "button", class: "danger-outline small", onclick: guard(() => deleteModel(m)), "aria-label": `Delete ${m.tag}` }, "Delete"),
+        ),
+      );
+    }),
+  );
+}
+
+async function showModel(id) {
+  const model = await api(`api/v1/models/${encodeURIComponent(id)}`);
+  shownModel = model;
+  const box = $("#model-detail");
+  releaseWithin(box);
+  const card = modelCard(model);
+  box.replaceChildren(card);
+  renderTable(state.models);
+  card.scrollIntoView({ behavior: "smooth", block: "start" });
+  $("h2", card).focus();
+}
+
+async function deleteModel(m) {
+  if (!confirmAction(`Delete the model “${m.tag}” and its saved results?`)) return;
+  await api(`api/v1/models/${encodeURIComponent(m.id)}`, { method: "DELETE" });
+  if (shownModel && shownModel.id === m.id) {
+    releaseWithin($("#model-detail"));
+    $("#model-detail").replaceChildren();
+    shownModel = null;
+  }
+  showStatus(`Deleted the model ${m.tag}.`);
+  await refreshModels();
+}
+
+async function importModel() {
+  const file = $("#im-file").files[0];
+  const tag = $("#im-tag").value.trim();
+  if (!file) throw new Error("Choose a model.pt or .zip file to import.");
+  if (!tag) throw new Error("Enter a model tag for the imported model.");
+  const form = new FormData();
+  form.append("file", file, file.name);
+  form.append("tag", tag);
+  const model = await api("api/v1/models/import", { method: "POST", form });
+  $("#import-form").reset();
+  showStatus(`Imported ${model.tag}.`);
+  await refreshModels();
+  await showModel(model.id);
+}
+
+// One model ------------------------------------------------------------------------------------
+
+/** The card of a model: facts, metrics, thresholds, report link, download and example pictures. */
+export function modelCard(model, { heading = `Model “${model.tag}”` } = {}) {
+  const facts = [
+    ["Model", modelName(model)],
+    ["Backbone", model.backbone],
+    ["Image size", model.image_size ? `${model.image_size} px` : ""],
+    ["Source", model.source === "imported" ? "imported" : "trained here"],
+    ["Created", fmtDate(model.created_at)],
+    ["Images", datasetCounts(model.dataset)],
+  ].filter(([, v]) => v);
+
+  const actions = h("div", { class: "actions" });
+  actions.append(
+    h("button", { type: "button", class: "primary", onclick: () => predictWith(model.tag) }, "Predict with this model"),
+  );
+  if (model.report_url) actions.append(reportLink(model.report_url));
+  if (model.download_url) {
+    const btn = h("button", { type: "button", class: "secondary" }, "Download");
+    btn.addEventListener("click", guard(() => download(model.download_url, `${model.tag}.pt`), btn));
+    actions.append(btn);
+  }
+
+  const card = h(
+    "section",
+    { class: "card model-card", "aria-label": heading },
+    h("div", { class: "card-head row" }, h("h2", { tabindex: "-1" }, heading), actions),
+    h("dl", { class: "facts" }, ...facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
+    h("div", { class: "two-col" }, metricsBlock(model.metrics), thresholdsBlock(model.thresholds)),
+  );
+  const pictures = (model.pictures || []).map((p) => (typeof p === "string" ? { url: p } : p)).filter((p) => p && p.url);
+  if (pictures.length) {
+    const grid = h("div", { class: "pictures" });
+    for (const p of pictures) {
+      const title = p.title || p.name || pictureTitle(p.url);
+      const img = h("img", { alt: title, loading: "lazy" });
+      loadImage(img, p.url);
+      const fig = h("figure", { class: "picture" }, img, h("figcaption", {}, title));
+      img.addEventListener("click", () => fig.classList.toggle("zoomed"));
+      grid.append(fig);
+    }
+    card.append(h("h3", {}, "Example pictures from the test images"), grid);
+  }
+  return card;
+}
+
+function countText(counts) {
+  const parts = [];
+  for (const [key, label] of [["good", "good"], ["bad", "defective"], ["mask", "masks"]]) {
+    if (isNumber(counts[key])) parts.push(`${counts[key]} ${label}`);
+  }
+  return parts.join(", ");
+}
+
+/** "train 6 good · test 2 good, 3 defective" from the model's dataset facts (or flat counts). */
+function datasetCounts(dataset) {
+  if (!dataset || typeof dataset !== "object") return "";
+  const counts = dataset.counts && typeof dataset.counts === "object" ? dataset.counts : dataset;
+  const flat = countText(counts);
+  if (flat) return flat;
+  const parts = [];
+  for (const [split, value] of Object.entries(counts)) {
+    if (value && typeof value === "object") {
+      const text = countText(value);
+      if (text) parts.push(`${split} ${text}`);
+    }
+  }
+  return parts.join(" · ");
+}
+
+/** A caption from a picture's URL: ".../images/bad/10.png" -> "defective, test image 10". */
+function pictureTitle(url) {
+  const parts = String(url).split("?")[0].split("/").map(decodeURIComponent);
+  const name = (parts.pop() || "").replace(/\.[a-z0-9]+$/i, "");
+  const folder = parts.pop() || "";
+  const label = { bad: "defective", good: "good" }[folder] || (folder === "images" ? "" : folder);
+  const what = /^\d+$/.test(name) ? `test image ${name}` : name.replace(/[_-]+/g, " ");
+  return label ? `${label}, ${what}` : what;
+}
+
+function flatten(obj, prefix = "", out = []) {
+  for (const [k, v] of Object.entries(obj || {})) {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (v && typeof v === "object" && !Array.isArray(v)) flatten(v, key, out);
+    else out.push([key, v]);
+  }
+  return out;
+}
+
+function metricsBlock(metrics) {
+  const rows = flatten(metrics);
+  rows.sort((a, b) => rank(a[0]) - rank(b[0]));
+  const block = h("div", { class: "block" }, h("h3", {}, "Metrics"));
+  if (!rows.length) {
+    block.append(h("p", { class: "muted" }, "No metrics: the test images need both good and defective images."));
+    return block;
+  }
+  block.append(
+    h(
+      "table",
+      { class: "table compact metrics" },
+      h("tbody", {}, ...rows.map(([k, v]) =>
+        h("tr", {},
+          h("th", { scope: "row" }, k.replace(/_/g, " "), METRIC_HELP[k] ? h("span", { class: "help" }, METRIC_HELP[k]) : null),
+          h("td", { class: "num" }, isNumber(v) ? v.toFixed(4) : v === null || v === undefined ? "n/a" : String(v)),
+        ))),
+    ),
+  );
+  return block;
+}
+
+function rank(name) {
+  const i = METRIC_ORDER.indexOf(name);
+  return i < 0 ? METRIC_ORDER.length : i;
+}
+
+function thresholdsBlock(thresholds) {
+  const block = h("div", { class: "block" }, h("h3", {}, "Thresholds"));
+  if (!thresholds || typeof thresholds !== "object") {
+    block.append(h("p", { class: "muted" }, "Not available."));
+    return block;
+  }
+  const rows = [];
+  if (thresholds.method) rows.push(["Method", String(thresholds.method)]);
+  for (const [key, label] of [["image", "Image (OK/NG)"], ["pixel", "Pixel (defect area)"]]) {
+    const t = thresholds[key];
+    if (t === undefined || t === null) continue;
+    if (typeof t === "object") {
+      const parts = [];
+      if (isNumber(t.normalized)) parts.push(`${fmt(t.normalized, 2)} normalized`);
+      if (isNumber(t.raw)) parts.push(`raw ${fmtRaw(t.raw)}`);
+      rows.push([label, parts.join(", ") || "n/a", t.source ? String(t.source) : ""]);
+    } else {
+      rows.push([label, isNumber(t) ? fmtRaw(t) : String(t)]);
+    }
+  }
+  block.append(
+    h("table", { class: "table compact" }, h("tbody", {}, ...rows.map(([k, v, note]) =>
+      h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, v, note ? h("span", { class: "help" }, note) : null))))),
+  );
+  return block;
+}
+
+/** A link to the training report (with a token, the page's cookie carries it: see api.js). */
+function reportLink(url) {
+  return h("a", { class: "button secondary", href: resolve(url), target: "_blank", rel: "noopener" }, "Open report ↗");
+}
+

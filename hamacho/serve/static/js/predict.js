@@ -1,0 +1,154 @@
+// Predict screen: choose a model, drop images, see OK/NG, score, heatmap and defect area; the sliders
+// re-decide and redraw without running the model again.
+import { api, releaseWithin } from "./api.js";
+import { $, $$, h, setupDropzone, showError, showStatus, showTab, plural, fmt } from "./ui.js";
+import { state, on, emit } from "./state.js";
+import { predictionCard, redecide, resegment } from "./prediction.js";
+
+const CHUNK = 8;
+const MODEL_KEY = "hamacho.predictModel";
+let wanted = localStorage.getItem(MODEL_KEY) || "";
+
+export function initPredict() {
+  on("models", fillModels);
+  on("predict-with", (ref) => {
+    wanted = String(ref);
+    fillModels(state.models);
+    showTab("predict");
+    $("#pr-model").focus();
+  });
+  $("#pr-model").addEventListener("change", () => {
+    wanted = $("#pr-model").value;
+    localStorage.setItem(MODEL_KEY, wanted);
+  });
+  setupDropzone($("#pr-drop"), $("#pr-input"), predict);
+
+  let frame = 0;
+  const slider = $("#pr-threshold");
+  const pixel = $("#pr-pixel");
+  const update = () => {
+    cancelAnimationFrame(frame);
+    frame = requestAnimationFrame(() => {
+      $("#pr-threshold-out").value = fmt(Number(slider.value), 2);
+      $("#pr-pixel-out").value = fmt(Number(pixel.value), 2);
+      rethreshold();
+    });
+  };
+  slider.addEventListener("input", update);
+  pixel.addEventListener("input", update);
+  $("#pr-reset").addEventListener("click", () => {
+    slider.value = "0.5";
+    pixel.value = "0.5";
+    update();
+  });
+  renderSummary();
+}
+
+function threshold() {
+  return Number($("#pr-threshold").value);
+}
+
+function pixelThreshold() {
+  return Number($("#pr-pixel").value);
+}
+
+function fillModels(models) {
+  const select = $("#pr-model");
+  if (!models.length) {
+    select.replaceChildren(h("option", { value: "" }, "No models yet: train one first"));
+    return;
+  }
+  select.replaceChildren(
+    ...models.map((m) => h("option", { value: m.tag }, `${m.tag}  (${m.display_name || m.model}, ${m.backbone || ""})`)),
+  );
+  const match = models.find((m) => m.tag === wanted || String(m.id) === wanted);
+  if (match) select.value = match.tag;
+}
+
+function cards() {
+  return $$("#pr-results .pred");
+}
+
+function rethreshold() {
+  const t = threshold();
+  const pt = pixelThreshold();
+  for (const card of cards()) {
+    redecide(card, t);
+    resegment(card, pt);
+  }
+  renderSummary();
+}
+
+function renderSummary() {
+  const all = cards();
+  const box = $("#pr-summary");
+  if (!all.length) {
+    box.replaceChildren(h("p", { class: "muted" }, "Results appear here. Each image gets OK or NG, its score (0 to 1), a heatmap and the defect area."));
+    return;
+  }
+  const count = (d) => all.filter((c) => c.dataset.decision === d).length;
+  const ng = count("NG");
+  const ok = count("OK");
+  const bad = count("error");
+  const busy = count("pending");
+  box.replaceChildren(
+    h("p", {},
+      h("strong", {}, plural(all.length - busy, "image")), busy ? ` (${busy} in progress)` : "", ": ",
+      h("span", { class: "count-ng" }, `${ng} NG`), " · ",
+      h("span", { class: "count-ok" }, `${ok} OK`),
+      bad ? ` · ${bad} not readable` : "",
+      ` at threshold ${fmt(threshold(), 2)}`),
+    h("button", { type: "button", class: "link-button", onclick: clearResults }, "Clear results"),
+  );
+}
+
+function clearResults() {
+  const box = $("#pr-results");
+  releaseWithin(box);
+  box.replaceChildren();
+  renderSummary();
+  $("#pr-drop").focus();
+}
+
+async function predict(files) {
+  const ref = $("#pr-model").value;
+  if (!ref) {
+    showError(state.models.length ? "Choose a model first." : "There is no model yet. Train one on the Train screen first.");
+    return;
+  }
+  const save = $("#pr-save").checked;
+  const box = $("#pr-results");
+  let saved = 0;
+  for (let i = 0; i < files.length; i += CHUNK) {
+    const chunk = files.slice(i, i + CHUNK);
+    const placeholders = chunk.map((f) =>
+      h("article", { class: "pred pending", dataset: { decision: "pending" }, "aria-busy": "true" },
+        h("header", { class: "pred-head" }, h("span", { class: "spinner", "aria-hidden": "true" }), h("div", { class: "pred-title" }, h("h3", {}, f.name), h("p", { class: "muted" }, "Checking…")))));
+    box.prepend(...placeholders);
+    renderSummary();
+    const form = new FormData();
+    for (const f of chunk) form.append("files", f, f.name);
+    form.append("image_threshold", String(threshold()));
+    form.append("pixel_threshold", String(pixelThreshold()));
+    form.append("save", save ? "true" : "false");
+    try {
+      const data = await api(`api/v1/models/${encodeURIComponent(ref)}/predict`, { method: "POST", form });
+      const items = (data && data.items) || [];
+      const made = items.map((p) => predictionCard(p, { threshold: threshold(), pixelThreshold: pixelThreshold(), meta: [data.model_tag || ref] }));
+      placeholders.forEach((ph, k) => (made[k] ? ph.replaceWith(made[k]) : ph.remove()));
+      made.slice(placeholders.length).forEach((c) => box.prepend(c));
+      saved += items.filter((p) => p.result_id).length;
+      for (const p of items) if (p.error) showError(`${p.name}: ${p.error}`);
+    } catch (err) {
+      placeholders.forEach((ph) => ph.remove());
+      showError(err);
+      if (err.status === 0 || err.status === 401 || err.status === 404) break;
+    } finally {
+      renderSummary();
+    }
+  }
+  if (saved) {
+    showStatus(`Saved ${plural(saved, "result")} to the history.`);
+    emit("results-saved", ref);
+  }
+}

@@ -1,0 +1,281 @@
+"""The web UI in a real browser: headless Chromium (Debian's) driven by Playwright against `hamacho serve`.
+
+One pass through what a quality engineer does: upload good and defective images and masks into a tag,
+train a small PaDiM, watch the progress, see the model's metrics, predict a defective and a good image,
+see OK/NG, scores and heatmaps, move the threshold slider until a decision flips, and see the server's
+error text when a model tag is taken. Every wait is for a condition (with generous timeouts), never a sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import _defect, _texture, write_png
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")
+
+SIZE = 64
+START_TIMEOUT = 90  # seconds for the server to answer /health on a busy machine
+TRAIN_TIMEOUT = 180  # seconds for the tiny training job
+UI_TIMEOUT = 30_000  # milliseconds for anything the page does after a click
+PREDICT_TIMEOUT = 90_000  # milliseconds for the first prediction (loads the model)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def post_error(url: str, body: dict) -> tuple[int, str]:
+    """POST JSON that must fail: the status and the server's {"error": ...} text."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request, timeout=10)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())["error"]
+    raise AssertionError(f"POST {url} {body} succeeded; it should have failed")
+
+
+@dataclass
+class Server:
+    url: str
+    log: Path
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """`hamacho serve` on a free port with its own data folder."""
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HAMACHO_TOKEN", None)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hamacho", "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+            stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"hamacho serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if get_json(base + "api/v1/health").get("status") == "ok":
+                    break
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"hamacho serve did not answer within {START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)  # polling interval, not a wait for a result
+        yield Server(base, log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> dict[str, list[Path]]:
+    """8 good, 3 defective with masks (named like their images), and one defective and one good to check."""
+    rng = np.random.default_rng(7)
+    root = tmp_path / "images"
+    out: dict[str, list[Path]] = {"good": [], "bad": [], "mask": [], "check": []}
+    for i in range(8):
+        path = root / "good" / f"good_{i:03d}.png"
+        write_png(path, _texture(rng, SIZE))
+        out["good"].append(path)
+    for i in range(3):
+        image, mask = _defect(rng, _texture(rng, SIZE))
+        write_png(root / "bad" / f"bad_{i:03d}.png", image)
+        write_png(root / "mask" / f"bad_{i:03d}_mask.png", mask)
+        out["bad"].append(root / "bad" / f"bad_{i:03d}.png")
+        out["mask"].append(root / "mask" / f"bad_{i:03d}_mask.png")
+    image, _ = _defect(rng, _texture(rng, SIZE))
+    write_png(root / "check" / "check_defective.png", image)
+    write_png(root / "check" / "check_good.png", _texture(rng, SIZE))
+    out["check"] = [root / "check" / "check_defective.png", root / "check" / "check_good.png"]
+    return out
+
+
+def all_loaded(page, selector: str, count: int) -> None:
+    """Wait until `count` pictures match `selector` and every one has decoded (naturalWidth > 0)."""
+    page.wait_for_function(
+        "([sel, n]) => { const imgs = [...document.querySelectorAll(sel)];"
+        " return imgs.length === n && imgs.every((i) => i.complete && i.naturalWidth > 0); }",
+        arg=[selector, count], timeout=UI_TIMEOUT)
+
+
+def set_slider(page, selector: str, value: float) -> None:
+    """Set a range input as a drag would: the value, then an input event."""
+    page.locator(selector).evaluate(
+        "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', {bubbles: true})); }", value)
+
+
+def decision(page, name: str) -> str:
+    return page.locator(f'#pr-results .pred[aria-label="{name}"]').get_attribute("data-decision")
+
+
+def test_dataset_train_predict_in_the_browser(server: Server, images: dict[str, list[Path]]) -> None:
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.set_default_timeout(UI_TIMEOUT)
+        failed_scripts: list[str] = []
+        page.on("pageerror", lambda exc: failed_scripts.append(str(exc)))
+        try:
+            walk_through(page, server.url, images)
+        except Exception as exc:
+            shown = page.locator("#errors").text_content() if not page.is_closed() else ""
+            raise AssertionError(f"{exc}\nerrors shown on the page: {shown!r}\nscript errors: {failed_scripts}\n"
+                                 f"server log:\n{server.log.read_text()[-3000:]}") from exc
+        finally:
+            browser.close()
+    assert not failed_scripts, failed_scripts
+
+
+def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
+    """The user's path through every screen (the assertions are along the way)."""
+    expect = sync_api.expect
+    page.goto(server)
+    page.wait_for_selector("body[data-ready=true]")
+
+    # Dataset: a new tag, then each group through its drop zone's file picker.
+    page.fill("#ds-tag", "parts")
+    page.press("#ds-tag", "Enter")
+    for group in ("good", "bad", "mask"):
+        zone = page.locator(f'.group[data-group="{group}"] .dropzone')
+        with page.expect_file_chooser() as chooser:
+            if group == "mask":  # keyboard: focus the zone and press Enter
+                zone.focus()
+                page.keyboard.press("Enter")
+            else:
+                zone.click()
+        chooser.value.set_files([str(f) for f in images[group]])
+        expect(page.locator(f'.group[data-group="{group}"] [data-count]')).to_have_text(
+            str(len(images[group])))
+    all_loaded(page, ".group .thumbs img", 14)
+    expect(page.locator('.group[data-group="bad"] .flag')).to_have_count(3)  # masks linked by name
+    expect(page.locator(".chip", has_text="parts")).to_contain_text("8 good · 3 defective · 3 masks")
+
+    # Remove one good image and put it back: the count follows.
+    page.get_by_role("button", name="Remove good_007.png").click()
+    expect(page.locator('.group[data-group="good"] [data-count]')).to_have_text("7")
+    with page.expect_file_chooser() as chooser:
+        page.locator('.group[data-group="good"] .dropzone').click()
+    chooser.value.set_files(str(images["good"][7]))
+    expect(page.locator('.group[data-group="good"] [data-count]')).to_have_text("8")
+
+    # Train: small settings through the form; the progress card shows at once.
+    page.get_by_role("tab", name="Train").click()
+    page.select_option("#tr-tag", "parts")
+    page.select_option("#tr-model", "padim")
+    page.select_option("#tr-backbone", "resnet18")
+    page.fill("#tr-size", str(SIZE))
+    page.fill("#tr-weights", "none")
+    page.fill("#tr-model-tag", "parts-padim")
+    page.click("#tr-start")
+    expect(page.locator("#job-card")).to_be_visible()
+    expect(page.locator("#job-progress")).to_be_visible()
+    expect(page.locator("#job-name")).to_contain_text("parts-padim")
+    assert page.locator("#job-status").get_attribute("data-status") in ("queued", "running", "succeeded")
+    page.wait_for_function(
+        "['succeeded', 'failed', 'cancelled'].includes(document.querySelector('#job-status').dataset.status)",
+        timeout=TRAIN_TIMEOUT * 1000)
+    status = page.locator("#job-status").get_attribute("data-status")
+    assert status == "succeeded", f"training {status}: {page.locator('#job-error').text_content()}"
+    expect(page.locator("#job-progress")).to_have_attribute("aria-valuenow", "100")
+
+    # The finished model: metrics, thresholds, report link, example pictures.
+    card = page.locator("#train-result .model-card")
+    expect(card).to_be_visible()
+    expect(card.locator("table.metrics")).to_contain_text("image AUROC")
+    expect(card).to_contain_text("Image (OK/NG)")
+    report = card.get_by_role("link", name="Open report")
+    if report.count():
+        assert "api/v1/models/" in report.get_attribute("href")
+    if card.locator(".pictures img").count():
+        all_loaded(page, "#train-result .pictures img", card.locator(".pictures img").count())
+
+    # An API error reaches the user: the same model tag again is refused with the server's text.
+    status, message = post_error(server + "api/v1/jobs", {"model_tag": "parts-padim", "model": "padim",
+                                                          "tag": "parts", "parameters": {}})
+    assert 400 <= status < 500
+    page.fill("#tr-model-tag", "parts-padim")
+    page.click("#tr-start")
+    expect(page.locator("#errors .error").first).to_contain_text(message)
+    expect(page.locator("#errors")).to_have_attribute("role", "alert")
+
+    # Predict: a defective and a good image; OK/NG, score and pictures for each.
+    card.get_by_role("button", name="Predict with this model").click()
+    expect(page.locator("#panel-predict")).to_be_visible()
+    expect(page.locator("#pr-model")).to_have_value("parts-padim")
+    with page.expect_file_chooser() as chooser:
+        page.locator("#pr-drop").click()
+    chooser.value.set_files([str(f) for f in images["check"]])
+    results = page.locator("#pr-results .pred:not(.pending)")
+    expect(results).to_have_count(2, timeout=PREDICT_TIMEOUT)
+    all_loaded(page, '#pr-results img[data-kind="heatmap"]', 2)
+    all_loaded(page, '#pr-results img[data-kind="segmentation"]', 2)
+    scores = {}
+    for name in ("check_defective.png", "check_good.png"):
+        item = page.locator(f'#pr-results .pred[aria-label="{name}"]')
+        expect(item.locator(".badge")).to_have_text(decision(page, name))
+        assert decision(page, name) in ("OK", "NG")
+        scores[name] = float(item.locator(".score").inner_text())
+        assert 0.0 <= scores[name] <= 1.0
+
+    # The slider re-decides without the model: between the two scores the lower is OK, the higher NG;
+    # at 0 both are NG. The lower one's decision changes.
+    low, high = sorted(scores, key=scores.get)
+    if scores[high] - scores[low] >= 0.02:
+        cut = round((scores[low] + scores[high]) / 2, 2)
+    else:  # too close to tell apart at this step; 1.0 still separates "below" from "at or above"
+        cut = 1.0
+    set_slider(page, "#pr-threshold", cut)
+    expect(page.locator("#pr-threshold-out")).to_have_text(f"{cut:.2f}")
+    expect(page.locator(f'#pr-results .pred[aria-label="{low}"] .badge')).to_have_text("OK")
+    if cut < 1.0 or scores[high] >= 1.0:
+        expect(page.locator(f'#pr-results .pred[aria-label="{high}"] .badge')).to_have_text("NG")
+    page.locator("#pr-threshold").focus()
+    page.keyboard.press("Home")  # keyboard: slider to 0
+    expect(page.locator("#pr-threshold-out")).to_have_text("0.00")
+    expect(page.locator(f'#pr-results .pred[aria-label="{low}"] .badge')).to_have_text("NG")
+    expect(page.locator("#pr-summary")).to_contain_text("2 NG")
+
+    # The pixel slider redraws the defect area from the map on a canvas.
+    set_slider(page, "#pr-pixel", 0.3)
+    expect(page.locator("#pr-results .seg canvas:not([hidden])")).to_have_count(2)
+
+    # History: both were saved; delete one.
+    page.get_by_role("tab", name="History").click()
+    saved = page.locator("#hi-results .pred")
+    expect(saved).to_have_count(2)
+    all_loaded(page, '#hi-results img[data-kind="heatmap"]', 2)
+    saved.first.get_by_role("button", name="Delete the result").click()
+    expect(saved).to_have_count(1)
