@@ -1,6 +1,6 @@
 // Train screen: the form, the live progress of a job (polled every second), cancel, and the result.
 import { api, releaseWithin } from "./api.js";
-import { $, h, guard, showError, showStatus, fmtDate } from "./ui.js";
+import { $, h, guard, showError, showStatus, clearErrors, fmtDate } from "./ui.js";
 import { state, on, emit, modelDefault, refreshModels } from "./state.js";
 import { modelCard } from "./models.js";
 
@@ -165,6 +165,7 @@ async function startJob() {
     method: "POST",
     json: { model_tag: modelTag, model: $("#tr-model").value, tag, parameters },
   });
+  clearErrors();
   showStatus(`Training ${job.model_tag || modelTag} started.`);
   modelTagEdited = false;
   releaseWithin($("#train-result"));

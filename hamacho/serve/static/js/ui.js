@@ -27,7 +27,7 @@ export const $$ = (selector, root = document) => Array.from(root.querySelectorAl
 
 // Messages ---------------------------------------------------------------------------------------
 
-const MAX_ERRORS = 4;
+const MAX_ERRORS = 3;
 
 /** Show an error in the alert area (role="alert"), newest first, each with a close button. */
 export function showError(message) {
@@ -178,6 +178,7 @@ export function baseName(url) {
 // Tabs -------------------------------------------------------------------------------------------
 
 const tabListeners = [];
+let currentTab = "";
 
 export function onTabShown(fn) {
   tabListeners.push(fn);
@@ -193,6 +194,8 @@ export function showTab(name, { focus = false } = {}) {
     $(`#${t.getAttribute("aria-controls")}`).hidden = !selected;
   }
   if (focus) tab.focus();
+  if (tab.getAttribute("aria-selected") === "true" && tab.dataset.tab !== currentTab) clearErrors();
+  currentTab = tab.dataset.tab;
   if (location.hash !== `#${tab.dataset.tab}`) history.replaceState(null, "", `#${tab.dataset.tab}`);
   tabListeners.forEach((fn) => fn(tab.dataset.tab));
 }
