@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hamacho.serve.db import JobRow, utcnow
 from hamacho.serve.storage import JOBS, remove_tree
+from hamacho.serve.worker import SERVER_GONE
 
 POLL_SECONDS = 0.5
 log = logging.getLogger("hamacho.serve")
@@ -57,7 +58,7 @@ class JobRunner:
             stale = list(session.scalars(select(JobRow.id).where(JobRow.status == "running")))
             session.execute(update(JobRow).where(JobRow.status == "running").values(
                 status="failed", finished_at=utcnow(),
-                error="the server stopped while this job was running; start it again"))
+                error=SERVER_GONE))
             active = set(session.scalars(select(JobRow.id).where(JobRow.status == "queued")))
         jobs = self.data_dir / JOBS
         if jobs.is_dir():
@@ -106,7 +107,7 @@ class JobRunner:
             if process.poll() is None:
                 process.terminate()
                 process.wait(timeout=5)
-        self._reap(message="the server stopped while this job was running; start it again")
+        self._reap(message=SERVER_GONE)
 
     def _loop(self) -> None:
         while not self._closing.is_set():

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 Group = Literal["good", "bad", "mask"]
 TAG_PATTERN = r"^[^\x00-\x1f/\\]{1,128}$"
+MAX_ID = 2**62
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+Offset = Annotated[int, Query(ge=0, le=10**9)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 class ErrorOut(BaseModel):
@@ -79,7 +85,7 @@ class JobIn(BaseModel):
     model_tag: str = Field(pattern=TAG_PATTERN)
     model: str = "padim"
     tag: str | None = None
-    image_ids: list[int] | None = Field(default=None, max_length=100_000)
+    image_ids: list[Id] | None = Field(default=None, max_length=100_000)
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -78,12 +78,3 @@ def find_model(session: Session, ref: str) -> ModelRow:
     if row is None:
         raise HTTPException(404, f"no model with id or tag {ref!r}")
     return row
-
-
-def page(offset: int, limit: int) -> tuple[int, int]:
-    """Checked paging values."""
-    if offset < 0:
-        raise HTTPException(400, f"offset must be 0 or more, got {offset}")
-    if not 1 <= limit <= 1000:
-        raise HTTPException(400, f"limit must be between 1 and 1000, got {limit}")
-    return offset, limit

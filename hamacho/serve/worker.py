@@ -3,7 +3,8 @@
 The job's images are hard-linked (copied where links are not possible) into the folder layout
 (``good/``, ``bad/``, ``mask/<stem>_mask.*``) and trained with the same code as ``hamacho train``. Progress
 (phase and percent) goes to the job's row at most twice a second; a cancel request there, or the
-server's death, stops the run at its next step (:class:`~hamacho.progress.RunControl`). The model is
+server's death, stops the run at its next step (:class:`~hamacho.progress.RunControl`); Linux also
+sends the worker SIGTERM when its server dies. The model is
 listed only after all its files are in place: the folder is moved into ``models/`` and the model row
 and the job's final state are committed in one transaction, and only while the job is still running
 (a restarted server that already marked it failed wins, and the files are removed).
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,9 @@ SERVICE_KEYS = ("dataset.root", "dataset.format", "dataset.good_dir", "dataset.b
                 "dataset.mask_list", "dataset.name", "project.result_path", "dataset.num_workers",
                 "model.name")
 UPDATE_SECONDS = 0.5
+SERVER_GONE = "the server stopped while this job was running; start it again"
+log = logging.getLogger("hamacho.serve")
+EXIT_SECONDS = 10.0
 
 
 def job_settings(model: str, parameters: dict[str, Any], folder: Path | None = None) -> Settings:
@@ -94,13 +100,11 @@ def link_dataset(session: Session, data_dir: Path, image_ids: list[int], folder:
 
 
 class ProgressWriter:
-    """Observer of a run: writes phase and percent to the job row, and turns a cancel request into a stop."""
+    """Observer of a run: writes phase and percent to the job row (at most every :data:`UPDATE_SECONDS`)."""
 
-    def __init__(self, factory: sessionmaker[Session], job_id: int, parent: int) -> None:
+    def __init__(self, factory: sessionmaker[Session], job_id: int) -> None:
         self.factory = factory
         self.job_id = job_id
-        self.parent = parent
-        self.control: Any = None
         self._last = 0.0
         self._phase = ""
         self._done_weight = 0.0
@@ -120,9 +124,42 @@ class ProgressWriter:
         with self.factory() as session, session.begin():
             session.execute(update(JobRow).where(JobRow.id == self.job_id)
                             .values(phase=phase, percent=round(percent, 1)))
-            cancel = session.scalar(select(JobRow.cancel_requested).where(JobRow.id == self.job_id))
-        if (cancel or os.getppid() != self.parent) and self.control is not None:
-            self.control.request_stop()
+
+
+class Watchdog(threading.Thread):
+    """Stops the run when the job is cancelled or the server is gone (checked every :data:`UPDATE_SECONDS`).
+
+    A run stops at its next step; one that has not ended :data:`EXIT_SECONDS` after its server died
+    exits at once (its job is failed by the restarted server, and nothing of it is listed).
+    """
+
+    def __init__(self, factory: sessionmaker[Session], job_id: int, control: Any) -> None:
+        super().__init__(name="hamacho-watchdog", daemon=True)
+        self.factory = factory
+        self.job_id = job_id
+        self.control = control
+        self.parent = os.getppid()
+        self.finished = threading.Event()
+        self.orphaned = False
+
+    def run(self) -> None:
+        orphaned_at = None
+        while not self.finished.wait(UPDATE_SECONDS):
+            if os.getppid() != self.parent:
+                self.orphaned = True
+                orphaned_at = orphaned_at or time.monotonic()
+                self.control.request_stop()
+                if time.monotonic() - orphaned_at > EXIT_SECONDS:
+                    os._exit(1)
+                continue
+            try:
+                with self.factory() as session:
+                    cancel = session.scalar(select(JobRow.cancel_requested).where(JobRow.id == self.job_id))
+            except Exception:  # a locked database: look again next time
+                log.debug("watchdog: the database did not answer", exc_info=True)
+                continue
+            if cancel:
+                self.control.request_stop()
 
 
 def run_job(url: str, data_dir: str, job_id: int) -> None:
@@ -134,10 +171,9 @@ def run_job(url: str, data_dir: str, job_id: int) -> None:
     data = Path(data_dir)
     factory = open_database(url)
     folder = data / JOBS / str(job_id)
-    parent = os.getppid()
-    writer = ProgressWriter(factory, job_id, parent)
-    control = RunControl(observer=writer, stop_note="no model was saved")
-    writer.control = control
+    control = RunControl(observer=ProgressWriter(factory, job_id), stop_note="no model was saved")
+    watchdog = Watchdog(factory, job_id, control)
+    watchdog.start()
     status, error, model_id = "failed", None, None
     try:
         with factory() as session:
@@ -154,12 +190,13 @@ def run_job(url: str, data_dir: str, job_id: int) -> None:
         model_id = _publish(factory, data, job_id, tag, settings, result)
         status = "succeeded" if model_id is not None else "failed"
     except Interrupted as exc:
-        status, error = "cancelled", first_line(exc)
+        status, error = ("failed", SERVER_GONE) if watchdog.orphaned else ("cancelled", first_line(exc))
     except HamachoError as exc:
         error = first_line(exc)
     except Exception as exc:  # noqa: BLE001 - a bug: the job fails with its one line, the server lives on
         error = f"internal error: {type(exc).__name__}: {first_line(exc)}"
     finally:
+        watchdog.finished.set()
         remove_tree(folder)
     if status != "succeeded":
         with factory() as session, session.begin():

@@ -13,8 +13,21 @@ from sqlalchemy.orm import Session
 
 from hamacho.data.discovery import IMAGE_EXTENSIONS
 from hamacho.serve.db import ImageRow
-from hamacho.serve.schemas import TAG_PATTERN, Deleted, Group, ImageList, ImageOut, PathsIn, TagList, TagOut
-from hamacho.serve.service import API, Service, get_service, page
+from hamacho.serve.schemas import (
+    MAX_ID,
+    TAG_PATTERN,
+    Deleted,
+    Group,
+    ImageList,
+    ImageOut,
+    Limit,
+    Offset,
+    PathId,
+    PathsIn,
+    TagList,
+    TagOut,
+)
+from hamacho.serve.service import API, Service, get_service
 from hamacho.serve.storage import (
     IMAGES,
     CheckedImage,
@@ -111,7 +124,7 @@ def _check_tag(tag: str | None) -> str | None:
 @router.post("/images", status_code=201, response_model=ImageList)
 async def upload_images(files: list[UploadFile] = File(..., description="Image files (repeat the field)"),
                         group: Group = Form(...), tag: str | None = Form(None),
-                        link_to: int | None = Form(None, description="A mask's image id"),
+                        link_to: int | None = Form(None, ge=1, le=MAX_ID, description="A mask's image id"),
                         service: Service = Depends(get_service)) -> ImageList:
     """Register uploaded images (checked by decoding) in a group, with an optional tag."""
     tag = _check_tag(tag)
@@ -152,10 +165,9 @@ def register_paths(body: PathsIn, service: Service = Depends(get_service)) -> Im
 
 
 @router.get("/images", response_model=ImageList)
-def list_images(group: Group | None = None, tag: str | None = None, offset: int = 0, limit: int = 50,
+def list_images(group: Group | None = None, tag: str | None = None, offset: Offset = 0, limit: Limit = 50,
                 service: Service = Depends(get_service)) -> ImageList:
     """Images, oldest first, filtered by group and tag, a page at a time."""
-    offset, limit = page(offset, limit)
     query = select(ImageRow)
     if group:
         query = query.where(ImageRow.group == group)
@@ -178,20 +190,20 @@ def _image(service: Service, image_id: int) -> tuple[ImageRow, int | None]:
 
 
 @router.get("/images/{image_id}", response_model=ImageOut)
-def get_image(image_id: int, service: Service = Depends(get_service)) -> ImageOut:
+def get_image(image_id: PathId, service: Service = Depends(get_service)) -> ImageOut:
     """One image."""
     return image_out(*_image(service, image_id))
 
 
 @router.get("/images/{image_id}/file")
-def image_file(image_id: int, service: Service = Depends(get_service)) -> FileResponse:
+def image_file(image_id: PathId, service: Service = Depends(get_service)) -> FileResponse:
     """The stored file, as uploaded."""
     row, _ = _image(service, image_id)
     return FileResponse(service.path(row.stored), headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/images/{image_id}/thumbnail")
-def image_thumbnail(image_id: int, service: Service = Depends(get_service)) -> Response:
+def image_thumbnail(image_id: PathId, service: Service = Depends(get_service)) -> Response:
     """A PNG thumbnail, longest side 160 px."""
     row, _ = _image(service, image_id)
     image = cv2.imdecode(np.fromfile(service.path(row.stored), np.uint8), cv2.IMREAD_COLOR)
@@ -205,7 +217,7 @@ def image_thumbnail(image_id: int, service: Service = Depends(get_service)) -> R
 
 
 @router.delete("/images/{image_id}", response_model=Deleted)
-def delete_image(image_id: int, service: Service = Depends(get_service)) -> Deleted:
+def delete_image(image_id: PathId, service: Service = Depends(get_service)) -> Deleted:
     """Delete one image (a mask linked to it stays, unlinked)."""
     return Deleted(deleted=_delete(service, [image_id], None, missing_is_error=True))
 
@@ -220,6 +232,8 @@ def delete_images(ids: str | None = Query(None, description="Comma-separated ids
         numbers = [int(part) for part in ids.split(",") if part.strip()] if ids else []
     except ValueError as exc:
         raise HTTPException(400, f"ids must be comma-separated numbers, got {ids!r}") from exc
+    if any(not 1 <= number <= MAX_ID for number in numbers):
+        raise HTTPException(400, f"ids must be between 1 and {MAX_ID}")
     return Deleted(deleted=_delete(service, numbers, tag))
 
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, HTTPException
 from sqlalchemy import func, select
 
 from hamacho.serve.db import ACTIVE_JOB_STATES, ImageRow, JobRow, ModelRow, loads
-from hamacho.serve.schemas import JobIn, JobList, JobOut
-from hamacho.serve.service import Service, get_service, page
+from hamacho.serve.schemas import JobIn, JobList, JobOut, Limit, Offset, PathId
+from hamacho.serve.service import Service, get_service
 from hamacho.serve.storage import allowed_path
 from hamacho.serve.worker import job_settings
 
@@ -72,10 +72,9 @@ def start_job(body: JobIn, service: Service = Depends(get_service)) -> JobOut:
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(status: str | None = None, offset: int = 0, limit: int = 50,
+def list_jobs(status: str | None = None, offset: Offset = 0, limit: Limit = 50,
               service: Service = Depends(get_service)) -> JobList:
     """Jobs, newest first, optionally of one status."""
-    offset, limit = page(offset, limit)
     query = select(JobRow) if status is None else select(JobRow).where(JobRow.status == status)
     with service.factory() as session:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
@@ -92,13 +91,13 @@ def _job(service: Service, job_id: int) -> JobRow:
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: int, service: Service = Depends(get_service)) -> JobOut:
+def get_job(job_id: PathId, service: Service = Depends(get_service)) -> JobOut:
     """One job: status, phase, percent, error, and the model it made."""
     return job_out(_job(service, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: int, service: Service = Depends(get_service)) -> JobOut:
+def cancel_job(job_id: PathId, service: Service = Depends(get_service)) -> JobOut:
     """Cancel a queued job, or ask a running one to stop at its next step (409 for a finished job)."""
     row = _job(service, job_id)
     if row.status not in ACTIVE_JOB_STATES:

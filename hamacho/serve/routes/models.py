@@ -25,12 +25,14 @@ from hamacho.serve.schemas import (
     TAG_PATTERN,
     Deleted,
     ImportPathIn,
+    Limit,
     LoadedList,
     LoadedOut,
     ModelList,
     ModelOut,
+    Offset,
 )
-from hamacho.serve.service import API, Service, find_model, get_service, page
+from hamacho.serve.service import API, Service, find_model, get_service
 from hamacho.serve.storage import InputError, TooLarge, allowed_path, remove_tree
 
 router = APIRouter(tags=["models"])
@@ -80,9 +82,8 @@ def model_out(row: ModelRow, service: Service) -> ModelOut:
 
 
 @router.get("/models", response_model=ModelList)
-def list_models(offset: int = 0, limit: int = 50, service: Service = Depends(get_service)) -> ModelList:
+def list_models(offset: Offset = 0, limit: Limit = 50, service: Service = Depends(get_service)) -> ModelList:
     """Models, newest first."""
-    offset, limit = page(offset, limit)
     with service.factory() as session:
         total = session.scalar(select(func.count(ModelRow.id))) or 0
         rows = list(session.scalars(select(ModelRow).order_by(ModelRow.id.desc()).offset(offset).limit(limit)))

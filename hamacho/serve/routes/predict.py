@@ -27,8 +27,8 @@ from hamacho.files import atomic_write_bytes, atomic_write_text
 from hamacho.predictor import check_cut
 from hamacho.report.images import heatmap_overlay, segmentation_overlay
 from hamacho.serve.db import ModelRow, ResultRow, loads, utcnow
-from hamacho.serve.schemas import Cut, Deleted, PredictionOut, PredictOut, ResultList
-from hamacho.serve.service import API, Service, find_model, get_service, page
+from hamacho.serve.schemas import Cut, Deleted, Limit, Offset, PathId, PredictionOut, PredictOut, ResultList
+from hamacho.serve.service import API, Service, find_model, get_service
 from hamacho.serve.storage import (
     PREDICTIONS,
     CheckedImage,
@@ -178,10 +178,9 @@ def _draw(path: Path, data: dict[str, Any], name: str) -> None:
 
 
 @router.get("/results", response_model=ResultList)
-def list_results(model: str | None = None, offset: int = 0, limit: int = 50,
+def list_results(model: str | None = None, offset: Offset = 0, limit: Limit = 50,
                  service: Service = Depends(get_service)) -> ResultList:
     """Saved results, newest first, of one model (id or tag) or of all."""
-    offset, limit = page(offset, limit)
     query = select(ResultRow)
     with service.factory() as session:
         if model is not None:
@@ -201,14 +200,14 @@ def _result(service: Service, result_id: int) -> ResultRow:
 
 
 @router.get("/results/{result_id}", response_model=PredictionOut)
-def get_result(result_id: int, service: Service = Depends(get_service)) -> PredictionOut:
+def get_result(result_id: PathId, service: Service = Depends(get_service)) -> PredictionOut:
     """One saved result."""
     row = _result(service, result_id)
     return prediction_out(loads(row.data), row.id)
 
 
 @router.delete("/results/{result_id}", response_model=Deleted)
-def delete_result(result_id: int, service: Service = Depends(get_service)) -> Deleted:
+def delete_result(result_id: PathId, service: Service = Depends(get_service)) -> Deleted:
     """Delete a saved result and its pictures."""
     row = _result(service, result_id)
     with service.factory() as session, session.begin():

@@ -1,0 +1,229 @@
+"""The service's models, predictions and results: trained by a real worker process, served from SQLite."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient
+
+from hamacho.predictor import Predictor
+from hamacho.serve.app import create_app
+from hamacho.serve.config import ServiceConfig
+from tests.serve_support import API, FAST_PARAMETERS, dataset_files, decode, upload_dataset, wait_job
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A service with one model ('m1', PaDiM) trained by a job on the generated dataset."""
+    base = tmp_path_factory.mktemp("serve-models")
+    files = dataset_files(base / "parts")
+    (base / "import").mkdir()
+    config = ServiceConfig(data_dir=base / "data", allowed_roots=[base / "import"], max_loaded=2)
+    with TestClient(create_app(config)) as client:
+        images = upload_dataset(client, files)
+        job = client.post(f"{API}/jobs", json={"model_tag": "m1", "model": "padim", "tag": "parts",
+                                               "parameters": FAST_PARAMETERS})
+        assert job.status_code == 202, job.text
+        done = wait_job(client, job.json()["id"])
+        assert done["status"] == "succeeded", done
+        yield {"client": client, "files": files, "base": base, "config": config, "job": done, "images": images}
+
+
+@pytest.fixture
+def client(trained):
+    return trained["client"]
+
+
+def model_path(trained, ref: str = "m1") -> Path:
+    service = trained["client"].app.state.service
+    from hamacho.serve.service import find_model
+
+    with service.factory() as session:
+        row = find_model(session, ref)
+    return service.path(row.folder) / row.entry
+
+
+def predict(client, ref, paths, **form):
+    return client.post(f"{API}/models/{ref}/predict", data={k: str(v).lower() if isinstance(v, bool) else str(v)
+                                                            for k, v in form.items()},
+                       files=[("files", (p.name, p.read_bytes(), "image/png")) for p in paths])
+
+
+def test_job_progress_and_model_details(client, trained):
+    job = trained["job"]
+    assert job["percent"] == 100.0 and job["images"] == {"good": 11, "bad": 3, "mask": 3}
+    model = client.get(f"{API}/models/{job['model_id']}").json()
+    assert model == client.get(f"{API}/models/m1").json()  # by id or by tag
+    assert model["model"] == "padim" and model["display_name"] == "PaDiM" and model["source"] == "trained"
+    assert model["image_size"] == 64 and model["backbone"] == "resnet18" and model["job_id"] == job["id"]
+    assert set(model["metrics"]) >= {"image_AUROC", "pixel_AUROC", "pixel_AUPRO"}
+    assert model["thresholds"]["image"]["normalized"] == 0.5 and model["thresholds"]["image"]["raw"] > 0
+    assert model["thresholds"]["method"] == "auto" and "F1" in model["thresholds"]["image"]["source"]
+    assert model["dataset"]["images_fitted"] + model["dataset"]["images_calibrated"] == 11 + 3 - 0
+    assert model["config"]["model"]["backbone_weights"] == "none"
+    report = client.get(model["report_url"])
+    assert report.status_code == 200 and "<html" in report.text.lower()
+    assert client.get(f"{API}/models/m1/report").text == report.text
+    assert model["pictures"] and all(client.get(url).status_code == 200 for url in model["pictures"])
+    assert client.get(f"{API}/models/m1/files/../model.pt").status_code in (400, 404)
+    assert client.get(f"{API}/models/m1/files/model.pt").status_code == 404
+    # the duplicate tag is refused before any work
+    response = client.post(f"{API}/jobs", json={"model_tag": "m1", "tag": "parts"})
+    assert response.status_code == 409 and "already used by a model" in response.json()["error"]
+
+
+def test_predict_matches_the_predictor_and_thresholds(client, trained):
+    files = trained["files"]
+    images = [files["bad"][0], files["good"][-1]]
+    response = predict(client, "m1", images)
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    reference = Predictor.load(model_path(trained), device="cpu").predict([str(p) for p in images])
+    for item, ref, path in zip(items, reference, images):
+        assert item["name"] == path.name and item["error"] is None and item["result_id"] is None
+        assert item["raw_score"] == pytest.approx(ref.raw_score, rel=1e-6)
+        assert item["score"] == pytest.approx(ref.score, abs=1e-6)
+        assert item["decision"] == ("NG" if item["score"] >= 0.5 else "OK") == ref.decision
+        heatmap = decode(client.get(item["heatmap_url"]).content)
+        segmentation = decode(client.get(item["segmentation_url"]).content)
+        anomaly = decode(client.get(item["map_url"]).content)
+        assert heatmap.shape == segmentation.shape == (96, 96, 3) and anomaly.shape == (96, 96)
+        assert np.abs(anomaly / 255.0 - ref.anomaly_map).max() <= 0.5 / 255 + 1e-6
+        assert client.get(item["image_url"]).content == path.read_bytes()
+    model = client.get(f"{API}/models/m1").json()
+    assert items[0]["image_threshold"] == {"normalized": 0.5, "raw": pytest.approx(model["thresholds"]["image"]["raw"])}
+    # other cuts: the raw value moves with the normalized one, decisions follow the scores
+    strict = predict(client, "m1", images, image_threshold=0.0, pixel_threshold=1.0).json()["items"]
+    assert all(item["decision"] == "NG" for item in strict)
+    assert strict[0]["image_threshold"]["raw"] < items[0]["image_threshold"]["raw"]
+    assert decode(client.get(strict[0]["map_url"]).content).shape == (96, 96)
+    for bad in ({"image_threshold": 1.5}, {"pixel_threshold": -0.1}):
+        response = predict(client, "m1", images[:1], **bad)
+        assert response.status_code == 400 and "between 0 and 1" in response.json()["error"]
+
+
+def test_predict_errors(client, trained):
+    good = trained["files"]["good"][0]
+    assert predict(client, "nosuch", [good]).status_code == 404
+    response = client.post(f"{API}/models/m1/predict", data={"save": "true"})
+    assert response.status_code == 400 and "send images" in response.json()["error"]
+    response = client.post(f"{API}/models/m1/predict", files=[("files", ("x.png", b"junk", "image/png"))])
+    assert response.status_code == 400 and "x.png: not a readable image" in response.json()["error"]
+    response = client.post(f"{API}/models/m1/predict", data={"paths": "/etc/hostname"})
+    assert response.status_code == 400 and "outside the allowed folders" in response.json()["error"]
+    assert client.get(f"{API}/predictions/{'0' * 32}/heatmap.png").status_code == 404
+    assert client.get(f"{API}/predictions/..%2F..%2Fhamacho.db/image").status_code == 404
+
+
+def test_saved_results_list_show_delete(client, trained):
+    files = trained["files"]
+    source = trained["base"] / "import" / "line"
+    source.mkdir()
+    (source / "probe.png").write_bytes(files["bad"][1].read_bytes())
+    saved = client.post(f"{API}/models/m1/predict", data={"save": "true", "paths": str(source / "probe.png")},
+                        files=[("files", (files["good"][0].name, files["good"][0].read_bytes(), "image/png"))])
+    assert saved.status_code == 200, saved.text
+    items = saved.json()["items"]
+    assert [i["name"] for i in items] == [files["good"][0].name, "probe.png"]
+    assert all(i["result_id"] is not None for i in items)
+    listed = client.get(f"{API}/results", params={"model": "m1"}).json()
+    assert listed["total"] == 2 and [r["result_id"] for r in listed["items"]] == [i["result_id"] for i in items][::-1]
+    one = client.get(f"{API}/results/{items[1]['result_id']}").json()
+    assert one["score"] == items[1]["score"] and one["heatmap_url"] == items[1]["heatmap_url"]
+    assert client.delete(f"{API}/results/{items[1]['result_id']}").json() == {"deleted": 1}
+    assert client.get(items[1]["heatmap_url"]).status_code == 404
+    assert client.get(f"{API}/results/{items[1]['result_id']}").status_code == 404
+    assert client.get(f"{API}/results", params={"model": "m1"}).json()["total"] == 1
+
+
+def test_download_import_and_lru(client, trained):
+    download = client.get(f"{API}/models/m1/download")
+    assert download.status_code == 200 and download.content[:2] == b"PK"  # model.pt is a torch zip
+    response = client.post(f"{API}/models/import", data={"tag": "copy"},
+                           files=[("file", ("m1.pt", download.content, "application/octet-stream"))])
+    assert response.status_code == 201, response.text
+    copy = response.json()
+    assert copy["source"] == "imported" and copy["format"] == "model.pt" and copy["model"] == "padim"
+    assert copy["thresholds"]["image"]["raw"] == pytest.approx(
+        client.get(f"{API}/models/m1").json()["thresholds"]["image"]["raw"])
+    probe = trained["files"]["bad"][2]
+    first = predict(client, "m1", [probe]).json()["items"][0]
+    assert predict(client, "copy", [probe]).json()["items"][0]["score"] == first["score"]
+    # an export folder, zipped, is imported and scores the same (ONNX Runtime)
+    pytest.importorskip("onnxruntime")
+    from hamacho.export import export_model
+
+    folder = trained["base"] / "import" / "onnx"
+    export_model(model_path(trained), "onnx", folder, log=lambda _m: None)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in folder.iterdir():
+            handle.write(path, f"export-onnx/{path.name}")
+    response = client.post(f"{API}/models/import", data={"tag": "onnx"},
+                           files=[("file", ("export.zip", archive.getvalue(), "application/zip"))])
+    assert response.status_code == 201, response.text
+    assert response.json()["format"] == "onnx"
+    assert predict(client, "onnx", [probe]).json()["items"][0]["score"] == pytest.approx(first["score"], abs=1e-5)
+    zipped = client.get(f"{API}/models/onnx/download")
+    assert zipfile.ZipFile(io.BytesIO(zipped.content)).namelist()
+    # server-side import of the same folder
+    response = client.post(f"{API}/models/import-path", json={"path": str(folder), "tag": "onnx-path"})
+    assert response.status_code == 201, response.text
+    # at most two loaded: using a third unloads the least recently used
+    client.post(f"{API}/models/m1/load")
+    client.post(f"{API}/models/copy/load")
+    loaded = client.post(f"{API}/models/onnx/load").json()
+    assert [e["tag"] for e in loaded["items"]] == ["onnx", "copy"] and loaded["max_loaded"] == 2
+    assert client.get(f"{API}/models/m1").json()["loaded"] is False
+    predict(client, "m1", [probe])  # predicting loads it again
+    assert [e["tag"] for e in client.get(f"{API}/loaded").json()["items"]] == ["m1", "onnx"]
+    assert client.post(f"{API}/models/m1/unload").json()["items"][0]["tag"] == "onnx"
+    assert "not loaded" in client.post(f"{API}/models/m1/unload").json()["error"]
+
+
+def test_bad_imports_are_refused(client, trained):
+    cases = [(b"", "empty"), (b"\x80\x04 not a model", "not a usable Hamacho model"),
+             (_zip({"../evil/metadata.json": b"{}"}), "unsafe name"),
+             (_zip({"notes.txt": b"hello"}), "no model.pt and no export folder")]
+    for data, words in cases:
+        response = client.post(f"{API}/models/import", data={"tag": "bad-import"},
+                               files=[("file", ("x.bin", data, "application/octet-stream"))])
+        assert response.status_code == 400 and words in response.json()["error"], response.text
+    response = client.post(f"{API}/models/import", data={"tag": "m1"},
+                           files=[("file", ("x.pt", b"abc", "application/octet-stream"))])
+    assert response.status_code == 409 and "already used" in response.json()["error"]
+    assert client.get(f"{API}/models/bad-import").status_code == 404
+    service = client.app.state.service
+    assert not list((service.config.data_dir / "tmp").iterdir())
+
+
+def test_delete_model_refused_while_busy(client, trained):
+    upload_copy = client.post(f"{API}/models/import", data={"tag": "doomed"}, files=[(
+        "file", ("m.pt", client.get(f"{API}/models/m1/download").content, "application/octet-stream"))]).json()
+    saved = predict(client, "doomed", trained["files"]["bad"][:1], save=True).json()["items"][0]
+    service = client.app.state.service
+    folder = model_path(trained, "doomed").parent
+    assert folder.is_dir()
+    with service.cache.using(upload_copy["id"], model_path(trained, "doomed")):
+        response = client.delete(f"{API}/models/doomed")
+        assert response.status_code == 409 and "in use" in response.json()["error"]
+    assert client.delete(f"{API}/models/doomed").json() == {"deleted": 1}
+    assert client.get(f"{API}/models/doomed").status_code == 404
+    assert client.get(saved["heatmap_url"]).status_code == 404  # its results went with it
+    assert not folder.exists()
+    listed = {m["tag"] for m in client.get(f"{API}/models").json()["items"]}
+    assert "doomed" not in listed and "m1" in listed
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as handle:
+        for name, data in members.items():
+            handle.writestr(name, data)
+    return buffer.getvalue()

@@ -1,0 +1,133 @@
+"""kill -9 of a real server during a training job and an upload: the restarted server is consistent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("fastapi")
+from tests.conftest import FAST
+from tests.serve_support import API, FAST_PARAMETERS, dataset_files, upload_dataset
+
+START_TIMEOUT = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(data_dir: Path, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, **(extra_env or {})}
+    process = subprocess.Popen([sys.executable, "-m", "hamacho", "serve", "--port", str(port), "--data-dir",
+                                str(data_dir), "--allow-path", str(data_dir.parent / "import")],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{API}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError("the server did not start")
+
+
+def worker_pids(data_dir: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "hamacho.serve.worker" in command and str(data_dir) in command:
+                pids.append(int(entry.name))
+    return pids
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kill -9 and /proc: Linux")
+def test_kill_during_training_and_upload_then_restart(tmp_path, cli):
+    files = dataset_files(tmp_path / "parts")
+    (tmp_path / "import").mkdir()
+    trained = cli("train", "--dataset-root", str(tmp_path / "parts"), "--result-path", str(tmp_path / "import"),
+                  *FAST)
+    assert trained.exit_code == 0, trained.err
+    data_dir = tmp_path / "data"
+    marker = tmp_path / "paused"
+    port = free_port()
+    server = start_server(data_dir, port, {"HAMACHO_PAUSE_AT": "feature extraction",
+                                           "HAMACHO_PAUSE_FILE": str(marker)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            created = upload_dataset(client, files)
+            model = client.post(f"{API}/models/import-path", json={
+                "path": str(tmp_path / "import" / "padim" / "parts"), "tag": "kept"})
+            assert model.status_code == 201, model.text
+            job = client.post(f"{API}/jobs", json={"model_tag": "lost", "tag": "parts",
+                                                   "parameters": FAST_PARAMETERS}).json()
+        wait_for(marker.exists, 180, "the training job to reach feature extraction")
+        assert worker_pids(data_dir)
+        # an upload in flight: headers and half of the body sent, then the server dies
+        upload = socket.create_connection(("127.0.0.1", port))
+        body = files["good"][0].read_bytes()
+        boundary = "b0undary"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"group\"\r\n\r\ngood\r\n--{boundary}\r\n"
+                f"Content-Disposition: form-data; name=\"files\"; filename=\"half.png\"\r\n"
+                f"Content-Type: image/png\r\n\r\n").encode() + body[: len(body) // 2]
+        upload.sendall((f"POST {API}/images HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                        f"boundary={boundary}\r\nContent-Length: {len(head) + len(body)}\r\n\r\n").encode() + head)
+        time.sleep(0.5)  # not a race: whatever the server got of it by now, the outcome must be consistent
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        upload.close()
+        wait_for(lambda: not worker_pids(data_dir), 60, "the worker to end with its server")
+        # what a kill in the middle of writing leaves behind
+        (data_dir / "images" / ".abc.png.x1y2.tmp").write_bytes(b"half")
+        (data_dir / "images" / "0123456789abcdef0123456789abcdef.png").write_bytes(body)
+        (data_dir / "models" / "feedfacefeedfacefeedfacefeedface").mkdir()
+
+        server = start_server(data_dir, port)
+        with httpx.Client(base_url=base, timeout=60) as client:
+            job = client.get(f"{API}/jobs/{job['id']}").json()
+            assert job["status"] == "failed" and "server stopped" in job["error"]
+            listed = client.get(f"{API}/images", params={"limit": 1000}).json()
+            assert sorted(i["id"] for i in listed["items"]) == sorted(i["id"] for g in created.values() for i in g)
+            assert "half.png" not in {i["name"] for i in listed["items"]}
+            assert [m["tag"] for m in client.get(f"{API}/models").json()["items"]] == ["kept"]
+            stored = {p.name for p in (data_dir / "images").iterdir()}
+            assert len(stored) == listed["total"] == 17
+            assert len(list((data_dir / "models").iterdir())) == 1  # the kept model's folder only
+            assert not (data_dir / "jobs").exists() or not list((data_dir / "jobs").iterdir())
+            # and it works: the kept model predicts, a new job may reuse the lost tag
+            response = client.post(f"{API}/models/kept/predict", files=[
+                ("files", (files["bad"][0].name, files["bad"][0].read_bytes(), "image/png"))])
+            assert response.status_code == 200 and response.json()["items"][0]["decision"] in ("OK", "NG")
+            again = client.post(f"{API}/jobs", json={"model_tag": "lost", "tag": "parts",
+                                                     "parameters": FAST_PARAMETERS})
+            assert again.status_code == 202
+            client.post(f"{API}/jobs/{again.json()['id']}/cancel")
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+        for pid in worker_pids(data_dir):
+            os.kill(pid, signal.SIGKILL)
