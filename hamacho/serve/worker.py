@@ -73,7 +73,10 @@ def job_settings(model: str, parameters: dict[str, Any], folder: Path | None = N
 
 
 def link_dataset(session: Session, data_dir: Path, image_ids: list[int], folder: Path) -> dict[str, int]:
-    """Lay the job's images out as good/, bad/ and mask/ under ``folder``; return the counts."""
+    """Lay the job's images out as good/, bad/ and mask/ under ``folder``; return the counts.
+
+    Files are hard links (copies where the file system has none) named ``<id>-<name stem>``.
+    """
     rows = list(session.scalars(select(ImageRow).where(ImageRow.id.in_(image_ids))))
     by_id = {row.id: row for row in rows}
     counts = {"good": 0, "bad": 0, "mask": 0}
@@ -86,9 +89,9 @@ def link_dataset(session: Session, data_dir: Path, image_ids: list[int], folder:
             target = by_id.get(row.image_id) if row.image_id is not None else None
             if target is None or target.group != "bad":
                 continue  # a mask of an image outside this job, or of a good image: not used
-            destination = folder / "mask" / f"{target.id}_mask{ext}"
+            destination = folder / "mask" / f"{_file_stem(target)}_mask{ext}"
         else:
-            destination = folder / row.group / f"{row.id}{ext}"
+            destination = folder / row.group / f"{_file_stem(row)}{ext}"
         try:
             os.link(source, destination)
         except OSError:
@@ -97,6 +100,12 @@ def link_dataset(session: Session, data_dir: Path, image_ids: list[int], folder:
     (folder / "bad").rmdir() if counts["bad"] == 0 else None
     (folder / "mask").rmdir() if counts["mask"] == 0 else None
     return counts
+
+
+def _file_stem(row: ImageRow) -> str:
+    """``<id>-<name stem>``: unique, and the report and results.csv show the name the user gave."""
+    stem = Path(row.name).stem.replace("/", "_").replace("\\", "_")[:80].strip(" .")
+    return f"{row.id}-{stem}" if stem else str(row.id)
 
 
 class ProgressWriter:
