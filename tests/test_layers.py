@@ -8,7 +8,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "hamacho"
 # Lowest first. A module may import from its own layer and the layers below it, never from above.
 LAYERS = [
-    ["hamacho", "hamacho.errors", "hamacho.settings", "hamacho.files", "hamacho.progress", "hamacho.resources"],
+    ["hamacho", "hamacho.errors", "hamacho.settings", "hamacho.framing_checks", "hamacho.files", "hamacho.progress",
+     "hamacho.resources"],
     ["hamacho.data"],
     ["hamacho.post"],
     ["hamacho.models"],

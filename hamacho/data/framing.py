@@ -74,8 +74,7 @@ class Framing:
         With tiling on, ``dataset.tiling.resize`` must be resolved (see :func:`resolve_tiling`).
         """
         tiling = dataset.tiling
-        crop = dataset.crop if dataset.crop in (None, "circle") else tuple(int(v) for v in dataset.crop)
-        circle = CircleParams(**{k: float(getattr(dataset.circle, k)) for k in CircleParams.__dataclass_fields__})
+        crop, circle = _crop_settings(dataset)
         if tiling.tile_size is None:
             size = pair(dataset.image_size, (0, 0))
             return cls(size, size, bool(dataset.keep_aspect), crop, circle, valid_area)
@@ -157,6 +156,13 @@ class Framing:
         return fit_mask(mask[y1:y2, x1:x2], self.frame, placement.content)
 
 
+def _crop_settings(dataset: Any) -> tuple[Box | str | None, CircleParams]:
+    """``dataset.crop`` (a box as a tuple) and ``dataset.circle`` as plain values."""
+    crop = dataset.crop if dataset.crop in (None, "circle") else tuple(int(v) for v in dataset.crop)
+    circle = CircleParams(**{key: float(getattr(dataset.circle, key)) for key in CircleParams.__dataclass_fields__})
+    return crop, circle  # type: ignore[return-value]
+
+
 def load_valid_area(path: str | Path) -> np.ndarray:
     """Read ``dataset.valid_area_mask``: bool (H, W), True where the pixel is light (white = inspect).
 
@@ -199,9 +205,7 @@ def prepare_framing(dataset: Any, first_image: str | Path) -> tuple[Framing, np.
         ConfigError: Naming the problem.
     """
     valid_area = load_valid_area(dataset.valid_area_mask) if dataset.valid_area_mask else None
-    crop = dataset.crop if dataset.crop in (None, "circle") else tuple(int(v) for v in dataset.crop)
-    circle = CircleParams(**{k: float(getattr(dataset.circle, k)) for k in CircleParams.__dataclass_fields__})
-    probe = Framing((1, 1), (1, 1), False, crop, circle, valid_area)
+    probe = Framing((1, 1), (1, 1), False, *_crop_settings(dataset), valid_area)
     try:
         placement = probe.locate(read_image(first_image))
     except ImageReadError as exc:
