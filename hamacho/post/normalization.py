@@ -29,6 +29,18 @@ def normalize(values: Any, threshold: Any, min_value: Any, max_value: Any) -> An
     return ((values - threshold) / span + 0.5).clip(0.0, 1.0)
 
 
+def raw_threshold(calibration: dict[str, float], level: str, cut: float) -> float:
+    """The raw value a normalized ``cut`` stands for (the inverse of :func:`normalize` inside 0..1).
+
+    Args:
+        calibration: ``<level>_threshold``, ``<level>_min`` and ``<level>_max`` of a model.
+        level: ``image`` or ``pixel``.
+        cut: Normalized cut, 0..1 (0.5 gives the raw threshold itself).
+    """
+    span = calibration[f"{level}_max"] - calibration[f"{level}_min"]
+    return calibration[f"{level}_threshold"] + (cut - 0.5) * (span if span > 0 else 1.0)
+
+
 def decide(normalized: np.ndarray, cut: float = 0.5) -> np.ndarray:
     """NG (True) where the normalized value is at or above ``cut``."""
     return normalized >= cut

@@ -24,6 +24,7 @@ from hamacho import __version__
 from hamacho.errors import Interrupted, first_line
 from hamacho.files import atomic_write_text
 from hamacho.post.curves import binary_curves
+from hamacho.post.normalization import raw_threshold
 from hamacho.report import plots
 from hamacho.report import sections as sec
 from hamacho.report.example_section import examples_section
@@ -239,12 +240,12 @@ def _distribution_section(figures: FigureWriter, rows: Sequence[ImageResult], ca
     parts = []
     if readable:
         png = plots.score_histogram(by_label["good"], by_label["defective"], by_label[""],
-                                    sec.raw_cut(calibration, "image", image_cut), image_cut)
+                                    raw_threshold(calibration, "image", image_cut), image_cut)
         parts.append(figures.add("image_scores.png", png, "Histogram of image scores",
                                  f"{len(readable)} readable images."))
     sample = data.pixel_sample if data is not None else None
     if sample is not None and sample.scores.size:
-        png = plots.pixel_histogram(sample.scores, sample.labels, sec.raw_cut(calibration, "pixel", pixel_cut),
+        png = plots.pixel_histogram(sample.scores, sample.labels, raw_threshold(calibration, "pixel", pixel_cut),
                                     pixel_cut)
         caption = (f"Seeded sample of {sample.scores.size:,} of the {sample.total:,} labelled pixels, "
                    "defective ones over-sampled (up to half).")

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
+from hamacho.post.normalization import raw_threshold
 from hamacho.report.results import METRIC_ORDER
 from hamacho.results.types import ImageResult
 
@@ -94,13 +95,6 @@ def counts_table(counts: dict[str, dict[str, int]]) -> str:
     return table(["type"] + splits, rows, "counts")
 
 
-def raw_cut(calibration: dict[str, float], level: str, cut: float) -> float:
-    """Raw value that the normalized ``cut`` stands for (inverse of :func:`hamacho.post.normalization.normalize`)."""
-    span = calibration[f"{level}_max"] - calibration[f"{level}_min"]
-    span = span if span > 0 else 1.0
-    return calibration[f"{level}_threshold"] + (cut - 0.5) * span
-
-
 def thresholds_table(calibration: dict[str, float], image_cut: float, pixel_cut: float,
                      sources: dict[str, str] | None = None) -> str:
     """Calibrated raw thresholds, the normalized cuts in use and their raw values, the normalization range,
@@ -111,7 +105,7 @@ def thresholds_table(calibration: dict[str, float], image_cut: float, pixel_cut:
             level,
             cell(raw_text(calibration[f"{level}_threshold"]), "num", value="raw"),
             cell(f"{cut:g}", "num", value="normalized"),
-            cell(raw_text(raw_cut(calibration, level, cut)), "num"),
+            cell(raw_text(raw_threshold(calibration, level, cut)), "num"),
             cell(f"{raw_text(calibration[f'{level}_min'])} \u2013 {raw_text(calibration[f'{level}_max'])}", "num"),
             (sources or {}).get(level, "not recorded"),
         ])

@@ -24,6 +24,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from hamacho.errors import ConfigError
 from hamacho.files import atomic_write_bytes, atomic_write_text
+from hamacho.post.normalization import raw_threshold
 from hamacho.predictor import check_cut
 from hamacho.report.images import heatmap_overlay, segmentation_overlay
 from hamacho.serve.db import ModelRow, ResultRow, loads, utcnow
@@ -47,12 +48,6 @@ MAX_IMAGES = 100
 PICTURES = ("heatmap.png", "segmentation.png", "map.png", "mask.png")
 FOLDER_NAME = re.compile(r"^[0-9a-f]{32}$")
 _unsaved: deque[str] = deque()
-
-
-def raw_threshold(calibration: dict[str, float], level: str, cut: float) -> float:
-    """The raw value a normalized cut stands for (inverse of the min-max normalization)."""
-    span = calibration[f"{level}_max"] - calibration[f"{level}_min"]
-    return calibration[f"{level}_threshold"] + (cut - 0.5) * (span if span > 0 else 1.0)
 
 
 def prediction_out(data: dict[str, Any], result_id: int | None) -> PredictionOut:
