@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import HTTPException, Request
-from sqlalchemy import or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hamacho.serve.config import ServiceConfig
@@ -78,3 +79,9 @@ def find_model(session: Session, ref: str) -> ModelRow:
     if row is None:
         raise HTTPException(404, f"no model with id or tag {ref!r}")
     return row
+
+
+def paged(session: Session, query: Select, order: Any, offset: int, limit: int) -> tuple[int, list[Any]]:
+    """``(total rows, one page of rows)`` of a query, in ``order``."""
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return total, list(session.scalars(query.order_by(order).offset(offset).limit(limit)))

@@ -27,7 +27,7 @@ from hamacho.serve.schemas import (
     TagList,
     TagOut,
 )
-from hamacho.serve.service import API, Service, get_service
+from hamacho.serve.service import API, Service, get_service, paged
 from hamacho.serve.storage import (
     IMAGES,
     CheckedImage,
@@ -174,8 +174,7 @@ def list_images(group: Group | None = None, tag: str | None = None, offset: Offs
     if tag is not None:
         query = query.where(ImageRow.tag == tag)
     with service.factory() as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = list(session.scalars(query.order_by(ImageRow.id).offset(offset).limit(limit)))
+        total, rows = paged(session, query, ImageRow.id, offset, limit)
         masks = _mask_ids(session, [row.id for row in rows])
     return ImageList(items=[image_out(row, masks.get(row.id)) for row in rows], total=total, offset=offset,
                      limit=limit)

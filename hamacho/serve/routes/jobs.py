@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Depends, HTTPException
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from hamacho.serve.db import ACTIVE_JOB_STATES, ImageRow, JobRow, ModelRow, loads
 from hamacho.serve.schemas import JobIn, JobList, JobOut, Limit, Offset, PathId
-from hamacho.serve.service import Service, get_service
+from hamacho.serve.service import Service, get_service, paged
 from hamacho.serve.storage import allowed_path
 from hamacho.serve.worker import job_settings
 
@@ -77,8 +77,7 @@ def list_jobs(status: str | None = None, offset: Offset = 0, limit: Limit = 50,
     """Jobs, newest first, optionally of one status."""
     query = select(JobRow) if status is None else select(JobRow).where(JobRow.status == status)
     with service.factory() as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = list(session.scalars(query.order_by(JobRow.id.desc()).offset(offset).limit(limit)))
+        total, rows = paged(session, query, JobRow.id.desc(), offset, limit)
     return JobList(items=[job_out(row) for row in rows], total=total, offset=offset, limit=limit)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from starlette.background import BackgroundTask
 
 from hamacho.serve.db import ModelRow, ResultRow, loads
@@ -32,7 +32,7 @@ from hamacho.serve.schemas import (
     ModelOut,
     Offset,
 )
-from hamacho.serve.service import API, Service, find_model, get_service
+from hamacho.serve.service import API, Service, find_model, get_service, paged
 from hamacho.serve.storage import InputError, TooLarge, allowed_path, remove_tree
 
 router = APIRouter(tags=["models"])
@@ -85,8 +85,7 @@ def model_out(row: ModelRow, service: Service) -> ModelOut:
 def list_models(offset: Offset = 0, limit: Limit = 50, service: Service = Depends(get_service)) -> ModelList:
     """Models, newest first."""
     with service.factory() as session:
-        total = session.scalar(select(func.count(ModelRow.id))) or 0
-        rows = list(session.scalars(select(ModelRow).order_by(ModelRow.id.desc()).offset(offset).limit(limit)))
+        total, rows = paged(session, select(ModelRow), ModelRow.id.desc(), offset, limit)
     return ModelList(items=[model_out(row, service) for row in rows], total=total, offset=offset, limit=limit)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from sqlalchemy import func, select
+from sqlalchemy import select
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from hamacho.errors import ConfigError
@@ -29,7 +29,7 @@ from hamacho.predictor import check_cut
 from hamacho.report.images import heatmap_overlay, segmentation_overlay
 from hamacho.serve.db import ModelRow, ResultRow, loads, utcnow
 from hamacho.serve.schemas import Cut, Deleted, Limit, Offset, PathId, PredictionOut, PredictOut, ResultList
-from hamacho.serve.service import API, Service, find_model, get_service
+from hamacho.serve.service import API, Service, find_model, get_service, paged
 from hamacho.serve.storage import (
     PREDICTIONS,
     CheckedImage,
@@ -180,8 +180,7 @@ def list_results(model: str | None = None, offset: Offset = 0, limit: Limit = 50
     with service.factory() as session:
         if model is not None:
             query = query.where(ResultRow.model_id == find_model(session, model).id)
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = list(session.scalars(query.order_by(ResultRow.id.desc()).offset(offset).limit(limit)))
+        total, rows = paged(session, query, ResultRow.id.desc(), offset, limit)
     return ResultList(items=[prediction_out(loads(r.data), r.id) for r in rows], total=total, offset=offset,
                       limit=limit)
 
