@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -262,3 +263,25 @@ def test_newer_database_is_refused_in_one_line(tmp_path):
         session.execute(__import__("sqlalchemy").text("UPDATE schema_info SET version = 99"))
     with pytest.raises(ConfigError, match="schema version 99, newer"):
         open_database(url)
+
+
+def test_cancel_a_running_job(client, env, monkeypatch, tmp_path):
+    upload_dataset(client, env["files"], tag="cancel-me")
+    marker = tmp_path / "paused"
+    # the worker stops at its first feature-extraction step until it is told to stop (no race)
+    monkeypatch.setenv("HAMACHO_PAUSE_AT", "feature extraction")
+    monkeypatch.setenv("HAMACHO_PAUSE_FILE", str(marker))
+    job = client.post(f"{API}/jobs", json={"model_tag": "stopped", "tag": "cancel-me",
+                                           "parameters": FAST_PARAMETERS}).json()
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert time.monotonic() < deadline, client.get(f"{API}/jobs/{job['id']}").json()
+        time.sleep(0.2)
+    running = client.get(f"{API}/jobs/{job['id']}").json()
+    assert running["status"] == "running" and running["phase"] == "feature extraction"
+    assert 0 < running["percent"] < 100
+    assert client.post(f"{API}/jobs/{job['id']}/cancel").json()["cancel_requested"] is True
+    done = wait_job(client, job["id"])
+    assert done["status"] == "cancelled" and "Interrupted during feature extraction" in done["error"]
+    assert client.get(f"{API}/models/stopped").status_code == 404
+    assert not (env["config"].data_dir / "jobs" / str(job["id"])).exists()
