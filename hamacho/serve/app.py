@@ -129,6 +129,7 @@ def create_app(config: ServiceConfig, start_jobs: bool = True) -> FastAPI:
             service.runner.start()
         yield
         service.runner.close()
+        service.cache.close()
 
     app = FastAPI(title="Hamacho", version=__version__, lifespan=lifespan,
                   description="Visual anomaly detection: images, training jobs, models and predictions "

@@ -1,14 +1,20 @@
 """Models kept in memory for predictions: at most ``max_loaded``, the least recently used unloaded first.
 
-A :class:`~hamacho.predictor.Predictor` is thread-safe, so requests share one per model. Loading happens
-outside the cache's lock (one load per model at a time), so a slow load does not hold up predictions
-with other models. A model being used by a request counts as busy (:meth:`PredictorCache.busy`): it is
-not deleted under the request's feet, and an unloaded one stays alive until its requests finish.
+Requests run in parallel threads (decoding, resizing, maps at full size, pictures); at most one model
+forward per CPU core runs at a time in the process (:class:`BoundedRuntime`), so a burst of requests
+cannot pile dozens of forwards (and their memory) onto the cores. With ``benchmarks/serve_load.py``
+(PaDiM resnet18, 256 px, 900x900 PNG, 2 busy cores, OpenMP waiting passively, see ``server.py``):
+one forward at a time gave 10.7 img/s to 8 clients, at most two gave 19.4 img/s (p50 733 -> 403 ms),
+and a lone request took 69 ms either way. Loading
+happens outside the cache's lock (one load per model at a time). A model being used by a request counts
+as busy (:meth:`PredictorCache.busy`): it is not deleted under the request's feet, and an unloaded one
+finishes the requests it has.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -16,7 +22,47 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hamacho.predictor import Predictor
+from hamacho.runtimes import Runtime, RuntimeOutput, open_model
+
+
+class BoundedRuntime:
+    """A runtime whose :meth:`run` holds a slot of ``slots``: at most that many forwards of the models
+    sharing it run at once.
+
+    Args:
+        inner: The runtime to wrap.
+        slots: Shared by the wrapped runtimes of one process.
+    """
+
+    def __init__(self, inner: Runtime, slots: threading.Semaphore) -> None:
+        self.inner = inner
+        self.slots = slots
+        self.name = inner.name
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return self.inner.input_size
+
+    @property
+    def calibration(self) -> dict[str, float]:
+        """The wrapped runtime's calibration."""
+        return self.inner.calibration
+
+    def run(self, images: np.ndarray) -> RuntimeOutput:
+        """Run the wrapped model once a slot is free."""
+        with self.slots:
+            return self.inner.run(images)
+
+
+def load_predictor(path: Path, device: str, slots: threading.Semaphore) -> Predictor:
+    """A Predictor for a model file or export folder whose forwards take a slot of ``slots``."""
+    opened = open_model(path, device)
+    return Predictor(BoundedRuntime(opened.runtime, slots), opened.settings, None, opened.metadata, opened.path,
+                     opened.display_name, opened.valid_area)
 
 
 class PredictorCache:
@@ -34,6 +80,7 @@ class PredictorCache:
         self._users: dict[int, int] = {}
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Lock] = {}
+        self._forward = threading.Semaphore(os.cpu_count() or 1)  # forwards at once (module docstring)
 
     def load(self, model_id: int, path: Path) -> Predictor:
         """The model's Predictor, loaded now if it is not in memory (then the least recently used may go)."""
@@ -45,7 +92,7 @@ class PredictorCache:
             with self._lock:
                 if model_id in self._loaded:
                     return self._touch(model_id)
-            predictor = Predictor.load(path, device=self.device)
+            predictor = load_predictor(path, self.device, self._forward)
             with self._lock:
                 self._loaded[model_id] = (predictor, time.time())
                 while len(self._loaded) > self.max_loaded:
@@ -79,12 +126,17 @@ class PredictorCache:
     def loaded(self) -> list[dict[str, Any]]:
         """``[{"id", "last_used"}]`` of the loaded models, most recently used first."""
         with self._lock:
-            return [{"id": key, "last_used": stamp} for key, (_p, stamp) in reversed(self._loaded.items())]
+            return [{"id": key, "last_used": stamp} for key, (_r, stamp) in reversed(self._loaded.items())]
 
     def is_loaded(self, model_id: int) -> bool:
         """True when the model is in memory."""
         with self._lock:
             return model_id in self._loaded
+
+    def close(self) -> None:
+        """Unload every model (server shutdown)."""
+        with self._lock:
+            self._loaded.clear()
 
     def _touch(self, model_id: int) -> Predictor:
         predictor, _ = self._loaded[model_id]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, UploadFile
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,7 +15,16 @@ from hamacho.serve.config import ServiceConfig
 from hamacho.serve.db import ImageRow, ModelRow, ResultRow, open_database
 from hamacho.serve.jobs import JobRunner
 from hamacho.serve.predictors import PredictorCache
-from hamacho.serve.storage import IMAGES, MODELS, PREDICTIONS, TMP, remove_orphans, remove_tree
+from hamacho.serve.storage import (
+    IMAGES,
+    MODELS,
+    PREDICTIONS,
+    TMP,
+    TooLarge,
+    display_name,
+    remove_orphans,
+    remove_tree,
+)
 
 API = "/api/v1"
 
@@ -85,3 +94,14 @@ def paged(session: Session, query: Select, order: Any, offset: int, limit: int) 
     """``(total rows, one page of rows)`` of a query, in ``order``."""
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     return total, list(session.scalars(query.order_by(order).offset(offset).limit(limit)))
+
+
+async def read_upload(upload: UploadFile, limit: int) -> bytes:
+    """An uploaded file's bytes, refused (413) over ``limit``."""
+    name = display_name(upload.filename)
+    if upload.size is not None and upload.size > limit:
+        raise TooLarge(f"{name}: {upload.size} bytes is over the limit of {limit} bytes per file")
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"{name}: over the limit of {limit} bytes per file")
+    return data

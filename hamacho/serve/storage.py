@@ -16,7 +16,7 @@ import io
 import shutil
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -41,16 +41,17 @@ class TooLarge(InputError):
 
 @dataclass
 class CheckedImage:
-    """An image file that decoded: its bytes, stored extension and size."""
+    """An image file that decoded: its bytes, stored extension, size and the decoded pixels."""
 
     data: bytes
     extension: str
     width: int
     height: int
+    decoded: np.ndarray = field(repr=False)
 
     def rgb(self) -> np.ndarray:
-        """Decode to RGB uint8 (H, W, 3)."""
-        return decode_rgb(self.data)
+        """The image as RGB uint8 (H, W, 3), from the decode the check made (no second decode)."""
+        return as_rgb_uint8(self.decoded, bgr=True)
 
 
 def display_name(name: str | None, fallback: str = "image") -> str:
@@ -83,7 +84,7 @@ def check_image(data: bytes, name: str, max_pixels: int) -> CheckedImage:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0 or image.shape[:2] != (height, width):
         raise InputError(f"{name}: not a readable image (damaged or truncated)")
-    return CheckedImage(data, FORMATS[fmt], width, height)
+    return CheckedImage(data, FORMATS[fmt], width, height, image)
 
 
 def decode_rgb(data: bytes) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -27,12 +28,11 @@ from hamacho.serve.schemas import (
     TagList,
     TagOut,
 )
-from hamacho.serve.service import API, Service, get_service, paged
+from hamacho.serve.service import API, Service, get_service, paged, read_upload
 from hamacho.serve.storage import (
     IMAGES,
     CheckedImage,
     InputError,
-    TooLarge,
     allowed_path,
     check_image,
     display_name,
@@ -130,16 +130,15 @@ async def upload_images(files: list[UploadFile] = File(..., description="Image f
     tag = _check_tag(tag)
     if link_to is not None and (group != "mask" or len(files) != 1):
         raise HTTPException(400, "link_to is for one mask file at a time (group mask)")
-    limit, max_pixels = service.config.max_file_bytes, service.config.max_pixels
-    items = []
-    for upload in files:
-        name = display_name(upload.filename)
-        if upload.size is not None and upload.size > limit:
-            raise TooLarge(f"{name}: {upload.size} bytes is over the limit of {limit} bytes per file")
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise TooLarge(f"{name}: over the limit of {limit} bytes per file")
-        items.append((name, check_image(data, name, max_pixels)))
+    received = [(display_name(upload.filename), await read_upload(upload, service.config.max_file_bytes))
+                for upload in files]
+    return await run_in_threadpool(_check_and_register, service, received, group, tag, link_to)
+
+
+def _check_and_register(service: Service, received: list[tuple[str, bytes]], group: str, tag: str | None,
+                        link_to: int | None) -> ImageList:
+    """Decode-check every file (off the event loop), then register them all or none."""
+    items = [(name, check_image(data, name, service.config.max_pixels)) for name, data in received]
     return ImageList(items=_register(service, items, group, tag, link_to), total=len(items), limit=len(items))
 
 
