@@ -67,6 +67,8 @@ def test_job_progress_and_model_details(client, trained):
     assert model["thresholds"]["method"] == "auto" and "F1" in model["thresholds"]["image"]["source"]
     assert model["dataset"]["images_fitted"] + model["dataset"]["images_calibrated"] == 11 + 3 - 0
     assert model["config"]["model"]["backbone_weights"] == "none"
+    assert job["result"] == {"metrics": model["metrics"], "thresholds": model["thresholds"],
+                             "report_url": model["report_url"]}
     report = client.get(model["report_url"])
     assert report.status_code == 200 and "<html" in report.text.lower()
     assert client.get(f"{API}/models/m1/report").text == report.text

@@ -106,6 +106,7 @@ class JobOut(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    result: dict[str, Any] | None = None
 
 
 class JobList(BaseModel):

@@ -105,3 +105,13 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
     if len(data) > limit:
         raise TooLarge(f"{name}: over the limit of {limit} bytes per file")
     return data
+
+
+def thresholds_out(summary: dict) -> dict:
+    """``{"method", "image": {"raw", "normalized", "source"}, "pixel": {...}}`` from a model's summary."""
+    calibration = summary.get("calibration") or {}
+    given = summary.get("thresholds") or {}
+    out: dict = {"method": given.get("method")}
+    for level in ("image", "pixel"):
+        out[level] = {"raw": calibration.get(f"{level}_threshold"), "normalized": 0.5, "source": given.get(level)}
+    return out

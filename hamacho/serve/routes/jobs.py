@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from hamacho.serve.db import ACTIVE_JOB_STATES, ImageRow, JobRow, ModelRow, loads
 from hamacho.serve.schemas import JobIn, JobList, JobOut, Limit, Offset, PathId
-from hamacho.serve.service import Service, get_service, paged
+from hamacho.serve.service import API, Service, get_service, paged, thresholds_out
 from hamacho.serve.storage import allowed_path
 from hamacho.serve.worker import job_settings
 
@@ -17,9 +17,14 @@ router = APIRouter(tags=["jobs"])
 WEIGHT_WORDS = ("imagenet", "none")
 
 
-def job_out(row: JobRow) -> JobOut:
-    """The API's view of a job row."""
-    return JobOut(id=row.id, model_tag=row.model_tag, model=row.model, status=row.status, phase=row.phase,
+def job_out(row: JobRow, model: ModelRow | None = None) -> JobOut:
+    """The API's view of a job row; a succeeded job's model adds its metrics, thresholds and report link."""
+    result = None
+    if model is not None:
+        summary = loads(model.summary) or {}
+        report = f"{API}/models/{model.id}/files/report.html" if summary.get("report") else None
+        result = {"metrics": summary.get("metrics"), "thresholds": thresholds_out(summary), "report_url": report}
+    return JobOut(result=result, id=row.id, model_tag=row.model_tag, model=row.model, status=row.status, phase=row.phase,
                   percent=row.percent, error=row.error, model_id=row.model_id, parameters=loads(row.parameters) or {},
                   images=loads(row.counts) or {}, cancel_requested=row.cancel_requested, created_at=row.created_at,
                   started_at=row.started_at, finished_at=row.finished_at)
@@ -78,28 +83,31 @@ def list_jobs(status: str | None = None, offset: Offset = 0, limit: Limit = 50,
     query = select(JobRow) if status is None else select(JobRow).where(JobRow.status == status)
     with service.factory() as session:
         total, rows = paged(session, query, JobRow.id.desc(), offset, limit)
-    return JobList(items=[job_out(row) for row in rows], total=total, offset=offset, limit=limit)
+        models = {m.id: m for m in session.scalars(select(ModelRow).where(
+            ModelRow.id.in_([row.model_id for row in rows if row.model_id is not None])))}
+    return JobList(items=[job_out(row, models.get(row.model_id)) for row in rows], total=total, offset=offset,
+                   limit=limit)
 
 
-def _job(service: Service, job_id: int) -> JobRow:
+def _job(service: Service, job_id: int) -> JobOut:
     with service.factory() as session:
         row = session.get(JobRow, job_id)
-    if row is None:
-        raise HTTPException(404, f"no job with id {job_id}")
-    return row
+        if row is None:
+            raise HTTPException(404, f"no job with id {job_id}")
+        return job_out(row, session.get(ModelRow, row.model_id) if row.model_id is not None else None)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
 def get_job(job_id: PathId, service: Service = Depends(get_service)) -> JobOut:
     """One job: status, phase, percent, error, and the model it made."""
-    return job_out(_job(service, job_id))
+    return _job(service, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: PathId, service: Service = Depends(get_service)) -> JobOut:
     """Cancel a queued job, or ask a running one to stop at its next step (409 for a finished job)."""
-    row = _job(service, job_id)
-    if row.status not in ACTIVE_JOB_STATES:
-        raise HTTPException(409, f"job {job_id} has already {row.status}")
+    job = _job(service, job_id)
+    if job.status not in ACTIVE_JOB_STATES:
+        raise HTTPException(409, f"job {job_id} has already ended ({job.status})")
     service.runner.cancel(job_id)
-    return job_out(_job(service, job_id))
+    return _job(service, job_id)

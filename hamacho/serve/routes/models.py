@@ -32,21 +32,11 @@ from hamacho.serve.schemas import (
     ModelOut,
     Offset,
 )
-from hamacho.serve.service import API, Service, find_model, get_service, paged
+from hamacho.serve.service import API, Service, find_model, get_service, paged, thresholds_out
 from hamacho.serve.storage import InputError, TooLarge, allowed_path, remove_tree
 
 router = APIRouter(tags=["models"])
 EXAMPLE_PICTURES = 8
-
-
-def thresholds_out(summary: dict) -> dict:
-    """``{"method", "image": {"raw", "normalized", "source"}, "pixel": {...}}`` from a model's summary."""
-    calibration = summary.get("calibration") or {}
-    given = summary.get("thresholds") or {}
-    out: dict = {"method": given.get("method")}
-    for level in ("image", "pixel"):
-        out[level] = {"raw": calibration.get(f"{level}_threshold"), "normalized": 0.5, "source": given.get(level)}
-    return out
 
 
 def example_pictures(folder: Path) -> list[str]:
