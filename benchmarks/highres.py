@@ -97,7 +97,8 @@ def shrink(values: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(values.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
 
 
-def run_one(name: str, data: Path, out: Path, model: str, weights: str, eval_side: int, seed: int) -> dict:
+def run_one(name: str, data: Path, out: Path, model: str, weights: str, eval_side: int, seed: int,
+            store_mb: int | None = None) -> dict:
     """Train and test one configuration in this process, then evaluate it on the common grid."""
     from hamacho.config import build_config
     from hamacho.data.discovery import Sample
@@ -108,9 +109,11 @@ def run_one(name: str, data: Path, out: Path, model: str, weights: str, eval_sid
     from hamacho.train import run_training
 
     extra = ["model.coreset_ratio=0.01"] if model == "patchcore" else []
+    if model == "patchcore" and store_mb is not None:  # coreset on a 64-d projection, embeddings spill to disk
+        extra += ["model.coreset_projection_dim=64", f"model.memory_budget_mb={store_mb}"]
     settings = build_config(model, None, {
         "dataset.root": str(data), "model.backbone": "mobilenet_v2", "model.backbone_weights": weights,
-        "project.result_path": str(out / "results" / name.replace(" ", "_")), "project.seed": seed,
+        "project.result_path": str(out / "results" / f"{name.replace(' ', '_')}_{store_mb}"), "project.seed": seed,
         "report.enabled": False, "visualization.report_images": False}, [*CONFIGS[name], *extra])
     result = run_training(settings, log=lambda _: None)
     timings = dict(result.timings)
@@ -133,7 +136,7 @@ def run_one(name: str, data: Path, out: Path, model: str, weights: str, eval_sid
     stacked_maps, stacked_masks = np.stack(maps), np.stack(masks)
     pixel = pixel_metrics(stacked_maps, stacked_masks, np.zeros(stacked_masks.shape, bool))
     image = image_metrics(np.array(scores), labels, np.zeros(labels.shape, bool))
-    return {"config": name, "model": model, "image_AUROC": image["image_AUROC"], "pixel_AUROC": pixel["pixel_AUROC"],
+    return {"config": name + ("" if store_mb is None else f", store {store_mb} MB"), "model": model, "image_AUROC": image["image_AUROC"], "pixel_AUROC": pixel["pixel_AUROC"],
             "pixel_AUPRO": pixel["pixel_AUPRO"], "pixel_AUPRO_5": aupro(stacked_maps, stacked_masks, fpr_limit=0.05), "fit_seconds": timings["fit_seconds"],
             "test_seconds": timings["test_seconds"], "peak_rss_mb": timings["peak_rss_mb"],
             "images_fitted": result.summary["images_fitted"], "frame": result.summary["frame_size"],
@@ -164,6 +167,8 @@ def main() -> None:
     parser.add_argument("--defective", type=int, default=20, help="defective test images")
     parser.add_argument("--eval-side", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--store-mb", type=int, help="PatchCore: model.memory_budget_mb, with a 64-d coreset "
+                        "projection (training embeddings beyond it go to a temporary file)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -171,7 +176,8 @@ def main() -> None:
         sys.exit(f"needs {BOTTLE} and the mobilenet_v2 weights ({args.weights})")
     data = build_dataset(args.out, args.side, args.train, args.good, args.defective, args.seed)
     if args.child:
-        print(json.dumps(run_one(args.child, data, args.out, args.model, args.weights, args.eval_side, args.seed)))
+        print(json.dumps(run_one(args.child, data, args.out, args.model, args.weights, args.eval_side, args.seed,
+                                 args.store_mb)))
         return
     rows = []
     for model in args.models:
@@ -180,12 +186,17 @@ def main() -> None:
                        str(args.side), "--train", str(args.train), "--good", str(args.good), "--defective",
                        str(args.defective), "--eval-side", str(args.eval_side), "--seed", str(args.seed),
                        "--child", name, "--model", model]
+            command += [] if args.store_mb is None else ["--store-mb", str(args.store_mb)]
             done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
             if done.returncode != 0:
                 sys.exit(f"{model} {name} failed:\n{done.stderr[-3000:]}")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"{model} {name}: {rows[-1]}", file=sys.stderr, flush=True)
-    (args.out / "highres.json").write_text(json.dumps(rows, indent=2) + "\n")
+    previous = args.out / "highres.json"
+    kept = json.loads(previous.read_text()) if previous.is_file() else []
+    done = {(r["model"], r["config"]) for r in rows}
+    rows = [r for r in kept if (r["model"], r["config"]) not in done] + rows  # runs of other models stay
+    previous.write_text(json.dumps(rows, indent=2) + "\n")
     print(table(rows))
 
 
