@@ -110,6 +110,30 @@ def test_predict_matches_the_predictor_and_thresholds(client, trained):
         assert response.status_code == 400 and "between 0 and 1" in response.json()["error"]
 
 
+def test_non_square_cropped_model_through_the_service(client, trained):
+    job = client.post(f"{API}/jobs", json={"model_tag": "wide", "tag": "parts", "parameters": {
+        **FAST_PARAMETERS, "dataset.image_size": [64, 96], "dataset.crop": [16, 0, 96, 96], "report.enabled": False}})
+    assert job.status_code == 202, job.text
+    done = wait_job(client, job.json()["id"])
+    assert done["status"] == "succeeded", done
+    model = client.get(f"{API}/models/wide").json()
+    assert model["image_size"] == [64, 96] and model["report_url"] is None
+    assert client.get(f"{API}/models").json()["items"][0]["image_size"] == [64, 96]
+    item = predict(client, "wide", trained["files"]["bad"][:1], pixel_threshold=0.0).json()["items"][0]
+    assert item["decision"] in ("OK", "NG")
+    anomaly = decode(client.get(item["map_url"]).content)
+    assert anomaly.shape == (96, 96) and not anomaly[:, :16].any()  # outside the crop: not inspected, map 0
+    heatmap = decode(client.get(item["heatmap_url"]).content).astype(int)
+    outside, inside = heatmap[:, :16], heatmap[:, 16:]
+    # drawn as not inspected (grey hatching) outside the crop only
+    def hatched(part):
+        return float((part == 120).all(axis=2).mean())
+
+    assert hatched(outside) > 0.1 and hatched(inside) < 0.01
+    segmentation = decode(client.get(item["segmentation_url"]).content)
+    assert segmentation.shape == (96, 96, 3)
+
+
 def test_predict_errors(client, trained):
     good = trained["files"]["good"][0]
     assert predict(client, "nosuch", [good]).status_code == 404

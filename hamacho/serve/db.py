@@ -78,7 +78,7 @@ class ModelRow(Base):
     model: Mapped[str] = mapped_column(String(64))
     display_name: Mapped[str] = mapped_column(String(64))
     backbone: Mapped[str] = mapped_column(String(64))
-    image_size: Mapped[int] = mapped_column(Integer)
+    image_size: Mapped[str] = mapped_column(String(32))  # JSON: 256, or [height, width]
     format: Mapped[str] = mapped_column(String(32))
     source: Mapped[str] = mapped_column(String(16))
     folder: Mapped[str] = mapped_column(String(255))

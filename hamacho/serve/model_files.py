@@ -31,7 +31,7 @@ def describe(predictor: Any, entry: str) -> dict[str, Any]:
                "counts": (metadata.get("dataset") or {}).get("counts"), "config": metadata.get("config"),
                "report": False, "precision": metadata.get("precision")}
     return {"model": settings.model.name, "display_name": predictor.display_name,
-            "backbone": settings.model.backbone, "image_size": settings.dataset.image_size,
+            "backbone": settings.model.backbone, "image_size": json.dumps(settings.dataset.image_size),
             "format": runtime or MODEL_FILE, "entry": entry, "summary": summary}
 
 

@@ -126,7 +126,7 @@ class ModelOut(BaseModel):
     model: str
     display_name: str
     backbone: str
-    image_size: int
+    image_size: int | list[int]
     format: str
     source: Literal["trained", "imported"]
     job_id: int | None

@@ -226,7 +226,7 @@ def _publish(factory: sessionmaker[Session], data: Path, job_id: int, tag: str, 
     summary["config"] = settings_to_dict(settings)
     summary["report"] = result.report_path is not None
     row = ModelRow(tag=tag, model=settings.model.name, display_name=display_name(settings.model.name),
-                   backbone=settings.model.backbone, image_size=settings.dataset.image_size, format="model.pt",
+                   backbone=settings.model.backbone, image_size=json.dumps(settings.dataset.image_size), format="model.pt",
                    source="trained", folder=f"{MODELS}/{name}", entry="model.pt", job_id=job_id,
                    summary=json.dumps(summary, default=str))
     with factory() as session:

@@ -62,7 +62,7 @@ def model_out(row: ModelRow, service: Service) -> ModelOut:
     chosen = example_pictures(folder / "images") if row.source == "trained" else []
     report = summary.get("report") and (folder / "report.html").is_file()
     return ModelOut(id=row.id, tag=row.tag, model=row.model, display_name=row.display_name, backbone=row.backbone,
-                    image_size=row.image_size, format=row.format, source=row.source, job_id=row.job_id,
+                    image_size=json.loads(str(row.image_size)), format=row.format, source=row.source, job_id=row.job_id,
                     created_at=row.created_at, metrics=summary.get("metrics"), thresholds=thresholds_out(summary),
                     dataset={"counts": summary.get("counts"), "images_fitted": summary.get("images_fitted"),
                              "images_calibrated": summary.get("images_calibrated"), "notes": summary.get("notes")},

@@ -26,7 +26,7 @@ from hamacho.errors import ConfigError
 from hamacho.files import atomic_write_bytes, atomic_write_text
 from hamacho.post.normalization import raw_threshold
 from hamacho.predictor import check_cut
-from hamacho.report.images import heatmap_overlay, segmentation_overlay
+from hamacho.report.images import grey_out, heatmap_overlay, segmentation_overlay
 from hamacho.serve.db import ModelRow, ResultRow, loads, utcnow
 from hamacho.serve.schemas import Cut, Deleted, Limit, Offset, PathId, PredictionOut, PredictOut, ResultList
 from hamacho.serve.service import API, Service, find_model, get_service, paged, read_upload
@@ -81,10 +81,13 @@ def _run(service: Service, row: ModelRow, received: list[tuple[str, bytes]], ima
     for (name, checked), prediction in zip(items, predictions):
         folder = new_name()
         path = service.path(f"{PREDICTIONS}/{folder}")
-        anomaly_map = prediction.anomaly_map
+        anomaly_map, inspected = prediction.anomaly_map, prediction.inspected
+        mask = anomaly_map >= pixel_cut if inspected is None else (anomaly_map >= pixel_cut) & inspected
         atomic_write_bytes(path / f"image{checked.extension}", checked.data)
         atomic_write_bytes(path / "map.png", _png(np.round(anomaly_map * 255).astype(np.uint8)))
-        atomic_write_bytes(path / "mask.png", _png((anomaly_map >= pixel_cut).astype(np.uint8) * 255))
+        atomic_write_bytes(path / "mask.png", _png(mask.astype(np.uint8) * 255))
+        if inspected is not None:  # outside a crop or the valid area: drawn as not inspected
+            atomic_write_bytes(path / "inspected.png", _png(inspected.astype(np.uint8) * 255))
         data = {"name": name, "width": checked.width, "height": checked.height, "raw_score": prediction.raw_score,
                 "score": prediction.score, "decision": "NG" if prediction.score >= image_cut else "OK",
                 "image_threshold": cuts["image"].model_dump(), "pixel_threshold": cuts["pixel"].model_dump(),
@@ -174,6 +177,9 @@ def _draw(path: Path, data: dict[str, Any], name: str) -> None:
         picture = heatmap_overlay(image, values, data.get("alpha", 0.5))
     else:
         picture = segmentation_overlay(image, cv2.imread(str(path / "mask.png"), cv2.IMREAD_GRAYSCALE) > 0)
+    inspected = path / "inspected.png"
+    if inspected.is_file():
+        picture = grey_out(picture, cv2.imread(str(inspected), cv2.IMREAD_GRAYSCALE) > 0)
     atomic_write_bytes(path / name, _png(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)))
 
 

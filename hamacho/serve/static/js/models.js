@@ -41,7 +41,7 @@ function renderTable(models) {
         h("th", { scope: "row" }, m.tag, m.loaded ? h("span", { class: "flag ok", title: "Kept in memory" }, "loaded") : null),
         h("td", {}, modelName(m)),
         h("td", {}, m.backbone || ""),
-        h("td", {}, m.image_size ? `${m.image_size} px` : ""),
+        h("td", {}, sizeText(m.image_size)),
         h("td", { class: "num" }, auroc === null ? "n/a" : auroc.toFixed(3)),
         h("td", {}, fmtDate(m.created_at)),
         h(
@@ -102,7 +102,7 @@ export function modelCard(model, { heading = `Model “${model.tag}”` } = {}) 
   const facts = [
     ["Model", modelName(model)],
     ["Backbone", model.backbone],
-    ["Image size", model.image_size ? `${model.image_size} px` : ""],
+    ["Image size", sizeText(model.image_size)],
     ["Source", model.source === "imported" ? "imported" : "trained here"],
     ["Created", fmtDate(model.created_at)],
     ["Images", datasetCounts(model.dataset)],
@@ -244,3 +244,8 @@ function reportLink(url) {
   return h("a", { class: "button secondary", href: resolve(url), target: "_blank", rel: "noopener" }, "Open report ↗");
 }
 
+/** "256 px", or "256×320 px" (height × width) for a non-square model input. */
+function sizeText(size) {
+  if (!size) return "";
+  return Array.isArray(size) ? `${size.join("×")} px` : `${size} px`;
+}
