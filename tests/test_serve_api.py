@@ -194,6 +194,8 @@ def test_job_errors_come_before_any_work(client, env):
         ({"model_tag": "x", "image_ids": [999999, 999998]}, 404, "no image with id 999998 (and 1 more)"),
         ({"model_tag": "x", "tag": "lonely", "parameters": {"model.backbone_weights": "/etc/passwd"}}, 400,
          "outside the allowed folders"),
+        ({"model_tag": "x", "tag": "lonely", "parameters": {"dataset.valid_area_mask": "/etc/hosts"}}, 400,
+         "outside the allowed folders"),
         ({"model_tag": "", "tag": "lonely"}, 422, "model_tag"),
     ]
     jobs_before = client.get(f"{API}/jobs").json()["total"]

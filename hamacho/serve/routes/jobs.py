@@ -49,6 +49,8 @@ def start_job(body: JobIn, service: Service = Depends(get_service)) -> JobOut:
     weights = settings.model.backbone_weights
     if weights and weights.lower() not in WEIGHT_WORDS:
         allowed_path(weights, service.config.allowed_roots)
+    if settings.dataset.valid_area_mask:  # read by the worker: a server-side path like the weights
+        allowed_path(settings.dataset.valid_area_mask, service.config.allowed_roots)
     with service.factory() as session, session.begin():
         problem = tag_in_use(session, body.model_tag)
         if problem:
