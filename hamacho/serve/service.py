@@ -79,6 +79,14 @@ def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
+def get_or_404(session: Session, table: type, row_id: int, what: str) -> Any:
+    """The row of ``table`` with ``row_id`` (404 ``no <what> with id N`` otherwise)."""
+    row = session.get(table, row_id)
+    if row is None:
+        raise HTTPException(404, f"no {what} with id {row_id}")
+    return row
+
+
 def find_model(session: Session, ref: str) -> ModelRow:
     """A model by id or tag (404 otherwise)."""
     clauses = [ModelRow.tag == ref]

@@ -28,7 +28,7 @@ from hamacho.serve.schemas import (
     TagList,
     TagOut,
 )
-from hamacho.serve.service import API, Service, get_service, paged, read_upload
+from hamacho.serve.service import API, Service, get_or_404, get_service, paged, read_upload
 from hamacho.serve.storage import (
     IMAGES,
     CheckedImage,
@@ -181,9 +181,7 @@ def list_images(group: Group | None = None, tag: str | None = None, offset: Offs
 
 def _image(service: Service, image_id: int) -> tuple[ImageRow, int | None]:
     with service.factory() as session:
-        row = session.get(ImageRow, image_id)
-        if row is None:
-            raise HTTPException(404, f"no image with id {image_id}")
+        row = get_or_404(session, ImageRow, image_id, "image")
         return row, _mask_ids(session, [row.id]).get(row.id)
 
 

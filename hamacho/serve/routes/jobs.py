@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from hamacho.serve.db import ACTIVE_JOB_STATES, ImageRow, JobRow, ModelRow, loads
 from hamacho.serve.schemas import JobIn, JobList, JobOut, Limit, Offset, PathId
-from hamacho.serve.service import API, Service, get_service, paged, thresholds_out
+from hamacho.serve.service import API, Service, get_or_404, get_service, paged, thresholds_out
 from hamacho.serve.storage import allowed_path
 from hamacho.serve.worker import job_settings
 
@@ -93,9 +93,7 @@ def list_jobs(status: str | None = None, offset: Offset = 0, limit: Limit = 50,
 
 def _job(service: Service, job_id: int) -> JobOut:
     with service.factory() as session:
-        row = session.get(JobRow, job_id)
-        if row is None:
-            raise HTTPException(404, f"no job with id {job_id}")
+        row = get_or_404(session, JobRow, job_id, "job")
         return job_out(row, session.get(ModelRow, row.model_id) if row.model_id is not None else None)
 
 

@@ -29,7 +29,7 @@ from hamacho.predictor import check_cut
 from hamacho.report.images import grey_out, heatmap_overlay, segmentation_overlay
 from hamacho.serve.db import ModelRow, ResultRow, loads, utcnow
 from hamacho.serve.schemas import Cut, Deleted, Limit, Offset, PathId, PredictionOut, PredictOut, ResultList
-from hamacho.serve.service import API, Service, find_model, get_service, paged, read_upload
+from hamacho.serve.service import API, Service, find_model, get_or_404, get_service, paged, read_upload
 from hamacho.serve.storage import (
     PREDICTIONS,
     allowed_path,
@@ -198,10 +198,7 @@ def list_results(model: str | None = None, offset: Offset = 0, limit: Limit = 50
 
 def _result(service: Service, result_id: int) -> ResultRow:
     with service.factory() as session:
-        row = session.get(ResultRow, result_id)
-    if row is None:
-        raise HTTPException(404, f"no result with id {result_id}")
-    return row
+        return get_or_404(session, ResultRow, result_id, "result")
 
 
 @router.get("/results/{result_id}", response_model=PredictionOut)
