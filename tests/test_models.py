@@ -182,6 +182,21 @@ def test_patchcore_memory_bank_size_and_budget_spill_give_same_bank():
     assert torch.equal(a.memory_bank, b.memory_bank)
 
 
+def test_patchcore_patch_sample_keeps_a_seeded_share_of_each_batch():
+    extractor = build_feature_extractor("resnet18", ["layer2", "layer3"], "none", seed=0)
+    train = _images(6)
+    full = _fitted(PatchcoreModel(extractor, 64, seed=0, coreset_ratio=1.0), train)
+    half = _fitted(PatchcoreModel(extractor, 64, seed=0, coreset_ratio=1.0, patch_sample=0.5), train)
+    again = _fitted(PatchcoreModel(extractor, 64, seed=0, coreset_ratio=1.0, patch_sample=0.5), train)
+    other = _fitted(PatchcoreModel(extractor, 64, seed=1, coreset_ratio=1.0, patch_sample=0.5), train)
+    # batches of 4 and 2 images, 64 patches each: half of 256 and of 128
+    assert full.memory_bank.shape[0] == 6 * 64 and half.memory_bank.shape[0] == 128 + 64
+    assert torch.equal(half.memory_bank, again.memory_bank)  # the seed decides which patches
+    assert not torch.equal(half.memory_bank, other.memory_bank)
+    kept = {tuple(row.tolist()) for row in half.memory_bank}
+    assert kept <= {tuple(row.tolist()) for row in full.memory_bank}  # a subset of the real patches
+
+
 def test_patchcore_image_score_reweighting_matches_the_paper():
     extractor = build_feature_extractor("resnet18", ["layer2", "layer3"], "none", seed=0)
     model = _fitted(PatchcoreModel(extractor, 64, seed=0, coreset_ratio=0.2, num_neighbors=3), _images(4))

@@ -34,6 +34,7 @@ class PatchcoreParams(ModelParams):
     num_neighbors: int = setting(9, at_least=1)
     memory_budget_mb: int = setting(4096, at_least=1)
     search_pruning_dim: int = setting(32, at_least=0)
+    patch_sample: float = setting(1.0, above=0.0, at_most=1.0)
 
 
 class PatchcoreModel(AnomalyModel):
@@ -50,6 +51,8 @@ class PatchcoreModel(AnomalyModel):
         memory_budget_mb: Most memory for full training embeddings before they go to a temporary file.
         blur_sigma: Sigma of the anomaly-map blur.
         search_pruning_dim: Principal components used to prune the exact nearest-neighbour search.
+        patch_sample: Share of each batch's training patches kept (seeded) before the coreset; below 1 it
+            bounds training memory and time where images give many patches (tiling).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class PatchcoreModel(AnomalyModel):
         memory_budget_mb: int = 4096,
         blur_sigma: float = 4.0,
         search_pruning_dim: int = 32,
+        patch_sample: float = 1.0,
     ) -> None:
         super().__init__(feature_extractor, image_size, blur_sigma)
         self.seed = seed
@@ -76,6 +80,8 @@ class PatchcoreModel(AnomalyModel):
         self.coreset_projection_dim = coreset_projection_dim
         self.index = MemoryBankIndex(self.embedding_dim, search_pruning_dim)
         self._store: PatchStore | None = None
+        self.patch_sample = patch_sample
+        self._batches = 0
 
     @property
     def memory_bank(self) -> torch.Tensor:
@@ -111,7 +117,14 @@ class PatchcoreModel(AnomalyModel):
                 else None
             )
             self._store = PatchStore(self.embedding_dim, projection, self.memory_budget_mb * 1024 * 1024)
-        self._store.add(self._patches(self.embed(images)))
+        patches = self._patches(self.embed(images))
+        if self.patch_sample < 1.0:  # a seeded share of each batch's patches, in their order
+            keep = max(1, math.ceil(self.patch_sample * patches.shape[0]))
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self._batches)
+            rows = torch.randperm(patches.shape[0], generator=generator)[:keep].sort().values
+            patches = patches[rows.to(patches.device)]
+        self._batches += 1
+        self._store.add(patches)
 
     def fit(self, phase: Phase | None = None) -> None:
         """Choose the memory bank by greedy coreset selection."""
@@ -167,6 +180,7 @@ def build_patchcore(
         memory_budget_mb=params.memory_budget_mb,
         blur_sigma=params.blur_sigma,
         search_pruning_dim=params.search_pruning_dim,
+        patch_sample=params.patch_sample,
     )
 
 
