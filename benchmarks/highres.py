@@ -34,9 +34,9 @@ CONFIGS = {
     "plain 256": ["dataset.image_size=256"],
     "plain 512": ["dataset.image_size=512"],
     "tiles 256 of 1024": ["dataset.tiling.tile_size=256", "dataset.tiling.stride=192", "dataset.tiling.resize=1024"],
-    # PatchCore: a quarter of each batch's patches before the coreset (25 tiles per image add 25x the patches)
-    "tiles 256 of 1024, patch_sample 0.25": ["dataset.tiling.tile_size=256", "dataset.tiling.stride=192",
-                                             "dataset.tiling.resize=1024", "model.patch_sample=0.25"],
+    # PatchCore with every training patch of the 25 tiles (its default keeps 6 / 25 of them)
+    "tiles 256 of 1024, every patch": ["dataset.tiling.tile_size=256", "dataset.tiling.stride=192",
+                                       "dataset.tiling.resize=1024", "model.patch_sample=1"],
 }
 
 

@@ -151,6 +151,11 @@ class ModelParams:
     layers: list[str] | None = setting(None, check=check_layers)
     blur_sigma: float = setting(4.0, at_least=0.0)
 
+    def for_tiles(self, tiles: int) -> ModelParams:
+        """These parameters for a model that sees ``tiles`` tiles per image (models with per-tile choices
+        override this; the default changes nothing)."""
+        return self
+
 
 def backbone_field(default: str) -> Any:
     """The ``backbone`` field with another default."""

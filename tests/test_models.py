@@ -197,6 +197,24 @@ def test_patchcore_patch_sample_keeps_a_seeded_share_of_each_batch():
     assert kept <= {tuple(row.tolist()) for row in full.memory_bank}  # a subset of the real patches
 
 
+def test_tiled_patchcore_keeps_six_tiles_worth_of_patches_unless_told():
+    from hamacho.config import build_config
+    from hamacho.models.padim import PadimParams
+    from hamacho.models.patchcore import PatchcoreParams
+
+    assert PatchcoreParams().for_tiles(25).patch_sample == pytest.approx(0.24)
+    assert PatchcoreParams().for_tiles(4).patch_sample == 1.0
+    assert PatchcoreParams(patch_sample=0.5).for_tiles(25).patch_sample == 0.5
+    assert PadimParams().for_tiles(25) == PadimParams()
+    from hamacho.models.factory import build_model
+
+    settings = build_config("patchcore", overrides=[
+        "model.backbone=resnet18", "model.backbone_weights=none", "dataset.tiling.tile_size=64",
+        "dataset.tiling.stride=32", "dataset.tiling.resize=[128,160]"])
+    assert build_model(settings).patch_sample == pytest.approx(6 / (3 * 4))  # 3 x 4 tiles per image
+    assert settings.model.patch_sample is None  # the setting itself stays as given
+
+
 def test_patchcore_image_score_reweighting_matches_the_paper():
     extractor = build_feature_extractor("resnet18", ["layer2", "layer3"], "none", seed=0)
     model = _fitted(PatchcoreModel(extractor, 64, seed=0, coreset_ratio=0.2, num_neighbors=3), _images(4))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hamacho.data.framing import Framing
+from hamacho.data.geometry import tile_origins
 from hamacho.models.backbone import build_feature_extractor
 from hamacho.models.base import AnomalyModel
 from hamacho.models.registry import get_spec
@@ -17,9 +19,14 @@ def build_model(settings: Settings, backbone_weights: str | None = None) -> Anom
             model file anyway.
 
     Returns:
-        The untrained (or, once a state-dict is loaded, trained) model.
+        The untrained (or, once a state-dict is loaded, trained) model. A tiled model's parameters are
+        first resolved for its tiles per image (:meth:`~hamacho.settings.ModelParams.for_tiles`).
     """
     params = settings.model
+    tiling = settings.dataset.tiling
+    if tiling.tile_size is not None and tiling.resize is not None:
+        framing = Framing.from_settings(settings.dataset)
+        params = params.for_tiles(len(tile_origins(framing.frame, framing.input_size, framing.stride)))
     spec = get_spec(params.name)
     weights = backbone_weights or str(params.backbone_weights)
     extractor = build_feature_extractor(params.backbone, params.layers, weights, settings.project.seed)
