@@ -64,10 +64,16 @@ class PatchStore:
         self._memory = []
 
     def projected(self) -> torch.Tensor:
-        """(N, p) projections (or the full embeddings when there is no projection)."""
+        """(N, p) projections (or the full embeddings when there is no projection), as one tensor.
+
+        The blocks are moved into it one by one and freed as they go, so the peak is the tensor plus one
+        block rather than twice the store (torch.cat); the store keeps the joined tensor.
+        """
         if self.projection is None:
-            return torch.cat(self._memory)
-        return torch.cat(self._projected)
+            self._memory = [_joined(self._memory)]
+            return self._memory[0]
+        self._projected = [_joined(self._projected)]
+        return self._projected[0]
 
     def gather(self, indices: torch.Tensor) -> torch.Tensor:
         """Full embeddings of the given rows, (len(indices), D)."""
@@ -98,3 +104,18 @@ class PatchStore:
 
     def __del__(self) -> None:
         self.close()
+
+
+def _joined(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """The row blocks as one tensor, emptying ``blocks`` while it is filled."""
+    if len(blocks) == 1:
+        return blocks.pop()
+    total = torch.empty(sum(block.shape[0] for block in blocks), blocks[0].shape[1], dtype=blocks[0].dtype)
+    start = 0
+    blocks.reverse()
+    while blocks:
+        block = blocks.pop()
+        total[start : start + block.shape[0]] = block
+        start += block.shape[0]
+        del block
+    return total
