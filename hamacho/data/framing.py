@@ -35,8 +35,9 @@ from hamacho.data.geometry import (
     pair,
     tile_origins,
 )
-from hamacho.data.images import ImageReadError, read_image, size_pair
+from hamacho.data.images import ImageReadError, read_image
 from hamacho.errors import ConfigError
+from hamacho.framing_checks import size_pair
 
 
 @dataclass(frozen=True, eq=False)

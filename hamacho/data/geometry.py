@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from hamacho.data.images import ImageReadError, resize_image, size_pair
+from hamacho.data.images import ImageReadError, resize_image
+from hamacho.framing_checks import size_pair
 
 CIRCLE_SEARCH_SIDE = 512  # circles are searched on a copy at most this wide (Hough is quadratic in the side)
 
@@ -215,4 +216,4 @@ def stitch(
 
 def pair(value: int | Sequence[int] | None, default: Size) -> Size:
     """``N`` or ``[H, W]`` (or None: ``default``) as (height, width)."""
-    return default if value is None else size_pair(value if isinstance(value, int) else tuple(value))
+    return default if value is None else size_pair(value)

@@ -11,6 +11,7 @@ import numpy as np
 
 from hamacho.data.resize import resize_uint8, resize_with_torch, torch_loaded
 from hamacho.errors import DatasetError
+from hamacho.framing_checks import size_pair
 
 
 class ImageReadError(DatasetError):
@@ -139,11 +140,6 @@ def read_mask(path: str | Path) -> np.ndarray:
     if mask.ndim == 3:
         mask = mask.max(axis=2)
     return mask > 0
-
-
-def size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
-    """A side or (height, width) as (height, width)."""
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 from hamacho import __version__
 from hamacho.errors import Interrupted, first_line
 from hamacho.files import atomic_write_text
+from hamacho.framing_checks import size_pair
 from hamacho.post.curves import binary_curves
 from hamacho.post.normalization import raw_threshold
 from hamacho.report import plots
@@ -147,7 +148,7 @@ def _header(model: str, config: dict[str, Any], place: str, kind: str, rows: Seq
 
 def _side_text(size: Any) -> str:
     """``256`` or ``[256, 512]`` as ``256 × 256`` / ``512 × 256`` (width × height)."""
-    height, width = (size, size) if isinstance(size, int) else size
+    height, width = size_pair(size)
     return f"{width} \u00d7 {height}"
 
 
