@@ -128,7 +128,7 @@ def in_process(model_path: Path, images: list[tuple[str, bytes]], repeats: int,
 
     from hamacho import Predictor
     from hamacho.files import atomic_write_bytes, atomic_write_text
-    from hamacho.serve.storage import check_image, decode_rgb, remove_tree
+    from hamacho.serve.storage import check_image, remove_tree
 
     if threads:
         torch.set_num_threads(threads)
@@ -136,7 +136,7 @@ def in_process(model_path: Path, images: list[tuple[str, bytes]], repeats: int,
     predictor = Predictor.load(model_path)
     chosen = [images[i % len(images)][1] for i in range(repeats)]
     decode = _median_ms(lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), chosen)
-    arrays = [decode_rgb(data) for data in chosen]
+    arrays = [check_image(data, "x", 50_000_000).rgb() for data in chosen]
     forward: dict[int, float] = {}
     for count in dict.fromkeys((server_threads, 1)):
         torch.set_num_threads(count)

@@ -253,3 +253,16 @@ def _zip(members: dict[str, bytes]) -> bytes:
         for name, data in members.items():
             handle.writestr(name, data)
     return buffer.getvalue()
+
+
+def test_unsaved_predictions_are_a_bounded_cache(client, trained, monkeypatch):
+    service = client.app.state.service
+    monkeypatch.setattr(service.config, "keep_unsaved", 2)
+    probe = trained["files"]["good"][:1]
+    urls = [predict(client, "m1", probe).json()["items"][0]["heatmap_url"] for _ in range(3)]
+    assert client.get(urls[0]).status_code == 404  # the oldest unsaved prediction is gone
+    assert all(client.get(url).status_code == 200 for url in urls[1:])
+    saved = predict(client, "m1", probe, save=True).json()["items"][0]["heatmap_url"]
+    predict(client, "m1", probe)
+    predict(client, "m1", probe)
+    assert client.get(saved).status_code == 200  # saved results are not part of the cache

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from hamacho.serve.config import ServiceConfig
 from hamacho.serve.db import ImageRow, ModelRow, ResultRow, open_database
 from hamacho.serve.jobs import JobRunner
 from hamacho.serve.predictors import PredictorCache
+from hamacho.serve.schemas import TAG_PATTERN
 from hamacho.serve.storage import (
     IMAGES,
     MODELS,
@@ -38,6 +41,13 @@ class Service:
     runner: JobRunner
     cache: PredictorCache
     lock: threading.Lock = field(default_factory=threading.Lock)
+    unsaved: deque[str] = field(default_factory=deque)  # folders of unsaved predictions, oldest first
+
+    def forget_old_unsaved(self, folders: list[str]) -> list[str]:
+        """Remember unsaved predictions' folders; return those beyond ``keep_unsaved`` (oldest first)."""
+        with self.lock:
+            self.unsaved.extend(folders)
+            return [self.unsaved.popleft() for _ in range(max(0, len(self.unsaved) - self.config.keep_unsaved))]
 
     @classmethod
     def open(cls, config: ServiceConfig) -> Service:
@@ -77,6 +87,16 @@ class Service:
 def get_service(request: Request) -> Service:
     """FastAPI dependency: the running service."""
     return request.app.state.service
+
+
+def check_tag(tag: str | None, required: bool = False) -> str | None:
+    """A tag as given (None for none), or 400 when it is not 1 to 128 characters without control characters or
+    slashes (or is missing and ``required``)."""
+    if not tag and not required:
+        return None
+    if not tag or not re.fullmatch(TAG_PATTERN, tag):
+        raise HTTPException(400, "tag: 1 to 128 characters, no control characters or slashes")
+    return tag
 
 
 def get_or_404(session: Session, table: type, row_id: int, what: str) -> Any:

@@ -87,11 +87,6 @@ def check_image(data: bytes, name: str, max_pixels: int) -> CheckedImage:
     return CheckedImage(data, FORMATS[fmt], width, height, image)
 
 
-def decode_rgb(data: bytes) -> np.ndarray:
-    """Decode checked image bytes to RGB uint8 (H, W, 3)."""
-    return as_rgb_uint8(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), bgr=True)
-
-
 def new_name(extension: str = "") -> str:
     """A fresh, unguessable file or folder name."""
     return uuid.uuid4().hex + extension

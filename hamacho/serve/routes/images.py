@@ -16,7 +16,6 @@ from hamacho.data.discovery import IMAGE_EXTENSIONS
 from hamacho.serve.db import ImageRow
 from hamacho.serve.schemas import (
     MAX_ID,
-    TAG_PATTERN,
     Deleted,
     Group,
     ImageList,
@@ -28,7 +27,7 @@ from hamacho.serve.schemas import (
     TagList,
     TagOut,
 )
-from hamacho.serve.service import API, Service, get_or_404, get_service, paged, read_upload
+from hamacho.serve.service import API, Service, check_tag, get_or_404, get_service, paged, read_upload
 from hamacho.serve.storage import (
     IMAGES,
     CheckedImage,
@@ -111,23 +110,13 @@ def _register(service: Service, items: list[tuple[str, CheckedImage]], group: st
         raise
 
 
-def _check_tag(tag: str | None) -> str | None:
-    if tag is None or tag == "":
-        return None
-    import re
-
-    if not re.fullmatch(TAG_PATTERN, tag):
-        raise HTTPException(400, "tag: 1 to 128 characters, no control characters or slashes")
-    return tag
-
-
 @router.post("/images", status_code=201, response_model=ImageList)
 async def upload_images(files: list[UploadFile] = File(..., description="Image files (repeat the field)"),
                         group: Group = Form(...), tag: str | None = Form(None),
                         link_to: int | None = Form(None, ge=1, le=MAX_ID, description="A mask's image id"),
                         service: Service = Depends(get_service)) -> ImageList:
     """Register uploaded images (checked by decoding) in a group, with an optional tag."""
-    tag = _check_tag(tag)
+    tag = check_tag(tag)
     if link_to is not None and (group != "mask" or len(files) != 1):
         raise HTTPException(400, "link_to is for one mask file at a time (group mask)")
     received = [(display_name(upload.filename), await read_upload(upload, service.config.max_file_bytes))

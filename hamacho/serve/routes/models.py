@@ -22,7 +22,6 @@ from hamacho.serve.model_files import (
 )
 from hamacho.serve.routes.jobs import tag_in_use
 from hamacho.serve.schemas import (
-    TAG_PATTERN,
     Deleted,
     ImportPathIn,
     Limit,
@@ -32,7 +31,7 @@ from hamacho.serve.schemas import (
     ModelOut,
     Offset,
 )
-from hamacho.serve.service import API, Service, find_model, get_service, paged, thresholds_out
+from hamacho.serve.service import API, Service, check_tag, find_model, get_service, paged, thresholds_out
 from hamacho.serve.storage import InputError, TooLarge, allowed_path, remove_tree
 
 router = APIRouter(tags=["models"])
@@ -127,10 +126,7 @@ def _add_imported(service: Service, staged: Path, tag: str) -> ModelOut:
 
 
 def _free_tag(service: Service, tag: str) -> None:
-    import re
-
-    if not re.fullmatch(TAG_PATTERN, tag):
-        raise HTTPException(400, "tag: 1 to 128 characters, no control characters or slashes")
+    check_tag(tag, required=True)
     with service.factory() as session:
         problem = tag_in_use(session, tag)
     if problem:

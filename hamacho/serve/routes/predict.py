@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 from starlette.datastructures import UploadFile as StarletteUpload
 
+from hamacho.data.images import read_image
 from hamacho.errors import ConfigError
 from hamacho.files import atomic_write_bytes, atomic_write_text
 from hamacho.post.normalization import raw_threshold
@@ -34,7 +34,6 @@ from hamacho.serve.storage import (
     PREDICTIONS,
     allowed_path,
     check_image,
-    decode_rgb,
     display_name,
     new_name,
     read_limited,
@@ -45,7 +44,6 @@ router = APIRouter(tags=["predict"])
 MAX_IMAGES = 100
 PICTURES = ("heatmap.png", "segmentation.png", "map.png", "mask.png")
 FOLDER_NAME = re.compile(r"^[0-9a-f]{32}$")
-_unsaved: deque[str] = deque()
 
 
 def prediction_out(data: dict[str, Any], result_id: int | None) -> PredictionOut:
@@ -104,17 +102,10 @@ def _run(service: Service, row: ModelRow, received: list[tuple[str, bytes]], ima
             session.flush()
             ids = [r.id for r in rows]
     else:
-        old = _forget_old(service, [d["folder"] for d in out])
+        old = service.forget_old_unsaved([d["folder"] for d in out])
     result = PredictOut(model_id=row.id, model_tag=row.tag,
                         items=[prediction_out(d, result_id) for d, result_id in zip(out, ids)])
     return result, old
-
-
-def _forget_old(service: Service, folders: list[str]) -> list[str]:
-    """Remember unsaved predictions; return those beyond ``keep_unsaved`` (removed after the response)."""
-    with service.lock:
-        _unsaved.extend(folders)
-        return [_unsaved.popleft() for _ in range(max(0, len(_unsaved) - service.config.keep_unsaved))]
 
 
 def _remove_predictions(service: Service, folders: list[str]) -> None:
@@ -171,7 +162,7 @@ def prediction_file(folder: str, name: str, service: Service = Depends(get_servi
 
 
 def _draw(path: Path, data: dict[str, Any], name: str) -> None:
-    image = decode_rgb((path / data["image"]).read_bytes())
+    image = read_image(path / data["image"])
     if name == "heatmap.png":
         values = cv2.imread(str(path / "map.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
         picture = heatmap_overlay(image, values, data.get("alpha", 0.5))
