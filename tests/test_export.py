@@ -18,6 +18,7 @@ from hamacho.errors import ModelFileError
 from hamacho.predictor import Predictor
 from hamacho.train import run_training
 from tests.conftest import make_dataset
+from tests.float_bounds import file_tolerance
 
 RUNTIMES = ["onnx", "openvino", "torchscript"]
 
@@ -77,8 +78,11 @@ def test_batch_size_is_dynamic(exported, runtime):
     together = predictor.runtime.run(images)
     for i in range(5):
         alone = predictor.runtime.run(images[i : i + 1])
-        assert np.allclose(alone.raw_scores, together.raw_scores[i], rtol=1e-5)
-        assert np.allclose(alone.maps[0], together.maps[i], atol=1e-5)
+        # the same function with other summation orders (tests/float_bounds.py), whatever the runtime
+        tol = file_tolerance(models["patchcore"]["model"], float(together.raw_scores[i]),
+                             float(together.raw_maps[i].max()))
+        np.testing.assert_allclose(alone.raw_scores, together.raw_scores[i], rtol=tol.raw_rtol)
+        np.testing.assert_allclose(alone.maps[0], together.maps[i], rtol=0, atol=tol.map_atol)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

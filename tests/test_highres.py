@@ -28,6 +28,7 @@ from hamacho.data.geometry import (
 from hamacho.predictor import Predictor
 from hamacho.train import run_training
 from tests.conftest import FAST, _texture, write_png
+from tests.float_bounds import file_tolerance
 
 HEIGHT, WIDTH = 96, 128  # non-square originals
 
@@ -189,10 +190,11 @@ def test_tiling_scores_do_not_depend_on_the_tile_batch(rect_data, tmp_path, cli)
     one = Predictor.load(model, batch_size=1).predict(images)
     many = Predictor.load(model, batch_size=7).predict(images)
     for a, b in zip(one, many, strict=True):
-        assert a.raw_score == pytest.approx(b.raw_score, rel=1e-5)
-        np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, atol=1e-5)
+        tol = file_tolerance(model, b.raw_score)  # tiles in batches of one and of seven: tests/float_bounds.py
+        assert a.raw_score == pytest.approx(b.raw_score, rel=tol.raw_rtol)
+        np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, rtol=0, atol=tol.map_atol)
         assert a.anomaly_map.shape == (HEIGHT, WIDTH)
-        assert a.raw_score == pytest.approx(float(_raw_max(Predictor.load(model), a.source)), rel=1e-5)
+        assert a.raw_score == pytest.approx(float(_raw_max(Predictor.load(model), a.source)), rel=tol.raw_rtol)
     assert max(p.score for p in many[2:]) > max(p.score for p in many[:2])  # defects outscore good parts
     result = cli("inference", "--model-path", model, "--image-path", rect_data, "--save-path", tmp_path / "inf",
                  "--quiet", "--save-heatmap")

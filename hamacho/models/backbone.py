@@ -122,7 +122,9 @@ class FeatureExtractor(nn.Module):
     rounding) and the weights are laid out channels-last. Both only change speed; on this project's
     2-core CPU at 256 px, batch 8: folding cut wide_resnet50_2's forward from 94 to 79 ms/image and
     channels-last from 163 to 118 ms/image (batch 32). The extractor is frozen and stays in eval mode,
-    so scores never depend on the batch. Its state-dict holds the folded weights.
+    so an image's features never depend on the other images of its batch (oneDNN may still add the
+    same products in another order for another batch size: docs/api.md#reproducibility). Its
+    state-dict holds the folded weights.
 
     Args:
         backbone: Torchvision network name.
