@@ -19,14 +19,13 @@ import click
 
 from hamacho import __version__
 from hamacho.errors import HamachoError, Interrupted, first_line
-from hamacho.models.registry import model_names
-from hamacho.settings import BACKBONES
+from hamacho.extras import TRAINING_PACKAGES
+from hamacho.models.registry import DEFAULT_MODEL, model_names
+from hamacho.settings import SettingInfo
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
-TRAINING_PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics")
-_ON_LINUX = sys.platform.startswith("linux")
 
 
 class ModelChoice(click.Choice):
@@ -64,40 +63,103 @@ def cli(debug: bool) -> None:
     """
 
 
-@cli.command(context_settings={"ignore_unknown_options": False})
+class SettingValue(click.ParamType):
+    """A named option's value, read by its setting's own parser (e.g. sizes: ``256``, ``256x320``)."""
+
+    def __init__(self, info: SettingInfo) -> None:
+        self.info = info
+        self.name = info.metavar or info.type
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.info.parse(value)  # type: ignore[misc]
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def named_settings() -> list[tuple[SettingInfo, dict[str, Any]]]:
+    """The settings that have a named ``hamacho train`` option, each with its default per model."""
+    from hamacho.config_reference import model_settings
+
+    found: dict[str, tuple[SettingInfo, dict[str, Any]]] = {}
+    for name in model_names():
+        for info in model_settings(name):
+            if info.option and info.key != "model.name":
+                found.setdefault(info.key, (info, {}))[1][name] = info.default
+    # where the data is first, then the model, then the rest (each in declaration order)
+    return sorted(found.values(), key=lambda item: not item[0].key.startswith("dataset."))
+
+
+def _option_param(info: SettingInfo) -> str:
+    return "setting_" + info.key.replace(".", "__")
+
+
+def _default_text(defaults: dict[str, Any]) -> str:
+    from hamacho.config_reference import yaml_value
+
+    values = {yaml_value(v) for v in defaults.values()}
+    if values == {"null"}:
+        return ""
+    if len(values) == 1:
+        return f" [{values.pop()}]"
+    return " [" + ", ".join(f"{model}: {yaml_value(v)}" for model, v in defaults.items()) + "]"
+
+
+def setting_options(command: Any) -> Any:
+    """Add a click option for every setting with a named option (:func:`named_settings`)."""
+    for info, defaults in reversed(named_settings()):
+        param = _option_param(info)
+        if info.type == "bool" and info.option.startswith("--no-"):
+            option = click.option(info.option, param, is_flag=True, default=False,
+                                  help=f"{info.help} ({info.key}=false)")
+        else:
+            kind = (click.Choice(info.choices) if info.choices else SettingValue(info) if info.parse
+                    else {"int": click.INT, "float": click.FLOAT}.get(info.type, click.STRING))
+            option = click.option(info.option, param, type=kind, default=None, metavar=info.metavar,
+                                  help=f"{info.help} ({info.key}){_default_text(defaults)}")
+        command = option(command)
+    return command
+
+
+def option_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys of the named options given (None: not given; ``--no-...`` flags set false)."""
+    options = {}
+    for info, _ in named_settings():
+        value = values.pop(_option_param(info))
+        if info.type == "bool" and info.option.startswith("--no-"):
+            value = False if value else None
+        options[info.key] = value
+    return options
+
+
+class TrainCommand(click.Command):
+    """``hamacho train``, whose help ends with each model's own keys, read from the registry when shown."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from hamacho.config_reference import model_settings, yaml_value
+        from hamacho.models.registry import get_spec
+
+        common = {info.key for info in model_settings(model_names()[0]) if not info.key.startswith("model.")}
+        with formatter.section("Each model's own keys (set as key=value; every key: docs/config-reference.md)"):
+            for name in model_names():
+                own = [info for info in model_settings(name) if info.key not in common and info.key not in (
+                    "model.name", "model.backbone", "model.backbone_weights")]
+                formatter.write_text(f"{name} ({get_spec(name).display_name}):")
+                with formatter.indentation():
+                    formatter.write_dl([(f"{info.key}={yaml_value(info.default)}", info.summary) for info in own])
+
+
+@cli.command(cls=TrainCommand, context_settings={"ignore_unknown_options": False})
 @click.option("--model", "model_name", type=ModelChoice(), default=None,
-              help="Model to train (default: model.name of --config, else padim).")
-@click.option("--dataset-root", help="Dataset folder: MVTec AD layout (train/good, test/<type>, ground_truth/), "
-              "a folder with good/ (bad/, mask/), or one with a CSV file list (docs/dataset.md).")
-@click.option("--data-format", type=click.Choice(("auto", "mvtec", "folder", "filelist")),
-              help="Layout of the data [auto: detected].")
-@click.option("--good-dir", help="Folder layout: good images (recursive).")
-@click.option("--bad-dir", help="Folder layout: defective images, flat or one subfolder per defect type.")
-@click.option("--mask-dir", help="Folder layout: masks of the defective images, named <stem>_mask.*.")
-@click.option("--file-list", help="CSV with path, label (good|bad), optional mask and split (train|test).")
-@click.option("--good-list", help="Text file: one good image path a line.")
-@click.option("--bad-list", help="Text file: one defective image path a line.")
-@click.option("--mask-list", help="Text file: one mask path a line (matched to defective images by name).")
-@click.option("--split", type=float, help="Folder and file-list layouts: share of good images held out for "
-              "calibration and test [0.2].")
+              help=f"Model to train (default: model.name of --config, else {DEFAULT_MODEL}).")
 @click.option("--config", "config_file", help="YAML file with settings to change (see configs/).")
-@click.option("--image-size", type=int, help="Side of the square model input, a multiple of 32 [256].")
-@click.option("--backbone", type=click.Choice(BACKBONES), metavar="NAME",
-              help="torchvision network: resnet18, wide_resnet50_2, mobilenet_v2, efficientnet_b0..b7, "
-              "convnext_tiny, ... (docs/models.md) [padim: resnet18, patchcore: wide_resnet50_2].")
-@click.option("--backbone-weights", help="imagenet (download), none (seeded random init) or a local "
-              "torchvision state-dict file [imagenet].")
-@click.option("--batch-size", type=int, help="Images per forward pass [8].")
-@click.option("--num-workers", type=int, hidden=not _ON_LINUX,
-              help="Data-loading processes, at most cpu_count - 2 [0].")
-@click.option("--seed", type=int, help="Seed for every random choice [0].")
-@click.option("--result-path", help="Results go to RESULT_PATH/<model>/<category>/ [results].")
-@click.option("--no-report", is_flag=True, default=False, help="Skip report.html and its figures.")
+@setting_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.argument("overrides", nargs=-1)
-def train(model_name, dataset_root, data_format, good_dir, bad_dir, mask_dir, file_list, good_list, bad_list,
-          mask_list, split, config_file, image_size, backbone, backbone_weights, batch_size, num_workers, seed,
-          result_path, no_report, quiet, overrides) -> None:
+def train(model_name: str | None, config_file: str | None, quiet: bool, overrides: tuple[str, ...],
+          **values: Any) -> None:
     """Fit a model on good images, calibrate its threshold, test it and save a model file.
 
     Any configuration key can be set after the options as key=value, e.g. dataset.batch_size=8.
@@ -106,26 +168,7 @@ def train(model_name, dataset_root, data_format, good_dir, bad_dir, mask_dir, fi
     from hamacho.progress import stop_on_signals
     from hamacho.train import STOP_NOTE, run_training
 
-    options = {
-        "dataset.root": dataset_root,
-        "dataset.format": data_format,
-        "dataset.good_dir": good_dir,
-        "dataset.bad_dir": bad_dir,
-        "dataset.mask_dir": mask_dir,
-        "dataset.file_list": file_list,
-        "dataset.good_list": good_list,
-        "dataset.bad_list": bad_list,
-        "dataset.mask_list": mask_list,
-        "dataset.split": split,
-        "dataset.image_size": image_size,
-        "model.backbone": backbone,
-        "model.backbone_weights": backbone_weights,
-        "dataset.batch_size": batch_size,
-        "dataset.num_workers": num_workers,
-        "project.seed": seed,
-        "project.result_path": result_path,
-        "report.enabled": False if no_report else None,
-    }
+    options = option_values(values)
     settings = build_config(model_name, config_file, options, overrides)
     control = _control(quiet, STOP_NOTE)
     with stop_on_signals(control):

@@ -18,7 +18,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hamacho.errors import ConfigError, first_line
 from hamacho.models.registry import DEFAULT_MODEL, get_spec
-from hamacho.settings import ModelParams, Settings, check_framing, max_num_workers, type_words, validate
+from hamacho.settings import (
+    ModelParams,
+    Settings,
+    check_framing,
+    iter_settings,
+    max_num_workers,
+    type_words,
+    validate,
+)
 
 __all__ = [
     "build_config",
@@ -161,6 +169,7 @@ def settings_to_dict(settings: Settings) -> dict[str, Any]:
 
 def _finish(cfg: DictConfig, resolve_layers: bool) -> Settings:
     settings: Settings = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    _parse_text_values(settings)
     if settings.model.backbone_weights is None:
         settings.model.backbone_weights = "none"
     validate(settings)
@@ -171,6 +180,22 @@ def _finish(cfg: DictConfig, resolve_layers: bool) -> Settings:
     if resolve_layers:
         _resolve_layers(settings.model)
     return settings
+
+
+def _parse_text_values(settings: Settings) -> None:
+    """Text given for a key that has its own parser (sizes: ``256x320``) becomes its value, wherever it came
+    from (a YAML file, ``key=value``, a service job's parameters)."""
+    for info in iter_settings(settings):
+        section_key, _, name = info.key.rpartition(".")
+        section = settings
+        for part in section_key.split("."):
+            section = getattr(section, part)
+        value = getattr(section, name)
+        if info.parse is not None and isinstance(value, str):
+            try:
+                setattr(section, name, info.parse(value))
+            except ValueError as exc:
+                raise ConfigError(f"config key '{info.key}' {exc}") from exc
 
 
 def _resolve_layers(params: ModelParams) -> None:

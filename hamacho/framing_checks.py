@@ -22,6 +22,21 @@ def size_pair(value: int | Sequence[int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def parse_size(text: str) -> int | list[int]:
+    """A size typed on the command line: ``N``, ``HxW``, ``H,W`` or ``[H, W]`` (height first, as in
+    ``dataset.image_size: [height, width]``) -> ``N`` or ``[H, W]`` (checked later, by the key's check).
+
+    Raises:
+        ValueError: For text that is none of these.
+    """
+    cleaned = text.strip().strip("[]()").replace("X", "x")
+    parts = [part.strip() for part in cleaned.replace(",", "x").split("x")]
+    if len(parts) not in (1, 2) or not all(part.removeprefix("-").isdigit() for part in parts):
+        raise ValueError(f"'{text}' is not a size: write N, or height and width as HxW or H,W (e.g. 256 or 256x320)")
+    values = [int(part) for part in parts]
+    return values[0] if len(values) == 1 else values
+
+
 def _size_problem(value: Any, multiple: int, smallest: int) -> str | None:
     """What is wrong with a size ``N`` or ``[H, W]`` (each at least ``smallest``, a multiple of ``multiple``)."""
     if isinstance(value, bool) or not (isinstance(value, int) or (

@@ -1,10 +1,11 @@
-"""Typed settings: one dataclass per configuration section, the single source of defaults and checks.
+"""Typed settings: one dataclass per configuration section, the one home of every configuration key.
 
-Each field's default is the default users get; its bounds and choices (``setting(...)`` metadata) are
-what :func:`validate` enforces. Types are enforced by OmegaConf, which builds structured configs from
-these classes (:mod:`hamacho.config`). The ``model`` section is a :class:`ModelParams` subclass that each
-model defines next to its code (see :mod:`hamacho.models.registry`). ``configs/<model>.yaml`` documents
-the same values with comments; a test keeps the two equal.
+Each field (made with :func:`~hamacho.setting_fields.setting`) holds the key's type, default, bounds and
+choices (what :func:`validate` enforces; OmegaConf enforces the types, :mod:`hamacho.config`), its help
+text, and where it has them its named ``hamacho train`` option and web-form label. The ``model`` section
+is a :class:`ModelParams` subclass per model (:mod:`hamacho.models.params`). The CLI options, the
+service's ``/options`` and job schema, the web form, ``configs/<model>.yaml`` and
+docs/config-reference.md are derived from these classes (:mod:`hamacho.config_reference`).
 
 This module imports neither torch nor omegaconf, so that the CLI can use it before parsing.
 """
@@ -13,11 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from hamacho.errors import ConfigError
 from hamacho.framing_checks import (  # noqa: F401 - re-exported: settings users need them
     BACKBONE_STRIDE,
     check_crop,
@@ -25,7 +25,16 @@ from hamacho.framing_checks import (  # noqa: F401 - re-exported: settings users
     check_image_size,
     check_step,
     model_input_size,
+    parse_size,
     size_pair,
+)
+from hamacho.setting_fields import (  # noqa: F401 - re-exported: settings users need them
+    SettingInfo,
+    iter_settings,
+    section_help,
+    setting,
+    type_words,
+    validate,
 )
 
 # Torchvision classification networks usable as backbones (docs/models.md#backbones): ResNets, and the
@@ -41,72 +50,6 @@ BACKBONES = (
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 DATA_FORMATS = ("auto", "mvtec", "folder", "filelist")
 THRESHOLD_METHODS = ("auto", "f1", "sigma", "percentile", "manual")
-Check = Callable[[Any], "str | None"]
-
-
-def setting(
-    default: Any = MISSING,
-    *,
-    default_factory: Callable[[], Any] | Any = MISSING,
-    at_least: float | None = None,
-    above: float | None = None,
-    at_most: float | None = None,
-    choices: Sequence[str] | None = None,
-    nonempty: bool = False,
-    check: Check | None = None,
-) -> Any:
-    """A dataclass field with the bounds :func:`validate` checks (``None`` values are not checked).
-
-    Args:
-        default: The default value.
-        default_factory: For mutable defaults (lists).
-        at_least: Smallest allowed value.
-        above: The value must be greater than this.
-        at_most: Largest allowed value.
-        choices: Allowed strings.
-        nonempty: Strings must not be empty.
-        check: Further check, returning what is wrong (``"must be ..."``) or None.
-    """
-    metadata = {"at_least": at_least, "above": above, "at_most": at_most, "choices": choices,
-                "nonempty": nonempty, "check": check}
-    if default_factory is not MISSING:
-        return field(default_factory=default_factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def _problem(value: Any, meta: dict[str, Any]) -> str | None:
-    """What is wrong with a value, by its field's metadata, or None."""
-    if value is None:
-        return None
-    if meta.get("choices") is not None and value not in meta["choices"]:
-        return f"must be one of: {', '.join(meta['choices'])}"
-    if meta.get("nonempty") and value == "":
-        return "must be a non-empty string"
-    if meta.get("at_least") is not None and value < meta["at_least"]:
-        return f"must be at least {meta['at_least']}"
-    if meta.get("above") is not None and value <= meta["above"]:
-        return f"must be greater than {meta['above']}"
-    if meta.get("at_most") is not None and value > meta["at_most"]:
-        return f"must be at most {meta['at_most']}"
-    check = meta.get("check")
-    return check(value) if check is not None else None
-
-
-def validate(section: Any, prefix: str = "") -> None:
-    """Check every field of a settings dataclass (recursively) against its bounds.
-
-    Raises:
-        ConfigError: Naming the first bad key, what it must be, and the value given.
-    """
-    for item in fields(section):
-        value = getattr(section, item.name)
-        key = f"{prefix}{item.name}"
-        if is_dataclass(value):
-            validate(value, f"{key}.")
-            continue
-        problem = _problem(value, dict(item.metadata))
-        if problem:
-            raise ConfigError(f"config key '{key}' {problem} (got {value!r})")
 
 
 def check_layers(value: Sequence[str]) -> str | None:
@@ -133,23 +76,39 @@ def check_num_workers(value: int) -> str | None:
     return None
 
 
+WEIGHTS_HELP = ("Backbone weights: imagenet (torchvision's download, cached in ~/.cache/torch/hub), none "
+                "(random initialisation from the seed, for tests and comparisons), or the path of a local "
+                "torchvision state-dict file, e.g. {example}. Without a network, use a file.")
+BACKBONE_HELP = ("The torchvision network whose features are used: any ResNet, Wide ResNet, ResNeXt, MobileNet "
+                 "V2/V3, EfficientNet or ConvNeXt (docs/models.md#backbones), e.g. resnet18, wide_resnet50_2, "
+                 "mobilenet_v2, efficientnet_b0, convnext_tiny.")
+
+
 @dataclass
 class ModelParams:
-    """The ``model`` section every model has; each model subclasses it with its own parameters.
+    """The model: its backbone and the parameters every model has.
 
-    Subclasses change a default by declaring the field again with :func:`backbone_field` or
-    :func:`layers_field`, which keep the checks, and set ``LAYER_STRIDES``: with ``layers: null`` the
-    model uses the backbone's last layer at each of these strides (see
-    :func:`hamacho.models.backbone.default_layers`).
+    Each model subclasses this class with its own parameters (:mod:`hamacho.models.params`). A subclass
+    changes a default by declaring the field again with :func:`backbone_field` or :func:`layers_field`,
+    which keep the checks, and sets ``LAYER_STRIDES``: with ``layers: null`` the model uses the
+    backbone's last layer at each of these strides (see :func:`hamacho.models.backbone.default_layers`).
     """
 
     LAYER_STRIDES: ClassVar[tuple[int, ...]] = (4, 8, 16)
 
-    name: str = ""
-    backbone: str = setting("resnet18", choices=BACKBONES)
-    backbone_weights: str | None = setting("imagenet", nonempty=True)
-    layers: list[str] | None = setting(None, check=check_layers)
-    blur_sigma: float = setting(4.0, at_least=0.0)
+    name: str = setting("", help="The model (hamacho train --model): one of the registered models.")
+    backbone: str = setting("resnet18", choices=BACKBONES, option="--backbone", label="Backbone", metavar="NAME",
+                            help=BACKBONE_HELP)
+    backbone_weights: str | None = setting("imagenet", nonempty=True, option="--backbone-weights",
+                                           label="Backbone weights", metavar="imagenet|none|FILE",
+                                           help=WEIGHTS_HELP.format(example="resnet18-f37072fd.pth"))
+    layers: list[str] | None = setting(
+        None, check=check_layers,
+        help="Backbone layers whose features are concatenated (the first sets the resolution); null: the "
+             "backbone's last layers at strides 4, 8 and 16 (ResNets: layer1-3; mobilenet_v2: features.3, .6, "
+             ".13; docs/models.md#backbones).")
+    blur_sigma: float = setting(4.0, at_least=0.0,
+                                help="Sigma of the Gaussian blur applied to the anomaly map (0 disables it).")
 
     def for_tiles(self, tiles: int) -> ModelParams:
         """These parameters for a model that sees ``tiles`` tiles per image (models with per-tile choices
@@ -159,112 +118,194 @@ class ModelParams:
 
 def backbone_field(default: str) -> Any:
     """The ``backbone`` field with another default."""
-    return setting(default, choices=BACKBONES)
+    return setting(default, choices=BACKBONES, option="--backbone", label="Backbone", metavar="NAME",
+                   help=BACKBONE_HELP)
 
 
-def layers_field(default: Sequence[str] | None) -> Any:
+def weights_field(example: str) -> Any:
+    """The ``backbone_weights`` field with another example file in its help."""
+    return setting("imagenet", nonempty=True, option="--backbone-weights", label="Backbone weights",
+                   metavar="imagenet|none|FILE", help=WEIGHTS_HELP.format(example=example))
+
+
+def layers_field(default: Sequence[str] | None, help: str = "") -> Any:
     """The ``layers`` field with another default (None: the backbone's layers at ``LAYER_STRIDES``)."""
     if default is None:
-        return setting(None, check=check_layers)
-    return setting(default_factory=lambda: list(default), check=check_layers)
+        return setting(None, check=check_layers, help=help)
+    return setting(default_factory=lambda: list(default), check=check_layers, help=help)
+
+
+SIZE_HELP = "N (square) or [height, width]"
 
 
 @dataclass
 class CircleSettings:
-    """``dataset.crop: circle``: the largest circle OpenCV's Hough transform finds (docs/dataset.md#region-of-interest).
+    """crop: circle, found with OpenCV's Hough transform (gradient method) on a grey copy at most 512 px
+    wide, blurred (5x5, sigma 1.5) (docs/dataset.md#region-of-interest)."""
 
-    The image is searched in grey at most :data:`hamacho.data.geometry.CIRCLE_SEARCH_SIDE` pixels wide;
-    radii are fractions of the shorter image side.
-    """
-
-    min_radius_frac: float = setting(0.2, above=0.0, at_most=1.0)
-    max_radius_frac: float = setting(0.5, above=0.0, at_most=1.0)
-    param1: float = setting(100.0, above=0.0)
-    param2: float = setting(30.0, above=0.0)
-    margin: float = setting(0.0, at_least=0.0, at_most=1.0)
+    min_radius_frac: float = setting(0.2, above=0.0, at_most=1.0,
+                                     help="Smallest radius, as a fraction of the image's shorter side.")
+    max_radius_frac: float = setting(0.5, above=0.0, at_most=1.0,
+                                     help="Largest radius, likewise (the largest circle found is used).")
+    param1: float = setting(100.0, above=0.0, help="Canny's upper edge threshold.")
+    param2: float = setting(30.0, above=0.0,
+                            help="Accumulator threshold: smaller finds fainter (and more false) circles.")
+    margin: float = setting(0.0, at_least=0.0, at_most=1.0,
+                            help="Widen the crop by this fraction of the radius (0..1).")
 
 
 @dataclass
 class TilingSettings:
-    """``dataset.tiling``: score the image (after the crop) tile by tile (docs/dataset.md#tiling)."""
+    """Score the image (after the crop) in overlapping tiles (docs/dataset.md#tiling)."""
 
-    tile_size: Any = setting(None, check=check_image_size)
-    stride: Any = setting(None, check=check_step)
-    resize: Any = setting(None, check=check_step)
+    tile_size: Any = setting(None, check=check_image_size, parse=parse_size,
+                             help=f"null: tiling off; {SIZE_HELP} (or HxW): the tile, which is the model input, each side a "
+                                  "multiple of 32.")
+    stride: Any = setting(None, check=check_step, parse=parse_size,
+                          help=f"Step between tiles, {SIZE_HELP}, at most tile_size; null: tile_size (no "
+                               "overlap). The last row and column end at the border; overlaps are averaged.")
+    resize: Any = setting(None, check=check_step, parse=parse_size,
+                          help=f"Working size ({SIZE_HELP}) the crop is resized to before tiling; null: the crop's "
+                               "full resolution on the first training image (then stored with the model).")
 
 
 @dataclass
 class DatasetSettings:
     """Where the images are, how they are framed for the model, and how they are batched."""
 
-    root: str | None = None
-    image_size: Any = setting(256, check=check_image_size)
-    batch_size: int = setting(8, at_least=1)
-    num_workers: int = setting(0, at_least=0, check=check_num_workers)
-    calibration_split: float = setting(0.1, above=0.0, at_most=0.9)
-    format: str = setting("auto", choices=DATA_FORMATS)
-    good_dir: str | None = None
-    bad_dir: str | None = None
-    mask_dir: str | None = None
-    mask_suffix: str = "_mask"
-    file_list: str | None = None
-    good_list: str | None = None
-    bad_list: str | None = None
-    mask_list: str | None = None
-    split: float = setting(0.2, above=0.0, at_most=0.9)
-    name: str | None = None
-    keep_aspect: bool = False
-    crop: Any = setting(None, check=check_crop)
+    root: str | None = setting(
+        None, option="--dataset-root", metavar="PATH",
+        help="Dataset folder: one category in MVTec AD layout (train/good, test/<type>, "
+             "ground_truth/<type>/<name>_mask.png), or a folder with good/ (bad/, mask/) subfolders, or one "
+             "with a CSV file list (docs/dataset.md).")
+    image_size: Any = setting(
+        256, check=check_image_size, option="--image-size", parse=parse_size, label="Image size",
+        metavar="N|HxW",
+        help=f"Model input in pixels: {SIZE_HELP}, each side a multiple of 32 (the backbone's stride), also "
+             "written HxW or H,W (height first, e.g. 256x320). Not used with tiling.")
+    keep_aspect: bool = setting(
+        False, help="false: stretch the image (after the crop) to image_size; true: resize it by its longer side "
+                    "and pad with black (the padding is not inspected).")
+    crop: Any = setting(
+        None, check=check_crop,
+        help="Region of interest, applied first: null (whole image), [x1, y1, x2, y2] in original pixels (x2, y2 "
+             "exclusive), or circle: the bounding box of the largest circle found (outside the circle is not "
+             "inspected). Maps and pictures come back at the original size.")
     circle: CircleSettings = field(default_factory=CircleSettings)
-    valid_area_mask: str | None = setting(None, nonempty=True)
+    valid_area_mask: str | None = setting(
+        None, nonempty=True,
+        help="Image file in original pixels, white = inspect (any light pixel): outside it the input is blacked "
+             "out, maps are 0, and image scores and pixel metrics ignore it. Read once when training and stored "
+             "in the model file (and exports).")
     tiling: TilingSettings = field(default_factory=TilingSettings)
+    batch_size: int = setting(
+        8, at_least=1, option="--batch-size",
+        help="Images per forward pass (decisions do not depend on it); on a CPU small batches are fastest "
+             "(cache), on a GPU try 32.")
+    num_workers: int = setting(0, at_least=0, check=check_num_workers, option="--num-workers",
+                               help="Data-loading processes; Linux only, at most cpu_count - 2.")
+    calibration_split: float = setting(
+        0.1, above=0.0, at_most=0.9,
+        help="MVTec layout: share of train/good held out (seeded) for the threshold when test/ has no good "
+             "images; those images are then not used for fitting.")
+    format: str = setting(
+        "auto", choices=DATA_FORMATS, option="--data-format",
+        help="Layout of the data: auto, mvtec, folder or filelist; auto detects it from the options and the "
+             "root's contents, and refuses an ambiguous root.")
+    good_dir: str | None = setting(None, option="--good-dir", metavar="PATH",
+                                   help="Folder layout: good images (searched recursively).")
+    bad_dir: str | None = setting(
+        None, option="--bad-dir", metavar="PATH",
+        help="Folder layout: defective images, in one folder or one subfolder per defect type (optional).")
+    mask_dir: str | None = setting(None, option="--mask-dir", metavar="PATH",
+                                   help="Folder layout: masks of the defective images (optional).")
+    mask_suffix: str = setting(
+        "_mask", help='A mask is named <image stem><mask_suffix>.<any image extension>; "" for masks named like '
+                      "their images.")
+    file_list: str | None = setting(
+        None, option="--file-list", metavar="CSV",
+        help="File-list layout: CSV with columns path, label (good|bad) and optional mask, split (train|test); "
+             "paths relative to the CSV's folder.")
+    good_list: str | None = setting(None, option="--good-list", metavar="TXT",
+                                    help="File-list layout: a text file with one good image path a line.")
+    bad_list: str | None = setting(
+        None, option="--bad-list", metavar="TXT",
+        help="File-list layout: a text file with one defective image path a line (optional).")
+    mask_list: str | None = setting(
+        None, option="--mask-list", metavar="TXT",
+        help="File-list layout: one mask path a line, matched to the defective images by name (optional).")
+    split: float = setting(
+        0.2, above=0.0, at_most=0.9, option="--split",
+        help="Folder and file-list layouts: share of the good images held out (seeded) for calibration and "
+             "test; the rest is fitted.")
+    name: str | None = setting(
+        None, help="Name of the results folder <result_path>/<model>/<name>; null: the dataset root's name "
+                   "(folder layout: the good folder's parent; file list: the list's stem).")
 
 
 @dataclass
 class ThresholdSettings:
-    """How the thresholds are set on the calibration images (docs/training.md#thresholds)."""
+    """Raw thresholds, set on the calibration images; each maps to normalized 0.5 (docs/training.md#thresholds)."""
 
-    method: str = setting("auto", choices=THRESHOLD_METHODS)
-    fallback_sigma: float = setting(3.0, at_least=0.0)
-    sigma: float = setting(6.0, above=0.0)
-    percentile: float = setting(99.0, above=0.0, at_most=100.0)
-    image: float | None = None
-    pixel: float | None = None
+    method: str = setting(
+        "auto", choices=THRESHOLD_METHODS,
+        help="auto: f1 with defective calibration images, else the fallback below. f1: the score with the best "
+             "F1 on the labelled calibration images (the cut midway between the lowest NG score and the highest "
+             "score below it); with masks, the pixel threshold likewise over their pixels. sigma: mean + sigma * "
+             "std of the good calibration images' scores. percentile: that percentile of them. manual: the raw "
+             "values image (and pixel) below.")
+    fallback_sigma: float = setting(
+        3.0, at_least=0.0,
+        help="auto without defective images: max(mean + fallback_sigma * std, highest + 1%) of the good "
+             "calibration scores, so no good calibration image is NG.")
+    sigma: float = setting(6.0, above=0.0,
+                           help="Method sigma: the k of mean + k * std (the original Hamacho's no-bad mode: 6).")
+    percentile: float = setting(99.0, above=0.0, at_most=100.0, help="Method percentile: 0 < p <= 100.")
+    image: float | None = setting(None, help="Method manual: the raw image threshold (required).")
+    pixel: float | None = setting(None, help="Method manual: the raw pixel threshold; null: the image threshold.")
 
 
 @dataclass
 class VisualizationSettings:
     """Which pictures are written per scored image."""
 
-    report_images: bool = True
-    save_heatmap: bool = False
-    save_segmentation: bool = False
-    only_wrong: bool = False
-    heatmap_alpha: float = setting(0.5, at_least=0.0, at_most=1.0)
+    report_images: bool = setting(
+        True, help="One report picture per test image: input | ground truth | heatmap | mask | outline.")
+    save_heatmap: bool = setting(False, help="Also a heatmap PNG at the original resolution.")
+    save_segmentation: bool = setting(False, help="Also a segmentation (outline) PNG at the original resolution.")
+    only_wrong: bool = setting(
+        False, help="Write pictures only for wrongly decided labelled images (and unlabelled ones).")
+    heatmap_alpha: float = setting(0.5, at_least=0.0, at_most=1.0, help="Opacity of the heatmap over the image.")
 
 
 @dataclass
 class ReportSettings:
-    """The analysis report (report.html)."""
+    """The analysis report (report.html, docs/report.md)."""
 
-    enabled: bool = True
-    examples: int = setting(5, at_least=0, at_most=50)
-    pixel_sample: int = setting(200_000, at_least=0)
+    enabled: bool = setting(True, option="--no-report",
+                            help="Write report.html and its figures; --no-report skips them.")
+    examples: int = setting(5, at_least=0, at_most=50,
+                            help="Worst and best scored example pictures shown in the report (each).")
+    pixel_sample: int = setting(200_000, at_least=0,
+                                help="Most pixels (a seeded sample) in the report's pixel-score histogram.")
 
 
 @dataclass
 class ProjectSettings:
     """Seed and where results go."""
 
-    seed: int = setting(0, at_least=0, at_most=2**32 - 1)
-    result_path: str = setting("results", nonempty=True)
+    seed: int = setting(0, at_least=0, at_most=2**32 - 1, option="--seed",
+                        help="Seeds the channel choice, random initialisation and every other random choice.")
+    result_path: str = setting("results", nonempty=True, option="--result-path", metavar="PATH",
+                               help="Results go to <result_path>/<model>/<category>/.")
 
 
 @dataclass
 class TrainerSettings:
     """Device choice."""
 
-    accelerator: str = setting("auto", choices=ACCELERATORS)
+    accelerator: str = setting("auto", choices=ACCELERATORS,
+                               help="auto uses a GPU when there is one; cpu, gpu, cuda or mps force it.")
 
 
 @dataclass
@@ -278,14 +319,3 @@ class Settings:
     report: ReportSettings = field(default_factory=ReportSettings)
     project: ProjectSettings = field(default_factory=ProjectSettings)
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
-
-
-def type_words(annotation: Any) -> str:
-    """How a value of a field's declared type is described in an error, e.g. ``must be an integer``."""
-    text = str(annotation).replace("typing.", "")
-    nullable = " or null" if "None" in text else ""
-    for name, words in (("bool", "must be true or false"), ("int", "must be an integer"),
-                        ("float", "must be a number"), ("list", "must be a list"), ("str", "must be a string")):
-        if text.startswith(name):
-            return words + nullable
-    return f"must be of type {text}"

@@ -8,12 +8,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "hamacho"
 # Lowest first. A module may import from its own layer and the layers below it, never from above.
 LAYERS = [
-    ["hamacho", "hamacho.errors", "hamacho.settings", "hamacho.framing_checks", "hamacho.files", "hamacho.progress",
+    ["hamacho", "hamacho.errors", "hamacho.setting_fields", "hamacho.settings", "hamacho.framing_checks", "hamacho.files", "hamacho.progress",
      "hamacho.resources"],
     ["hamacho.data"],
     ["hamacho.post"],
     ["hamacho.models"],
-    ["hamacho.config"],
+    ["hamacho.config", "hamacho.config_reference"],
     ["hamacho.model_file", "hamacho.runtimes", "hamacho.predictor"],
     ["hamacho.results"],
     ["hamacho.report"],

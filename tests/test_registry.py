@@ -11,41 +11,19 @@ import torch
 from omegaconf import OmegaConf
 
 from hamacho.config import build_config, settings_to_dict
+from hamacho.config_reference import render_yaml
 from hamacho.errors import ConfigError
 from hamacho.models.base import AnomalyModel
 from hamacho.models.registry import ModelSpec, get_spec, model_names, register, unregister
 from hamacho.settings import ModelParams, layers_field, setting
 from tests.conftest import FAST, make_dataset
 
-TOY_YAML = """\
-# A toy model: distance of each layer1 feature to the mean feature at its position.
-model:
-  name: toy
-  backbone: resnet18
-  backbone_weights: imagenet
-  layers: [layer1]
-  blur_sigma: 2.0
-  power: 2.0                # the distance is the L-power norm
-dataset: {root: null, image_size: 256, batch_size: 8, num_workers: 0, calibration_split: 0.1, format: auto,
-          good_dir: null, bad_dir: null, mask_dir: null, mask_suffix: _mask, file_list: null, good_list: null,
-          bad_list: null, mask_list: null, split: 0.2, name: null, keep_aspect: false, crop: null,
-          circle: {min_radius_frac: 0.2, max_radius_frac: 0.5, param1: 100.0, param2: 30.0, margin: 0.0},
-          valid_area_mask: null, tiling: {tile_size: null, stride: null, resize: null}}
-threshold: {method: auto, fallback_sigma: 3.0, sigma: 6.0, percentile: 99.0, image: null, pixel: null}
-visualization: {report_images: true, save_heatmap: false, save_segmentation: false, only_wrong: false,
-                heatmap_alpha: 0.5}
-report: {enabled: true, examples: 5, pixel_sample: 200000}
-project: {seed: 0, result_path: results}
-trainer: {accelerator: auto}
-"""
-
-
 @dataclass
 class ToyParams(ModelParams):
     name: str = "toy"
     layers: list[str] = layers_field(["layer1"])
     blur_sigma: float = setting(2.0, at_least=0.0)
-    power: float = setting(2.0, above=0.0)
+    power: float = setting(2.0, above=0.0, help="The distance is the L-power norm.")
 
 
 class ToyModel(AnomalyModel):
@@ -75,19 +53,18 @@ def build_toy(params: ToyParams, extractor, image_size: int, seed: int) -> ToyMo
 
 
 @pytest.fixture
-def toy(tmp_path):
-    path = tmp_path / "toy.yaml"
-    path.write_text(TOY_YAML)
-    spec = register(ModelSpec(name="toy", display_name="Toy distance", params=ToyParams, build=build_toy,
-                              config_file=path))
+def toy():
+    spec = register(ModelSpec(name="toy", display_name="Toy distance", params=ToyParams, build=build_toy))
     yield spec
     unregister("toy")
 
 
 def test_a_registered_model_trains_and_infers_through_the_cli(toy, cli, tmp_path):
     assert "toy" in model_names() and get_spec("toy") is toy
-    # Its YAML documents its defaults, like the built-in models' (see test_config).
-    assert OmegaConf.to_container(OmegaConf.create(toy.config_text())) == settings_to_dict(build_config("toy"))
+    # Its YAML documents its defaults with their help, like the built-in models' (see test_config).
+    rendered = render_yaml("toy")
+    assert OmegaConf.to_container(OmegaConf.create(rendered)) == settings_to_dict(build_config("toy"))
+    assert "  power: 2.0" in rendered and "# The distance is the L-power norm." in rendered
     root = make_dataset(tmp_path / "parts", n_train=8, n_good=3, n_defect=3)
     options = [o for o in FAST if o != "--no-report"]
     result = cli("train", "--model", "toy", "--dataset-root", root, "--result-path", tmp_path / "out", *options,

@@ -58,8 +58,12 @@ def test_health_version_and_auth_flags(client):
     assert version["api"] == "v1" and version["hamacho"]
     assert client.get(f"{API}/auth").json() == {"required": False}
     options = client.get(f"{API}/options").json()
-    assert {"padim", "patchcore"} <= set(options["models"]) and "resnet18" in options["backbones"]
+    assert {"padim", "patchcore"} <= {m["name"] for m in options["models"]} and "resnet18" in options["backbones"]
+    assert {m["name"]: m["display_name"] for m in options["models"]}["patchcore"] == "PatchCore"
     assert options["defaults"]["padim"]["dataset"]["image_size"] == 256
+    size = {s["key"]: s for s in options["settings"]["padim"]}["dataset.image_size"]
+    assert size["default"] == 256 and size["label"] == "Image size" and size["option"] == "--image-size"
+    assert "multiple of 32" in size["help"] and options["training"] == {"available": True, "reason": None}
     assert client.get("/openapi.json").json()["info"]["title"] == "Hamacho"
 
 

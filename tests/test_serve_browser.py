@@ -195,9 +195,12 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     page.get_by_role("tab", name="Train").click()
     page.select_option("#tr-tag", "parts")
     page.select_option("#tr-model", "padim")
-    page.select_option("#tr-backbone", "resnet18")
-    page.fill("#tr-size", str(SIZE))
-    page.fill("#tr-weights", "none")
+    # the form's fields come from the settings classes through /api/v1/options, labels and defaults included
+    expect(page.locator('label[for="tr-dataset-image-size"]')).to_have_text("Image size")
+    expect(page.locator("#tr-dataset-image-size")).to_have_value("256")
+    page.select_option("#tr-model-backbone", "resnet18")
+    page.fill("#tr-dataset-image-size", str(SIZE))
+    page.fill("#tr-model-backbone-weights", "none")
     page.fill("#tr-model-tag", "parts-padim")
     page.click("#tr-start")
     expect(page.locator("#job-card")).to_be_visible()
@@ -230,6 +233,7 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     page.click("#tr-start")
     expect(page.locator("#errors .error").first).to_contain_text(message)
     expect(page.locator("#errors")).to_have_attribute("role", "alert")
+
 
     # Predict: a defective and a good image; OK/NG, score and pictures for each.
     card.get_by_role("button", name="Predict with this model").click()
@@ -279,3 +283,20 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     all_loaded(page, '#hi-results img[data-kind="heatmap"]', 2)
     saved.first.get_by_role("button", name="Delete the result").click()
     expect(saved).to_have_count(1)
+
+    # Train again: a size [H, W] under More settings reaches the job; a different one in the form is refused.
+    page.get_by_role("tab", name="Train").click()
+    page.fill("#tr-model-tag", "parts-wide")
+    page.locator("details.advanced summary").click()
+    page.fill("#tr-extra", f"dataset.image_size=[{SIZE}, {SIZE + 32}]")
+    page.fill("#tr-dataset-image-size", str(SIZE + 64))
+    page.click("#tr-start")
+    expect(page.locator("#errors")).to_contain_text("dataset.image_size is set twice")
+    page.fill("#tr-dataset-image-size", "")  # empty: the model's default, which More settings overrides
+    page.click("#tr-start")
+    expect(page.locator("#job-name")).to_contain_text("parts-wide")
+    wide = [j for j in get_json(server + "api/v1/jobs")["items"] if j["model_tag"] == "parts-wide"]
+    assert len(wide) == 1 and wide[0]["parameters"]["dataset.image_size"] == [SIZE, SIZE + 32]
+    assert wide[0]["parameters"]["model.backbone_weights"] == "none"  # the form's other fields still count
+    request = urllib.request.Request(f"{server}api/v1/jobs/{wide[0]['id']}/cancel", method="POST")
+    urllib.request.urlopen(request, timeout=10).close()  # no need to train it

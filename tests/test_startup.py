@@ -27,7 +27,7 @@ print(json.dumps({{"code": code, "loaded": [m for m in {heavy!r} if m in sys.mod
     (["inference", "--help"], 0, "--image-threshold"),
     (["--version"], 0, "hamacho, version"),
     (["train", "--model", "nope"], 2, "Invalid value for '--model': 'nope' is not one of 'padim', 'patchcore'"),
-    (["train", "--image-size", "big"], 2, "'big' is not a valid integer"),
+    (["train", "--image-size", "big"], 2, "'big' is not a size"),
     (["inference", "--image-path", "x.png"], 2, "Missing option '--model-path'"),
     (["serve-everything"], 2, "No such command"),
 ])

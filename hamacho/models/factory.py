@@ -32,4 +32,4 @@ def build_model(settings: Settings, backbone_weights: str | None = None) -> Anom
     extractor = build_feature_extractor(params.backbone, params.layers, weights, settings.project.seed)
     height, width = model_input_size(settings.dataset)
     size = height if height == width else (height, width)  # a side for squares, as models always took it
-    return spec.build(params, extractor, size, settings.project.seed)
+    return spec.builder()(params, extractor, size, settings.project.seed)

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from hamacho.models.backbone import FeatureExtractor
 from hamacho.models.base import AnomalyModel
 from hamacho.models.gaussian import PositionGaussians
-from hamacho.models.registry import ModelSpec, register
+from hamacho.models.params import DEFAULT_NUM_FEATURES, PadimParams
 from hamacho.progress import Phase
-from hamacho.settings import ModelParams, setting
-
-# Channel subset sizes used in the paper; other backbones keep 100 channels (all when they have fewer).
-DEFAULT_NUM_FEATURES = {"resnet18": 100, "wide_resnet50_2": 550}
-
-
-@dataclass
-class PadimParams(ModelParams):
-    """The ``model`` section of PaDiM (documented in configs/padim.yaml)."""
-
-    name: str = "padim"
-    num_features: int | None = setting(None, at_least=1)
-    covariance_epsilon: float = setting(0.01, above=0.0)
 
 
 class PadimModel(AnomalyModel):
@@ -102,6 +87,3 @@ def build_padim(params: PadimParams, feature_extractor: FeatureExtractor, image_
     """PadimModel from its parameters."""
     return PadimModel(feature_extractor, image_size=image_size, num_features=params.num_features, seed=seed,
                       epsilon=params.covariance_epsilon, blur_sigma=params.blur_sigma, backbone=params.backbone)
-
-
-SPEC = register(ModelSpec(name="padim", display_name="PaDiM", params=PadimParams, build=build_padim))

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -15,38 +12,9 @@ from hamacho.models.bank_index import MemoryBankIndex
 from hamacho.models.base import AnomalyModel
 from hamacho.models.coreset import greedy_coreset, random_projection
 from hamacho.models.knn import nearest_neighbors, nearest_neighbors_graph
+from hamacho.models.params import PatchcoreParams
 from hamacho.models.patch_store import PatchStore
-from hamacho.models.registry import ModelSpec, register
 from hamacho.progress import Phase
-from hamacho.settings import ModelParams, backbone_field, setting
-
-# With tiling and ``patch_sample: null``, each image keeps this many tiles' worth of patches.
-PATCHES_PER_IMAGE_TILES = 6
-
-
-@dataclass
-class PatchcoreParams(ModelParams):
-    """The ``model`` section of PatchCore (documented in configs/patchcore.yaml)."""
-
-    LAYER_STRIDES: ClassVar[tuple[int, ...]] = (8, 16)
-
-    name: str = "patchcore"
-    backbone: str = backbone_field("wide_resnet50_2")
-    projection_dim: int | None = setting(None, at_least=1)
-    coreset_ratio: float = setting(0.1, above=0.0, at_most=1.0)
-    coreset_projection_dim: int = setting(256, at_least=0)
-    num_neighbors: int = setting(9, at_least=1)
-    memory_budget_mb: int = setting(4096, at_least=1)
-    search_pruning_dim: int = setting(32, at_least=0)
-    patch_sample: float | None = setting(None, above=0.0, at_most=1.0)
-
-    def for_tiles(self, tiles: int) -> PatchcoreParams:
-        """``patch_sample: null`` resolved: keep every patch of up to 6 tiles' worth per image, so tiled
-        training holds at most about 6x the patches of an untiled run (25 tiles: 0.24, which kept peak
-        memory within 1.5x of a 256 px run and raised AUPRO, docs/benchmark.md)."""
-        if self.patch_sample is not None:
-            return self
-        return dataclasses.replace(self, patch_sample=min(1.0, PATCHES_PER_IMAGE_TILES / tiles))
 
 
 class PatchcoreModel(AnomalyModel):
@@ -194,6 +162,3 @@ def build_patchcore(
         search_pruning_dim=params.search_pruning_dim,
         patch_sample=params.patch_sample or 1.0,
     )
-
-
-SPEC = register(ModelSpec(name="patchcore", display_name="PatchCore", params=PatchcoreParams, build=build_patchcore))

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from hamacho.models.registry import DEFAULT_MODEL
+
 Group = Literal["good", "bad", "mask"]
 TAG_PATTERN = r"^[^\x00-\x1f/\\]{1,128}$"
 MAX_ID = 2**62
@@ -14,12 +16,6 @@ Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Offset = Annotated[int, Query(ge=0, le=10**9)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-
-
-class ErrorOut(BaseModel):
-    """Every 4xx (and the never-expected 5xx) answer."""
-
-    error: str
 
 
 class ImageOut(BaseModel):
@@ -83,10 +79,12 @@ class JobIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model_tag: str = Field(pattern=TAG_PATTERN)
-    model: str = "padim"
+    model: str = Field(default=DEFAULT_MODEL, description="A model name from /api/v1/options")
     tag: str | None = None
     image_ids: list[Id] | None = Field(default=None, max_length=100_000)
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Configuration keys and values, e.g. {\"dataset.image_size\": [256, 320]}: "
+        "every key of the model's settings in /api/v1/options (docs/config-reference.md), checked before queueing")
 
 
 class JobOut(BaseModel):

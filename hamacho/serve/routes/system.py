@@ -47,11 +47,14 @@ def version() -> dict[str, str | None]:
 
 @router.get("/options")
 def options() -> dict[str, Any]:
-    """Model names, backbones and every model's default settings, for forms."""
+    """The models, backbones and every model's settings (key, type, default, bounds, help, form label) and
+    defaults, derived from the settings classes, and whether this server can train (no PyTorch: no)."""
     from hamacho.config import default_settings, settings_to_dict
-    from hamacho.models.registry import model_names
-    from hamacho.settings import BACKBONES
+    from hamacho.config_reference import describe_models
+    from hamacho.extras import training_unavailable
 
-    names = model_names()
-    return {"models": names, "backbones": list(BACKBONES),
-            "defaults": {name: settings_to_dict(default_settings(name)) for name in names}}
+    described = describe_models()
+    names = [model["name"] for model in described["models"]]
+    reason = training_unavailable()
+    return {**described, "defaults": {name: settings_to_dict(default_settings(name)) for name in names},
+            "training": {"available": reason is None, "reason": reason}}

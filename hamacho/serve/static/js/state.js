@@ -2,7 +2,8 @@
 import { api, listAll } from "./api.js";
 
 export const state = {
-  options: { models: ["padim", "patchcore"], backbones: ["resnet18"], defaults: {} },
+  // models: [{name, display_name, summary}]; settings: {model: [{key, label, default, choices, summary, ...}]}
+  options: { models: [], backbones: [], settings: {}, defaults: {}, training: { available: true, reason: null } },
   tags: [],
   models: [],
 };
@@ -19,11 +20,7 @@ export function emit(name, detail) {
 
 export async function refreshOptions() {
   const data = await api("api/v1/options");
-  state.options = {
-    models: (data && data.models) || state.options.models,
-    backbones: (data && data.backbones) || state.options.backbones,
-    defaults: (data && data.defaults) || {},
-  };
+  state.options = { ...state.options, ...(data || {}) };
   emit("options", state.options);
 }
 
@@ -36,18 +33,6 @@ export async function refreshTags() {
 export async function refreshModels() {
   state.models = await listAll("api/v1/models");
   emit("models", state.models);
-}
-
-/** A default of a model's form: `defaults[model]["model.backbone"]` or nested `.model.backbone`. */
-export function modelDefault(model, key) {
-  const d = (state.options.defaults || {})[model] || {};
-  if (key in d) return d[key];
-  let node = d;
-  for (const part of key.split(".")) {
-    if (node && typeof node === "object" && part in node) node = node[part];
-    else return undefined;
-  }
-  return node;
 }
 
 /** Ask another screen to open a model for prediction. */

@@ -1,7 +1,7 @@
 // Train screen: the form, the live progress of a job (polled every second), cancel, and the result.
 import { api, releaseWithin } from "./api.js";
 import { $, h, guard, showError, showStatus, clearErrors, fmtDate } from "./ui.js";
-import { state, on, emit, modelDefault, refreshModels } from "./state.js";
+import { state, on, emit, refreshModels } from "./state.js";
 import { modelCard } from "./models.js";
 
 const POLL_MS = 1000;
@@ -33,13 +33,8 @@ export function initTrain() {
     preferredTag = tag;
     fillTags(state.tags);
   });
-  for (const id of ["#tr-backbone", "#tr-size", "#tr-weights"]) {
-    $(id).addEventListener(id === "#tr-backbone" ? "change" : "input", () => {
-      $(id).dataset.touched = "1";
-    });
-  }
   $("#tr-model").addEventListener("change", () => {
-    applyDefaults();
+    renderSettings();
     suggestModelTag();
   });
   $("#tr-tag").addEventListener("change", () => {
@@ -67,27 +62,56 @@ export async function resumeJobs() {
 function fillOptions(options) {
   const model = $("#tr-model");
   const current = model.value;
-  model.replaceChildren(...options.models.map((m) => h("option", { value: m }, m === "padim" ? "PaDiM" : m === "patchcore" ? "PatchCore" : m)));
-  if (options.models.includes(current)) model.value = current;
-  const backbone = $("#tr-backbone");
-  const chosen = backbone.value;
-  backbone.replaceChildren(...options.backbones.map((b) => h("option", { value: b }, b)));
-  if (backbone.dataset.touched && options.backbones.includes(chosen)) backbone.value = chosen;
-  applyDefaults();
+  model.replaceChildren(...options.models.map((m) => h("option", { value: m.name, title: m.summary }, m.display_name)));
+  if (options.models.some((m) => m.name === current)) model.value = current;
+  const unavailable = options.training && !options.training.available;
+  $("#tr-unavailable").hidden = !unavailable;
+  $("#tr-unavailable").textContent = unavailable ? `Training is not available on this server: ${options.training.reason}` : "";
+  $("#tr-start").disabled = Boolean(unavailable);
+  renderSettings();
   suggestModelTag();
 }
 
-/** The chosen model's defaults, in the fields the user has not changed (options may arrive late). */
-function applyDefaults() {
-  const model = $("#tr-model").value;
-  const untouched = (id) => !$(id).dataset.touched;
-  const backbone = modelDefault(model, "model.backbone");
-  if (backbone && untouched("#tr-backbone")) {
-    if (![...$("#tr-backbone").options].some((o) => o.value === backbone)) $("#tr-backbone").append(h("option", { value: backbone }, backbone));
-    $("#tr-backbone").value = backbone;
+/** The chosen model's form settings (those with a label in /options), as label + field + note. Values the
+ * user changed are kept when the model or the options change; the others show the model's defaults. */
+function renderSettings() {
+  const box = $("#tr-settings");
+  const settings = (state.options.settings || {})[$("#tr-model").value] || [];
+  const previous = new Map([...box.querySelectorAll("[name]")].map((el) => [el.name, el]));
+  box.replaceChildren(
+    ...settings
+      .filter((s) => s.label)
+      .flatMap((s) => {
+        const id = `tr-${s.key.replace(/[._]/g, "-")}`;
+        const input = s.choices
+          ? h("select", { id, name: s.key }, ...s.choices.map((c) => h("option", { value: c }, c)))
+          : h("input", { id, name: s.key, type: "text", autocomplete: "off", spellcheck: "false" });
+        const old = previous.get(s.key);
+        input.value = old && old.dataset.touched ? old.value : fieldText(s.default);
+        if (old && old.dataset.touched) input.dataset.touched = "1";
+        input.addEventListener(s.choices ? "change" : "input", () => {
+          input.dataset.touched = "1";
+        });
+        return [h("label", { for: id }, s.label), h("div", {}, input, h("p", { class: "field-note" }, s.summary))];
+      }),
+  );
+}
+
+function fieldText(value) {
+  if (value === null || value === undefined) return "";
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+/** A form field's text as a parameter value: JSON where it parses (256, [256, 320], true), else the text
+ * itself (the server parses and checks it, e.g. 256x320); empty: the model's default. */
+function fieldValue(text) {
+  const s = text.trim();
+  if (!s) return undefined;
+  try {
+    return JSON.parse(s);
+  } catch {
+    return s;
   }
-  if (untouched("#tr-size")) $("#tr-size").value = modelDefault(model, "dataset.image_size") ?? 256;
-  if (untouched("#tr-weights")) $("#tr-weights").value = modelDefault(model, "model.backbone_weights") ?? "imagenet";
 }
 
 function fillTags(tags) {
@@ -149,18 +173,18 @@ async function startJob() {
     $("#tr-model-tag").focus();
     throw new Error("Enter a model tag: a unique name for the new model.");
   }
-  const size = Number($("#tr-size").value);
-  if (!Number.isInteger(size) || size < 32 || size % 32) {
-    $("#tr-size").focus();
-    throw new Error("Image size must be a whole number, a multiple of 32 (e.g. 256).");
+  const extra = parseExtra($("#tr-extra").value);
+  const parameters = {};
+  for (const field of $("#tr-settings").querySelectorAll("[name]")) {
+    const value = fieldValue(field.value);
+    if (value === undefined) continue;
+    if (field.name in extra && field.dataset.touched && JSON.stringify(extra[field.name]) !== JSON.stringify(value)) {
+      field.focus();
+      throw new Error(`${field.name} is set twice: ${field.value.trim()} in the form and ${JSON.stringify(extra[field.name])} under More settings. Keep one.`);
+    }
+    parameters[field.name] = value;
   }
-  const parameters = {
-    ...parseExtra($("#tr-extra").value),
-    "model.backbone": $("#tr-backbone").value,
-    "dataset.image_size": size,
-  };
-  const weights = $("#tr-weights").value.trim();
-  if (weights) parameters["model.backbone_weights"] = weights;
+  Object.assign(parameters, extra); // a key under More settings wins over the form's default
   const job = await api("api/v1/jobs", {
     method: "POST",
     json: { model_tag: modelTag, model: $("#tr-model").value, tag, parameters },
