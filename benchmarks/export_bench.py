@@ -12,7 +12,7 @@ export to ONNX and OpenVINO (and TorchScript), then, each in a fresh process:
   no report): images/s of the scoring pass and the process's peak RSS;
 * start-up: wall time of ``hamacho inference`` on one image, from process start to exit (median of 3).
 
-Targets (issue 13): an exported runtime at least 1.5x the PyTorch path's throughput for PaDiM resnet18,
+Targets: an exported runtime at least 1.5x the PyTorch path's throughput for PaDiM resnet18,
 and the exported path's peak RSS at most 40 % of the PyTorch path's. This process never imports torch,
 so each child's peak RSS is its own. Prints a Markdown table and writes ``summary.json``.
 """

@@ -42,7 +42,7 @@ ROWS = (
     Row("test_over_forward", "test wall / forward", "lower", 2),
 )
 
-# Targets of issue 6, as (comparison, ratio ours / anomalib). Accuracy: every metric >= anomalib's.
+# Targets, as (comparison, ratio ours / anomalib). Accuracy: every metric >= anomalib's.
 ACCURACY_TARGET = (">=", 1.0)
 COST_TARGETS: dict[str, dict[str, tuple[str, float]]] = {
     "padim": {"fit_seconds": ("<=", 0.5), "peak_rss_mb": ("<=", 0.5), "test_images_per_second": (">=", 2.0)},

@@ -1,6 +1,6 @@
 """Load benchmark of ``hamacho serve``: concurrent single-image predictions against a loaded PaDiM model.
 
-What it does (issue 14; figures and how to read them in docs/service.md, "Performance"):
+What it does (figures and how to read them in docs/service.md, "Performance"):
 
 1. Trains a PaDiM resnet18 model at 256 px on MVTec bottle (random-init backbone: the forward costs the
    same as with ImageNet weights, and training takes about a minute) or reuses ``--model-path``.

@@ -3,7 +3,7 @@
 Each command runs ``repeats`` times in a fresh process (``python -m hamacho``, the console script's code
 path); the median wall time and the largest peak RSS are reported. Run on its own with
 ``python benchmarks/startup.py`` or as part of ``benchmarks/run.py`` (``--startup-only`` for just this).
-Target (issue 12): under 0.5 s, and none of torch, torchvision or Lightning imported.
+Target: under 0.5 s, and none of torch, torchvision or Lightning imported.
 """
 
 from __future__ import annotations

@@ -1,39 +1,31 @@
-"""Phases, progress and stop requests of long runs (training, inference; later, service jobs).
+"""Phases, progress and stop requests of long runs (training, inference, the service's training jobs).
 
 A run goes through named phases (``loading``, ``feature extraction``, ``fit``, ``calibration``, ``test``,
 ``report``, ``saving``; ``inference``). Long loops call :meth:`Phase.advance`, which
 
 * draws the phase's progress bar on stderr (CLI only; ``TQDM_DISABLE=1`` hides it),
-* tells an observer the phase and how far it is (the service's job table will use this),
+* tells an observer the phase and how far it is (the service's job rows show it),
 * raises :class:`~hamacho.errors.Interrupted` once a stop was requested.
 
 Stopping is cooperative: Ctrl-C (or SIGTERM) only sets a flag (:func:`stop_on_signals`), and the run
 stops at the next ``advance`` or phase start. So it never stops half-way through a library call, a
 thread pool, Lightning's loop or a file write, and cleanup code runs as written; a second Ctrl-C
 raises ``KeyboardInterrupt`` at once, for a run stuck in a long call.
-
-Test hook: with ``HAMACHO_PAUSE_AT=<phase>`` and ``HAMACHO_PAUSE_FILE=<path>`` in the environment, the
-first ``advance`` of that phase creates the file and waits (at most five minutes) for a stop request,
-so a test can stop a run inside a chosen phase without racing it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from hamacho.errors import Interrupted
-from hamacho.files import atomic_write_text
 
 Observer = Callable[[str, int, "int | None"], None]  # (phase, steps done, total steps or None)
-PAUSE_SECONDS = 300.0
 
 
 class RunControl:
@@ -104,7 +96,6 @@ class Phase:
         self.done = 0
         self._bar: Any = None
         self._unit = unit
-        self._paused = False
         self._notify()
 
     def set_total(self, total: int) -> None:
@@ -123,9 +114,6 @@ class Phase:
                 self._bar = _new_bar(self.name, self.total, self._unit)
             self._bar.update(steps)
         self._notify()
-        if not self._paused and os.environ.get("HAMACHO_PAUSE_AT") == self.name:
-            self._paused = True
-            _pause_for_stop(self.control)
         self.control.check()
 
     def close(self) -> None:
@@ -152,16 +140,6 @@ def _new_bar(name: str, total: int | None, unit: str) -> Any:
 
     return tqdm(total=total, desc=name.capitalize(), unit=f" {unit}", leave=False, file=sys.stderr,
                 dynamic_ncols=True, mininterval=0.5)
-
-
-def _pause_for_stop(control: RunControl) -> None:
-    """The test hook (see the module docstring): announce the pause in a file, then wait for a stop request."""
-    marker = os.environ.get("HAMACHO_PAUSE_FILE")
-    if marker:  # written whole (temporary file and rename): a watcher never reads it half-written
-        atomic_write_text(Path(marker), f"{control.current}\n")
-    deadline = time.monotonic() + PAUSE_SECONDS
-    while not control.stop_requested and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 @contextlib.contextmanager

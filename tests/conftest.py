@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -13,6 +14,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BOTTLE = ROOT.parent / "shared" / "data" / "mvtec" / "bottle"
+SEAMS = Path(__file__).resolve().parent / "seams"
+
+
+def pause_env(phase: str, marker: Path) -> dict[str, str]:
+    """Environment for a process (and its children) that pauses inside ``phase`` until stopped, after
+    writing ``marker`` (tests/seams/hamacho_pause_hook.py)."""
+    path = os.pathsep.join(p for p in (str(SEAMS), os.environ.get("PYTHONPATH", "")) if p)
+    return {"HAMACHO_PAUSE_AT": phase, "HAMACHO_PAUSE_FILE": str(marker), "PYTHONPATH": path}
 
 # Small and fast: every end-to-end test trains at this size with random-init resnet18.
 FAST = ["--image-size", "64", "--backbone", "resnet18", "--backbone-weights", "none", "--quiet", "--no-report"]

@@ -16,7 +16,7 @@ import torch
 
 from hamacho.config import build_config, max_num_workers
 from hamacho.train import run_training
-from tests.conftest import FAST, make_dataset, write_png
+from tests.conftest import FAST, make_dataset, pause_env, write_png
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -265,7 +265,7 @@ TRAIN_PHASES = ["loading", "feature extraction", "fit", "calibration", "test", "
 
 
 def _train_and_stop(tmp_path: Path, phase: str, sig: int = signal.SIGINT, model: str = "padim"):
-    """Start `hamacho train`, wait until it pauses inside ``phase`` (the HAMACHO_PAUSE_AT hook), then signal it.
+    """Start `hamacho train`, wait until it pauses inside ``phase`` (tests/seams/hamacho_pause_hook.py), then signal it.
 
     The hook makes the run announce itself in a marker file and wait for the stop request, so the signal
     always arrives inside the chosen phase, however busy the machine is.
@@ -279,7 +279,7 @@ def _train_and_stop(tmp_path: Path, phase: str, sig: int = signal.SIGINT, model:
     cmd = [sys.executable, "-m", "hamacho", "train", "--model", model, "--dataset-root", str(root), "--result-path",
            str(out), "--image-size", "64", "--backbone", "resnet18", "--backbone-weights", "none", "--batch-size",
            "4", "--quiet"]
-    env = {**os.environ, "HAMACHO_PAUSE_AT": phase, "HAMACHO_PAUSE_FILE": str(marker)}
+    env = {**os.environ, **pause_env(phase, marker)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 600
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:

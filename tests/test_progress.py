@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from hamacho.errors import Interrupted
-from hamacho.progress import RunControl, stop_on_signals
+from hamacho.progress import Phase, RunControl, stop_on_signals
+from tests.conftest import SEAMS
 
 
 def test_phases_report_progress_and_record_their_time():
@@ -56,7 +57,11 @@ def test_ctrl_c_only_requests_a_stop_and_a_second_one_interrupts_at_once():
 
 
 def test_the_pause_hook_waits_inside_the_named_phase(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SEAMS))
+    import hamacho_pause_hook  # tests/seams
+
     marker = tmp_path / "paused"
+    monkeypatch.setattr(Phase, "advance", hamacho_pause_hook.pausing(Phase.advance))
     monkeypatch.setenv("HAMACHO_PAUSE_AT", "test")
     monkeypatch.setenv("HAMACHO_PAUSE_FILE", str(marker))
     control = RunControl()

@@ -18,6 +18,7 @@ from hamacho.models.registry import ModelSpec, get_spec, model_names, register, 
 from hamacho.settings import ModelParams, layers_field, setting
 from tests.conftest import FAST, make_dataset
 
+
 @dataclass
 class ToyParams(ModelParams):
     name: str = "toy"

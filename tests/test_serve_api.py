@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from hamacho.serve.app import create_app
 from hamacho.serve.config import ServiceConfig
+from tests.conftest import pause_env
 from tests.serve_support import (
     API,
     FAST_PARAMETERS,
@@ -275,8 +276,8 @@ def test_cancel_a_running_job(client, env, monkeypatch, tmp_path):
     upload_dataset(client, env["files"], tag="cancel-me")
     marker = tmp_path / "paused"
     # the worker stops at its first feature-extraction step until it is told to stop (no race)
-    monkeypatch.setenv("HAMACHO_PAUSE_AT", "feature extraction")
-    monkeypatch.setenv("HAMACHO_PAUSE_FILE", str(marker))
+    for key, value in pause_env("feature extraction", marker).items():
+        monkeypatch.setenv(key, value)
     job = client.post(f"{API}/jobs", json={"model_tag": "stopped", "tag": "cancel-me",
                                            "parameters": FAST_PARAMETERS}).json()
     deadline = time.monotonic() + 300

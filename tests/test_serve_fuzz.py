@@ -5,9 +5,6 @@ Bounded for CI: a few dozen examples per operation, no deadline (a busy machine 
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -16,9 +13,17 @@ from hypothesis import HealthCheck, settings
 from hamacho.serve.app import create_app
 from hamacho.serve.config import ServiceConfig
 
-DATA = Path(tempfile.mkdtemp(prefix="hamacho-fuzz-"))
-APP = create_app(ServiceConfig(data_dir=DATA / "data", allowed_roots=[DATA / "import"]), start_jobs=False)
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+
+@pytest.fixture(scope="module")
+def api_schema(tmp_path_factory):
+    """The app's OpenAPI schema, over a data folder made when the tests run (not at import)."""
+    data = tmp_path_factory.mktemp("fuzz")
+    app = create_app(ServiceConfig(data_dir=data / "data", allowed_roots=[data / "import"]), start_jobs=False)
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()

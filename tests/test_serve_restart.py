@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 pytest.importorskip("fastapi")
-from tests.conftest import FAST
+from tests.conftest import FAST, pause_env
 from tests.serve_support import API, FAST_PARAMETERS, dataset_files, upload_dataset
 
 START_TIMEOUT = 120.0
@@ -74,8 +74,7 @@ def test_kill_during_training_and_upload_then_restart(tmp_path, cli):
     data_dir = tmp_path / "data"
     marker = tmp_path / "paused"
     port = free_port()
-    server = start_server(data_dir, port, {"HAMACHO_PAUSE_AT": "feature extraction",
-                                           "HAMACHO_PAUSE_FILE": str(marker)})
+    server = start_server(data_dir, port, pause_env("feature extraction", marker))
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
@@ -121,7 +120,8 @@ def test_kill_during_training_and_upload_then_restart(tmp_path, cli):
             # and it works: the kept model predicts, a new job may reuse the lost tag
             response = client.post(f"{API}/models/kept/predict", files=[
                 ("files", (files["bad"][0].name, files["bad"][0].read_bytes(), "image/png"))])
-            assert response.status_code == 200 and response.json()["items"][0]["decision"] in ("OK", "NG")
+            assert response.status_code == 200 and response.json()["items"][0]["error"] is None
+            assert response.json()["items"][0]["decision"] == "NG"  # the generated defect is obvious
             again = client.post(f"{API}/jobs", json={"model_tag": "lost", "tag": "parts",
                                                      "parameters": FAST_PARAMETERS})
             assert again.status_code == 202

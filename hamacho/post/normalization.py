@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 
 
@@ -45,14 +44,3 @@ def decide(normalized: np.ndarray, cut: float = 0.5) -> np.ndarray:
     """NG (True) where the normalized value is at or above ``cut``."""
     return normalized >= cut
 
-
-def resize_map(values: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A (normalized) anomaly map resized to ``height`` x ``width`` with bilinear interpolation (float32).
-
-    This puts model-resolution maps onto the original image: the Predictor's maps and the full-resolution
-    heatmap and segmentation pictures come from here.
-    """
-    values = np.asarray(values, dtype=np.float32)
-    if values.shape == (height, width):
-        return values
-    return cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)

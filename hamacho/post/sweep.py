@@ -117,7 +117,7 @@ def auroc(counts: Sweep) -> float | None:
     return float(np.clip(doubled / 2 / positives / negatives, 0.0, 1.0))
 
 
-def f1_threshold(counts: Sweep) -> float:
+def best_f1_cut(counts: Sweep) -> float:
     """The threshold with the highest F1 (NG means score >= threshold), as a midpoint between scores.
 
     The F1-optimal cut lies between the lowest score called NG and the next lower score; any value in

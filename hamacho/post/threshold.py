@@ -24,7 +24,7 @@ def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     """A threshold with the highest F1 on the precision-recall curve (NG means score >= threshold).
 
     The F1-optimal cut lies between the lowest score called NG and the highest score below it; the
-    midpoint is returned (see :func:`hamacho.post.sweep.f1_threshold`), so that an image scored at the
+    midpoint is returned (see :func:`hamacho.post.sweep.best_f1_cut`), so that an image scored at the
     cut is not flipped by float noise (a different batch size changes scores in the sixth digit) and
     unseen images get the widest margin.
 
@@ -35,7 +35,7 @@ def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     Returns:
         The threshold.
     """
-    return sweep.f1_threshold(sweep.sweep(scores, labels))
+    return sweep.best_f1_cut(sweep.sweep(scores, labels))
 
 
 def sigma_threshold(good_scores: np.ndarray, sigma: float) -> float:
