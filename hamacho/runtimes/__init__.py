@@ -14,7 +14,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hamacho.errors import ModelFileError
 from hamacho.settings import Settings
+
+# Packages of the PyTorch runtime that an inference-only install (exports only) lacks.
+TORCH_PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics")
 
 
 @dataclass
@@ -62,7 +66,8 @@ def open_model(path: str | Path, device: str = "auto") -> OpenedModel:
     An export folder (or its ``metadata.json``) opens on the runtime it was exported for, without torch.
 
     Raises:
-        ModelFileError: Missing, foreign, damaged, tampered or newer files, or a runtime that is not installed.
+        ModelFileError: Missing, foreign, damaged, tampered or newer files, or a runtime that is not installed
+            (PyTorch too, for a model file).
     """
     from hamacho.runtimes.export_folder import find_export
 
@@ -71,6 +76,12 @@ def open_model(path: str | Path, device: str = "auto") -> OpenedModel:
         from hamacho.runtimes.export_folder import open_export
 
         return open_export(export, device)
-    from hamacho.runtimes.torch_runtime import open_model_file
-
+    try:
+        from hamacho.runtimes.torch_runtime import open_model_file
+    except ModuleNotFoundError as exc:  # an inference-only install: exports only
+        if (exc.name or "").partition(".")[0] not in TORCH_PACKAGES:
+            raise
+        raise ModelFileError(f"{path}: a model file (model.pt) needs PyTorch, which is not installed here: pip "
+                             "install 'hamacho[train]'; or export it (hamacho export) and use the export "
+                             "folder") from exc
     return open_model_file(path, device)

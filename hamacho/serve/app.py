@@ -2,7 +2,8 @@
 
 Every error a client can cause is a 4xx whose JSON body is one line, ``{"error": "..."}``: FastAPI's
 validation errors are reduced to their first problem, library errors (bad model files, bad settings)
-become 400, uploads over a limit 413. A bug answers 500 with one line too (and is logged).
+become 400, uploads over a limit 413. A bug answers 500 with one line too (``unexpected ...``, logged with
+its traceback), and the client's connection stays open (:class:`UnexpectedErrors`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,38 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+class UnexpectedErrors:
+    """ASGI middleware: an unexpected exception answers 500 ``{"error": "unexpected ..."}`` and is logged.
+
+    The exception ends here. Starlette's handler for ``Exception`` answers and then raises it again (for
+    the server to log), and uvicorn closes the connection of a request that raised: a client's next request
+    on its keep-alive connection then fails with "connection reset". An exception raised after the answer
+    has started cannot be answered any more; it is raised again, and the server closes that connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:
+                raise
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            await _json(send, 500, f"unexpected {type(exc).__name__}: {first_line(exc)} (details in the server log)")
+
+
 async def _json(send: Send, status: int, error: str) -> None:
     response = JSONResponse({"error": error}, status_code=status)
     await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
@@ -101,14 +134,10 @@ def _install_errors(app: FastAPI) -> None:
         status = 413 if isinstance(exc, TooLarge) else 400
         return JSONResponse({"error": first_line(exc)}, status_code=status)
 
-    async def bug(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {first_line(exc)}"}, status_code=500)
-
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HamachoError, library_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, bug)
+    # Exception itself is not handled here but by UnexpectedErrors (outermost): see its docstring.
 
 
 def create_app(config: ServiceConfig, start_jobs: bool = True) -> FastAPI:
@@ -138,6 +167,7 @@ def create_app(config: ServiceConfig, start_jobs: bool = True) -> FastAPI:
     app.state.service = service
     _install_errors(app)
     app.add_middleware(BodyLimit, limit=config.max_request_bytes)
+    app.add_middleware(UnexpectedErrors)  # added last: the outermost of ours, around BodyLimit too
     protected: list[Any] = [Depends(require_token)]
     app.include_router(system.open_router, prefix=API)
     for module in (system, images, jobs, models, predict):

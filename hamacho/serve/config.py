@@ -5,8 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hamacho.errors import ConfigError
+
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MiB = 1024 * 1024
+
+
+def resolve_server_path(path: str | Path) -> Path:
+    """A server-side path as the file system reads it: ``~`` expanded, absolute, symlinks and ``..`` resolved.
+
+    The one reading of both the allowed roots (``--allow-path``) and the paths clients send, so that a path
+    is inside a root exactly when its resolved form is (``..`` included: it is resolved, not refused). The
+    path need not exist.
+
+    Raises:
+        ConfigError: An empty path, one with a NUL character, or one that cannot be resolved (a symlink loop).
+    """
+    text = str(path)
+    if not text.strip() or "\x00" in text:
+        raise ConfigError(f"{text!r} is not a path (empty, or with a NUL character)")
+    try:
+        return Path(text).expanduser().resolve()
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"{text}: cannot be resolved ({exc})") from exc
 
 
 @dataclass
@@ -22,7 +43,8 @@ class ServiceConfig:
         max_file_bytes: Largest uploaded file.
         max_request_bytes: Largest request body.
         max_pixels: Largest image (width x height) accepted; larger ones are refused before decoding.
-        allowed_roots: Folders that server-side paths (images, model imports) must lie in.
+        allowed_roots: Folders that server-side paths (images, model imports) must lie in; resolved with
+            :func:`resolve_server_path`, like the paths themselves.
         keep_unsaved: Unsaved predictions whose pictures stay available.
         device: Where models run (``auto``: a GPU when there is one).
     """
@@ -40,10 +62,15 @@ class ServiceConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        """Resolve the data folder and the allowed roots.
+
+        Raises:
+            ConfigError: A root that is not a path (see :func:`resolve_server_path`).
+        """
         self.data_dir = Path(self.data_dir).expanduser().resolve()
         if not self.allowed_roots:
             self.allowed_roots = [self.data_dir / "import"]
-        self.allowed_roots = [Path(root).expanduser().resolve() for root in self.allowed_roots]
+        self.allowed_roots = [resolve_server_path(root) for root in self.allowed_roots]
 
     @property
     def url(self) -> str:

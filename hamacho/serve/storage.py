@@ -4,8 +4,8 @@
   size (an image over the pixel limit is refused before it is decoded: decompression bombs), then the
   whole image is decoded once (truncated and damaged files are refused).
 * A client's file name is only ever a label (:func:`display_name`); stored files get generated names.
-* Server-side paths must lie inside an allowed root, after symlinks are resolved, and may not contain
-  ``..`` (:func:`allowed_path`).
+* Server-side paths must lie inside an allowed root once resolved (symlinks and ``..``), the same reading as
+  the roots themselves get (:func:`allowed_path`).
 * Every file is written atomically (a temporary name, then a rename), so a killed server leaves whole
   files or none; files without a database row are removed at start-up (:func:`remove_orphans`).
 """
@@ -23,8 +23,9 @@ import cv2
 import numpy as np
 
 from hamacho.data.images import as_rgb_uint8
-from hamacho.errors import HamachoError
+from hamacho.errors import ConfigError, HamachoError
 from hamacho.files import atomic_write_bytes
+from hamacho.serve.config import resolve_server_path
 
 # PIL format name -> the extension the stored file gets
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
@@ -100,23 +101,24 @@ def store_bytes(data_dir: Path, folder: str, data: bytes, extension: str) -> str
 
 
 def allowed_path(path: str, roots: list[Path]) -> Path:
-    """Resolve a server-side path that must lie inside one of ``roots`` (symlinks resolved first).
+    """Resolve a server-side path that must lie inside one of ``roots``.
+
+    The path is resolved like the roots (:func:`~hamacho.serve.config.resolve_server_path`: symlinks and
+    ``..`` included) and accepted iff the result is a root or lies under one. Whether it exists is told
+    only then, so nothing is learnt about files outside the roots.
 
     Raises:
-        InputError: For ``..`` parts, a missing path, or a path outside every root.
+        InputError: A path that is not one, lies outside every root, or does not exist.
     """
-    if not path or "\x00" in path:
-        raise InputError("empty path")
-    if ".." in Path(path).parts:
-        raise InputError(f"{path}: '..' is not allowed in server-side paths")
-    candidate = Path(path).expanduser()
     try:
-        resolved = candidate.resolve(strict=True)
-    except (OSError, RuntimeError) as exc:
-        raise InputError(f"{path}: no such file or folder on the server") from exc
+        resolved = resolve_server_path(path)
+    except ConfigError as exc:
+        raise InputError(str(exc)) from exc
     if not any(resolved == root or root in resolved.parents for root in roots):
         shown = ", ".join(str(root) for root in roots)
         raise InputError(f"{path}: outside the allowed folders ({shown}); see `hamacho serve --allow-path`")
+    if not resolved.exists():
+        raise InputError(f"{path}: no such file or folder on the server")
     return resolved
 
 

@@ -13,6 +13,7 @@ and the job's final state are committed in one transaction, and only while the j
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import json
 import logging
 import os
@@ -42,19 +43,40 @@ SERVICE_KEYS = ("dataset.root", "dataset.format", "dataset.good_dir", "dataset.b
                 "dataset.mask_suffix", "dataset.file_list", "dataset.good_list", "dataset.bad_list",
                 "dataset.mask_list", "dataset.name", "project.result_path", "dataset.num_workers",
                 "model.name")
+# What training imports beyond an inference-only install (``hamacho[serve,onnx]``).
+TRAINING_PACKAGES = ("torch", "torchvision", "lightning")
 UPDATE_SECONDS = 0.5
 SERVER_GONE = "the server stopped while this job was running; start it again"
 log = logging.getLogger("hamacho.serve")
 EXIT_SECONDS = 10.0
 
 
-def job_settings(model: str, parameters: dict[str, Any], folder: Path | None = None) -> Settings:
+def training_missing() -> str | None:
+    """Why this install cannot train (one line), or None when it can.
+
+    An inference-only install (``pip install "hamacho[serve,onnx]"``, no PyTorch) imports exported models
+    and predicts with them; only training (and model.pt files) need PyTorch.
+    """
+    missing = [name for name in TRAINING_PACKAGES if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    what = "PyTorch, which is" if "torch" in missing else f"{' and '.join(missing)}, which " + (
+        "are" if len(missing) > 1 else "is")
+    return (f"training needs {what} not installed here: pip install 'hamacho[train]'; exported models "
+            "(ONNX, OpenVINO) can be imported and used for predictions")
+
+
+def job_settings(model: str, parameters: dict[str, Any], folder: Path | None = None,
+                 counts: dict[str, int] | None = None) -> Settings:
     """The training settings of a job: its parameters over the model's defaults, and the service's own keys.
 
     Args:
         model: Registered model name.
         parameters: Dotted config keys and values, as ``hamacho train`` takes them.
         folder: The job's working folder (None to only validate the parameters).
+        counts: Images per group laid out by :func:`link_dataset`; a group without any has no folder, and
+            its folder is not named (a job of good images only trains like ``hamacho train`` on a root
+            holding ``good/`` alone). None names all three (to validate the parameters).
 
     Raises:
         ConfigError: Unknown keys, bad values, or a key the service sets itself.
@@ -65,10 +87,12 @@ def job_settings(model: str, parameters: dict[str, Any], folder: Path | None = N
         if not isinstance(key, str) or not key or any(part == "" for part in key.split(".")):
             raise ConfigError(f"parameter name {key!r} is not a dotted config key such as model.backbone")
     base = folder or Path("job")
-    fixed = {"dataset.format": "folder", "dataset.good_dir": str(base / "dataset" / "good"),
-             "dataset.bad_dir": str(base / "dataset" / "bad"), "dataset.mask_dir": str(base / "dataset" / "mask"),
-             "dataset.mask_suffix": "_mask", "dataset.name": "dataset", "dataset.num_workers": 0,
-             "project.result_path": str(base / "results")}
+    fixed: dict[str, Any] = {"dataset.format": "folder", "dataset.good_dir": str(base / "dataset" / "good"),
+                             "dataset.mask_suffix": "_mask", "dataset.name": "dataset",
+                             "dataset.num_workers": 0, "project.result_path": str(base / "results")}
+    for group in ("bad", "mask"):
+        if counts is None or counts.get(group):
+            fixed[f"dataset.{group}_dir"] = str(base / "dataset" / group)
     return build_config(model, options={**parameters, **fixed})
 
 
@@ -174,11 +198,17 @@ class Watchdog(threading.Thread):
 def run_job(url: str, data_dir: str, job_id: int) -> None:
     """Run training job ``job_id`` to its end (the entry point of the worker process)."""
     _die_with_parent()
+    data = Path(data_dir)
+    factory = open_database(url)
+    missing = training_missing()  # queued before PyTorch was removed: fail with the same line as the API's
+    if missing:
+        with factory() as session, session.begin():
+            session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "running")
+                            .values(status="failed", error=missing, finished_at=utcnow()))
+        return
     from hamacho.progress import RunControl
     from hamacho.train import run_training
 
-    data = Path(data_dir)
-    factory = open_database(url)
     folder = data / JOBS / str(job_id)
     control = RunControl(observer=ProgressWriter(factory, job_id), stop_note="no model was saved")
     watchdog = Watchdog(factory, job_id, control)
@@ -193,7 +223,7 @@ def run_job(url: str, data_dir: str, job_id: int) -> None:
             counts = link_dataset(session, data, json.loads(job.image_ids), folder / "dataset")
             session.execute(update(JobRow).where(JobRow.id == job_id).values(counts=json.dumps(counts)))
             session.commit()
-            settings = job_settings(job.model, json.loads(job.parameters), folder)
+            settings = job_settings(job.model, json.loads(job.parameters), folder, counts)
             tag = job.model_tag
         result = run_training(settings, control, log=lambda _line: None)
         model_id = _publish(factory, data, job_id, tag, settings, result)

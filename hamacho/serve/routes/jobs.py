@@ -11,7 +11,7 @@ from hamacho.serve.db import ACTIVE_JOB_STATES, ImageRow, JobRow, ModelRow, load
 from hamacho.serve.schemas import JobIn, JobList, JobOut, Limit, Offset, PathId
 from hamacho.serve.service import API, Service, get_or_404, get_service, paged, thresholds_out
 from hamacho.serve.storage import allowed_path
-from hamacho.serve.worker import job_settings
+from hamacho.serve.worker import job_settings, training_missing
 
 router = APIRouter(tags=["jobs"])
 WEIGHT_WORDS = ("imagenet", "none")
@@ -42,7 +42,16 @@ def tag_in_use(session, tag: str) -> str | None:
 
 @router.post("/jobs", status_code=202, response_model=JobOut)
 def start_job(body: JobIn, service: Service = Depends(get_service)) -> JobOut:
-    """Queue a training job on images chosen by ids or by tag; it runs in a worker process."""
+    """Queue a training job on images chosen by ids or by tag; it runs in a worker process.
+
+    An install without PyTorch (inference only: exported models) refuses every job at once with 422 and
+    the ``pip install`` line, before anything is checked or queued: the request is well formed but cannot
+    be carried out here. Not 503, which says "try again later" (no retry helps until PyTorch is installed),
+    and not 501, which is about HTTP methods the server does not know.
+    """
+    missing = training_missing()
+    if missing:
+        raise HTTPException(422, missing)
     if (body.tag is None) == (body.image_ids is None):
         raise HTTPException(400, "give exactly one of tag and image_ids")
     settings = job_settings(body.model, body.parameters)

@@ -1,0 +1,50 @@
+"""A service job on good images only (the usual first job) trains like ``hamacho train`` on good/ alone."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient
+
+from hamacho.serve.app import create_app
+from hamacho.serve.config import ServiceConfig
+from tests.serve_support import API, FAST_PARAMETERS, dataset_files, wait_job
+
+
+def test_a_job_of_good_images_only_trains_and_its_model_predicts(tmp_path):
+    files = dataset_files(tmp_path / "parts")
+    mounted = tmp_path / "import" / "line1"
+    mounted.mkdir(parents=True)
+    unseen = files["good"][-1]  # kept out of training: predicted below
+    for path in files["good"][:-1]:
+        shutil.copy(path, mounted / f"{path.parent.parent.name}-{path.name}")
+    config = ServiceConfig(data_dir=tmp_path / "data", allowed_roots=[tmp_path / "import"])
+    with TestClient(create_app(config)) as client:
+        registered = client.post(f"{API}/images/paths", json={"paths": [str(mounted)], "group": "good",
+                                                              "tag": "first"})
+        assert registered.status_code == 201, registered.text
+        assert len(registered.json()["items"]) == 10
+        job = client.post(f"{API}/jobs", json={"model_tag": "first-model", "tag": "first",
+                                               "parameters": FAST_PARAMETERS})
+        assert job.status_code == 202, job.text
+        done = wait_job(client, job.json()["id"])
+        assert done["status"] == "succeeded", done
+        assert done["error"] is None and done["images"] == {"good": 10, "bad": 0, "mask": 0}
+        model = client.get(f"{API}/models/first-model").json()
+        # thresholds from the good calibration images alone; no metrics without defective images
+        image = model["thresholds"]["image"]
+        assert image["raw"] > 0 and "no defective images" in image["source"]
+        assert model["dataset"]["images_fitted"] + model["dataset"]["images_calibrated"] == 10
+        assert model["dataset"]["counts"]["test"] == {"good": model["dataset"]["images_calibrated"]}
+        assert model["metrics"]["image_AUROC"] is None
+        assert client.get(model["report_url"]).status_code == 200
+        response = client.post(f"{API}/models/first-model/predict", files=[
+            ("files", (p.name, p.read_bytes(), "image/png")) for p in (files["bad"][0], unseen)])
+        assert response.status_code == 200, response.text
+        defective, good = response.json()["items"]
+        assert defective["decision"] == "NG" and good["decision"] == "OK"
+        assert defective["raw_score"] > image["raw"] > good["raw_score"]
+        assert not (config.data_dir / "jobs" / str(done["id"])).exists()
