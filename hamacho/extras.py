@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from importlib.util import find_spec
 
-# What training (and model.pt files) needs: the "train" extra.
-TRAINING_PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics")
-TRAINING_MISSING = ("training needs PyTorch, which is not installed here ({missing}): pip install 'hamacho[train]'; "
-                    "exported models (ONNX, OpenVINO) are scored without it")
+# What training, model.pt files and exports import: the "train" extra (torchmetrics is in that extra for
+# the reference checks in tests; no module of Hamacho imports it).
+TRAINING_PACKAGES = ("torch", "torchvision", "lightning")
 
 
 def missing_training_packages() -> list[str]:
-    """The packages of the "train" extra that cannot be imported here (empty when training works)."""
+    """The packages of :data:`TRAINING_PACKAGES` that cannot be imported here (empty when training works)."""
     missing = []
     for name in TRAINING_PACKAGES:
         try:
@@ -23,6 +22,15 @@ def missing_training_packages() -> list[str]:
 
 
 def training_unavailable() -> str | None:
-    """Why training cannot run here (one line), or None when it can."""
+    """Why this install cannot train (one line), or None when it can.
+
+    An inference-only install (``pip install "hamacho[serve,onnx]"``, no PyTorch) imports exported models
+    and predicts with them; only training (and model.pt files) need PyTorch.
+    """
     missing = missing_training_packages()
-    return TRAINING_MISSING.format(missing=", ".join(missing)) if missing else None
+    if not missing:
+        return None
+    what = "PyTorch, which is" if "torch" in missing else f"{' and '.join(missing)}, which " + (
+        "are" if len(missing) > 1 else "is")
+    return (f"training needs {what} not installed here: pip install 'hamacho[train]'; exported models "
+            "(ONNX, OpenVINO) can be imported and used for predictions")

@@ -14,7 +14,6 @@ from hamacho.serve.app import create_app
 from hamacho.serve.config import ServiceConfig
 
 
-
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory):
     """The app's OpenAPI schema, over a data folder made when the tests run (not at import)."""

@@ -24,8 +24,8 @@ pytest.importorskip("onnxruntime")
 import httpx
 
 from hamacho.config import build_config
+from hamacho.extras import training_unavailable
 from hamacho.predictor import Predictor
-from hamacho.serve.worker import training_missing
 from tests.conftest import make_dataset
 from tests.serve_support import API
 
@@ -175,4 +175,4 @@ def test_without_pytorch_exports_import_and_predict_and_jobs_are_refused(exporte
 
 
 def test_this_install_can_train():
-    assert training_missing() is None
+    assert training_unavailable() is None

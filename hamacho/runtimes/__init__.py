@@ -15,10 +15,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from hamacho.errors import ModelFileError
+from hamacho.extras import TRAINING_PACKAGES
 from hamacho.settings import Settings
 
 # Packages of the PyTorch runtime that an inference-only install (exports only) lacks.
-TORCH_PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics")
 
 
 @dataclass
@@ -79,7 +79,7 @@ def open_model(path: str | Path, device: str = "auto") -> OpenedModel:
     try:
         from hamacho.runtimes.torch_runtime import open_model_file
     except ModuleNotFoundError as exc:  # an inference-only install: exports only
-        if (exc.name or "").partition(".")[0] not in TORCH_PACKAGES:
+        if (exc.name or "").partition(".")[0] not in TRAINING_PACKAGES:
             raise
         raise ModelFileError(f"{path}: a model file (model.pt) needs PyTorch, which is not installed here: pip "
                              "install 'hamacho[train]'; or export it (hamacho export) and use the export "

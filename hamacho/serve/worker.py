@@ -13,7 +13,6 @@ and the job's final state are committed in one transaction, and only while the j
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hamacho.config import build_config, settings_to_dict
 from hamacho.errors import ConfigError, HamachoError, Interrupted, first_line
+from hamacho.extras import training_unavailable
 from hamacho.models.registry import display_name
 from hamacho.serve.db import ImageRow, JobRow, ModelRow, open_database, utcnow
 from hamacho.serve.storage import JOBS, MODELS, new_name, remove_tree
@@ -44,26 +44,10 @@ SERVICE_KEYS = ("dataset.root", "dataset.format", "dataset.good_dir", "dataset.b
                 "dataset.mask_list", "dataset.name", "project.result_path", "dataset.num_workers",
                 "model.name")
 # What training imports beyond an inference-only install (``hamacho[serve,onnx]``).
-TRAINING_PACKAGES = ("torch", "torchvision", "lightning")
 UPDATE_SECONDS = 0.5
 SERVER_GONE = "the server stopped while this job was running; start it again"
 log = logging.getLogger("hamacho.serve")
 EXIT_SECONDS = 10.0
-
-
-def training_missing() -> str | None:
-    """Why this install cannot train (one line), or None when it can.
-
-    An inference-only install (``pip install "hamacho[serve,onnx]"``, no PyTorch) imports exported models
-    and predicts with them; only training (and model.pt files) need PyTorch.
-    """
-    missing = [name for name in TRAINING_PACKAGES if importlib.util.find_spec(name) is None]
-    if not missing:
-        return None
-    what = "PyTorch, which is" if "torch" in missing else f"{' and '.join(missing)}, which " + (
-        "are" if len(missing) > 1 else "is")
-    return (f"training needs {what} not installed here: pip install 'hamacho[train]'; exported models "
-            "(ONNX, OpenVINO) can be imported and used for predictions")
 
 
 def job_settings(model: str, parameters: dict[str, Any], folder: Path | None = None,
@@ -200,7 +184,7 @@ def run_job(url: str, data_dir: str, job_id: int) -> None:
     _die_with_parent()
     data = Path(data_dir)
     factory = open_database(url)
-    missing = training_missing()  # queued before PyTorch was removed: fail with the same line as the API's
+    missing = training_unavailable()  # queued before PyTorch was removed: fail with the same line as the API's
     if missing:
         with factory() as session, session.begin():
             session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "running")

@@ -7,11 +7,12 @@ import json
 from fastapi import APIRouter, Depends, HTTPException
 from sqlalchemy import select
 
+from hamacho.extras import training_unavailable
 from hamacho.serve.db import ACTIVE_JOB_STATES, ImageRow, JobRow, ModelRow, loads
 from hamacho.serve.schemas import JobIn, JobList, JobOut, Limit, Offset, PathId
 from hamacho.serve.service import API, Service, get_or_404, get_service, paged, thresholds_out
 from hamacho.serve.storage import allowed_path
-from hamacho.serve.worker import job_settings, training_missing
+from hamacho.serve.worker import job_settings
 
 router = APIRouter(tags=["jobs"])
 WEIGHT_WORDS = ("imagenet", "none")
@@ -49,7 +50,7 @@ def start_job(body: JobIn, service: Service = Depends(get_service)) -> JobOut:
     be carried out here. Not 503, which says "try again later" (no retry helps until PyTorch is installed),
     and not 501, which is about HTTP methods the server does not know.
     """
-    missing = training_missing()
+    missing = training_unavailable()
     if missing:
         raise HTTPException(422, missing)
     if (body.tag is None) == (body.image_ids is None):
