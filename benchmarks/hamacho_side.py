@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torchvision
 
+from hamacho.data.decoding import read_image, resize_image, to_chw
 from hamacho.data.discovery import discover_dataset
-from hamacho.data.images import read_image, resize_image, to_chw
 
 LAYER_ORDER = ("layer1", "layer2", "layer3", "layer4")
 

@@ -104,9 +104,9 @@ def run_one(name: str, data: Path, out: Path, model: str, weights: str, eval_sid
             store_mb: int | None = None) -> dict:
     """Train and test one configuration in this process, then evaluate it on the common grid."""
     from hamacho.config import build_config
+    from hamacho.data.decoding import read_mask
     from hamacho.data.discovery import Sample
     from hamacho.data.geometry import to_original
-    from hamacho.data.images import read_mask
     from hamacho.post.metrics import aupro, image_metrics, pixel_metrics
     from hamacho.predictor import Predictor
     from hamacho.train import run_training

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hamacho.data.decoding import ImageReadError, read_mask, resize_mask
 from hamacho.data.discovery import Sample, discover_dataset
-from hamacho.data.images import ImageReadError, read_mask, resize_mask
 from hamacho.post.metrics import image_metrics, pixel_metrics
 from hamacho.post.normalization import decide, normalize
 from hamacho.post.threshold import calibrate

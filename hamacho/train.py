@@ -18,10 +18,10 @@ from omegaconf import OmegaConf
 
 from hamacho.config import settings_to_dict
 from hamacho.data.dataset import DecodeCache
+from hamacho.data.decoding import header_problem
 from hamacho.data.discovery import Sample
 from hamacho.data.formats import discover_training_data
 from hamacho.data.framing import prepare_framing
-from hamacho.data.images import header_problem
 from hamacho.data.splits import make_splits, repeated_paths
 from hamacho.errors import DatasetError, summarize
 from hamacho.files import atomic_write_text, check_writable_dir

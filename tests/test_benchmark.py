@@ -123,8 +123,8 @@ def _dump(folder: Path, paths: list[str], scores: np.ndarray, maps: np.ndarray) 
 
 
 def test_score_peer_dump_on_ground_truth_maps(tmp_path):
+    from hamacho.data.decoding import read_mask, resize_mask
     from hamacho.data.discovery import discover_dataset
-    from hamacho.data.images import read_mask, resize_mask
 
     data = make_dataset(tmp_path / "parts", n_train=2, n_good=3, n_defect=3)
     samples = discover_dataset(data).test

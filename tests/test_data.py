@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from hamacho.data.dataset import AnomalyDataset, DecodeCache, iter_batches
+from hamacho.data.decoding import ImageReadError, read_image, read_mask, resize_mask
 from hamacho.data.discovery import discover_dataset, discover_inference_inputs
-from hamacho.data.images import ImageReadError, read_image, read_mask, resize_mask
 from hamacho.data.splits import make_splits, repeated_paths
 from hamacho.errors import DatasetError
 from tests.conftest import make_dataset, write_png
@@ -215,7 +215,7 @@ def test_batches_are_read_on_threads_without_torch(tmp_path):
         "import sys, numpy as np\n"
         "from hamacho.data.dataset import AnomalyDataset, iter_batches\n"
         "from hamacho.data.discovery import discover_dataset\n"
-        "from hamacho.data.images import read_image, resize_image, to_chw\n"
+        "from hamacho.data.decoding import read_image, resize_image, to_chw\n"
         f"samples = discover_dataset({str(root)!r}).train\n"
         "(batch,) = list(iter_batches(samples, 64, 8))\n"
         "assert batch.images.shape == (6, 3, 64, 64) and batch.images.dtype == np.uint8\n"

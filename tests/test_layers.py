@@ -20,9 +20,9 @@ LAYERS = [
     ["hamacho.train", "hamacho.inference", "hamacho.export"],
     # the service, bottom up: settings, tables, files and bodies; one job and model files; the queue;
     # the shared state; the routers; the app; starting it
-    ["hamacho.serve.config", "hamacho.serve.db", "hamacho.serve.storage", "hamacho.serve.schemas"],
+    ["hamacho.serve.service_config", "hamacho.serve.db", "hamacho.serve.storage", "hamacho.serve.schemas"],
     ["hamacho.serve.worker", "hamacho.serve.predictors", "hamacho.serve.model_files"],
-    ["hamacho.serve.jobs"],
+    ["hamacho.serve.job_queue"],
     ["hamacho.serve.service"],
     ["hamacho.serve.routes"],
     ["hamacho.serve.app"],

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hamacho.config import build_config
-from hamacho.data.images import read_image
+from hamacho.data.decoding import read_image
 from hamacho.errors import ConfigError, ModelFileError
 from hamacho.predictor import Prediction, Predictor
 from hamacho.train import run_training

@@ -334,7 +334,7 @@ def test_picture_titles_draw_japanese_names():
     """OpenCV's fonts draw '?' for Japanese; titles that are not ASCII are drawn with a font that has them."""
     from matplotlib import font_manager
 
-    from hamacho.report.images import HEADER_H, UNICODE_FONTS, compose_report
+    from hamacho.report.drawing import HEADER_H, UNICODE_FONTS, compose_report
 
     image = np.full((64, 64, 3), 128, np.uint8)
     norm_map = np.zeros((64, 64), np.float32)

@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 
 from hamacho.serve.app import create_app
-from hamacho.serve.config import ServiceConfig
+from hamacho.serve.service_config import ServiceConfig
 from tests.serve_support import API
 
 START_TIMEOUT = 60.0

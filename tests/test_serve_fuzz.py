@@ -11,7 +11,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings
 
 from hamacho.serve.app import create_app
-from hamacho.serve.config import ServiceConfig
+from hamacho.serve.service_config import ServiceConfig
 
 
 @pytest.fixture(scope="module")

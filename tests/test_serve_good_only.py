@@ -10,7 +10,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
 from hamacho.serve.app import create_app
-from hamacho.serve.config import ServiceConfig
+from hamacho.serve.service_config import ServiceConfig
 from tests.serve_support import API, FAST_PARAMETERS, dataset_files, wait_job
 
 

@@ -53,7 +53,7 @@ sys.meta_path[:] = [WithoutTorch if f is importlib.machinery.PathFinder else f f
 import uvicorn
 
 from hamacho.serve.app import create_app
-from hamacho.serve.config import ServiceConfig
+from hamacho.serve.service_config import ServiceConfig
 
 data_dir, root, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 app = create_app(ServiceConfig(data_dir=data_dir, allowed_roots=[root]))

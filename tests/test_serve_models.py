@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from hamacho.predictor import Predictor
 from hamacho.serve.app import create_app
-from hamacho.serve.config import ServiceConfig
+from hamacho.serve.service_config import ServiceConfig
 from tests.float_bounds import file_tolerance
 from tests.serve_support import API, FAST_PARAMETERS, dataset_files, decode, upload_dataset, wait_job
 

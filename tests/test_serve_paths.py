@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from hamacho.errors import ConfigError
 from hamacho.serve.app import create_app
-from hamacho.serve.config import ServiceConfig
+from hamacho.serve.service_config import ServiceConfig
 from tests.conftest import make_dataset
 from tests.serve_support import API
 

@@ -42,7 +42,7 @@ def test_a_new_model_parameter_reaches_every_surface(padim_with_halo, cli, tmp_p
     from fastapi.testclient import TestClient
 
     from hamacho.serve.app import create_app
-    from hamacho.serve.config import ServiceConfig
+    from hamacho.serve.service_config import ServiceConfig
 
     # the CLI help lists it with its default and the first sentence of its help
     result = cli("train", "--help")

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from hamacho.data.batch import Batch, Item, collate
+from hamacho.data.decoding import ImageReadError, as_rgb_uint8, read_image, read_mask, to_chw
 from hamacho.data.discovery import Sample
 from hamacho.data.framing import Framing
-from hamacho.data.images import ImageReadError, as_rgb_uint8, read_image, read_mask, to_chw
 from hamacho.data.resize import torch_loaded
 
 DECODE_CACHE_BYTES = 256 * 1024 * 1024  # decoded images kept for a second pass (about 1000 at 256 px)
@@ -69,7 +69,7 @@ class AnomalyDataset:
 
     Args:
         sources: Samples (files with labels and masks) or image arrays (see
-            :func:`hamacho.data.images.as_rgb_uint8`; unknown label, no mask).
+            :func:`hamacho.data.decoding.as_rgb_uint8`; unknown label, no mask).
         framing: How images are cropped, resized, padded and masked (:class:`~hamacho.data.framing.Framing`);
             a side or (height, width) for a plain resize.
         cache: Shared :class:`DecodeCache`: items are taken from it when there, and offered to it.

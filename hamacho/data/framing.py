@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from hamacho.data.decoding import ImageReadError, read_image
 from hamacho.data.geometry import (
     Box,
     CircleParams,
@@ -35,7 +36,6 @@ from hamacho.data.geometry import (
     pair,
     tile_origins,
 )
-from hamacho.data.images import ImageReadError, read_image
 from hamacho.errors import ConfigError
 from hamacho.framing_checks import size_pair
 

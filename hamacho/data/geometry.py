@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from hamacho.data.images import ImageReadError, resize_image
+from hamacho.data.decoding import ImageReadError, resize_image
 from hamacho.framing_checks import size_pair
 
 CIRCLE_SEARCH_SIDE = 512  # circles are searched on a copy at most this wide (Hough is quadratic in the side)

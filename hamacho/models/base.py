@@ -117,7 +117,7 @@ class AnomalyModel(nn.Module):
         """uint8 (B, C, H, W), C in 1, 3, 4 (gray, RGB, RGBA) -> uint8 RGB at the input size, resized as in training.
 
         Inputs already at the input size (what the Predictor and exported graphs pass) go through
-        untouched; others are resized as :func:`hamacho.data.images.resize_image` resizes, on the CPU.
+        untouched; others are resized as :func:`hamacho.data.decoding.resize_image` resizes, on the CPU.
         """
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3, 4):
             raise ValueError(f"expected uint8 images (B, 1|3|4, H, W), got {images.dtype} {tuple(images.shape)}")

@@ -10,8 +10,8 @@ from html import escape
 import cv2
 import numpy as np
 
+from hamacho.report.drawing import compose_report
 from hamacho.report.figure_writer import FigureWriter
-from hamacho.report.images import compose_report
 from hamacho.results.examples import Example
 from hamacho.results.types import ReportData
 

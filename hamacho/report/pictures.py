@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hamacho.data.decoding import ImageReadError, read_image, to_uint8_image
 from hamacho.data.discovery import Sample
 from hamacho.data.geometry import Placement, to_original
-from hamacho.data.images import ImageReadError, read_image, to_uint8_image
 from hamacho.files import write_png
 from hamacho.predictor import ScoredBatch
-from hamacho.report.images import compose_report, grey_out, heatmap_overlay, segmentation_overlay
+from hamacho.report.drawing import compose_report, grey_out, heatmap_overlay, segmentation_overlay
 from hamacho.results.examples import picture_arrays
 from hamacho.settings import VisualizationSettings
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hamacho.data.decoding import to_uint8_image
 from hamacho.data.discovery import Sample
-from hamacho.data.images import to_uint8_image
 from hamacho.post.curves import binary_curves, sample_pixels
 from hamacho.post.metrics import image_metrics, metric_grid, pixel_metrics
 from hamacho.post.sweep import Sweep, as_numpy, descending_order, sweep

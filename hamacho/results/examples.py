@@ -52,7 +52,7 @@ def picture_arrays(
 
 @dataclass
 class Example:
-    """What is needed to draw one example picture with :func:`hamacho.report.images.compose_report`."""
+    """What is needed to draw one example picture with :func:`hamacho.report.drawing.compose_report`."""
 
     name: str
     label: str  # good | defective | ""

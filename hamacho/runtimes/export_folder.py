@@ -111,7 +111,7 @@ def _valid_area(folder: Path, metadata: dict[str, Any]) -> Any:
     name = metadata.get("input", {}).get("valid_area_mask")
     if not name:
         return None
-    from hamacho.data.images import ImageReadError, read_image
+    from hamacho.data.decoding import ImageReadError, read_image
 
     try:
         return read_image(folder / name).max(axis=2) >= 128

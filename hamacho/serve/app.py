@@ -24,9 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hamacho import __version__
 from hamacho.errors import HamachoError, first_line
-from hamacho.serve.config import ServiceConfig
 from hamacho.serve.routes import images, jobs, models, predict, system
 from hamacho.serve.service import API, Service
+from hamacho.serve.service_config import ServiceConfig
 from hamacho.serve.storage import TooLarge
 
 STATIC = Path(__file__).parent / "static"

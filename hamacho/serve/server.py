@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from hamacho.errors import ConfigError
-from hamacho.serve.config import LOOPBACK_HOSTS, ServiceConfig
+from hamacho.serve.service_config import LOOPBACK_HOSTS, ServiceConfig
 
 SERVE_PACKAGES = ("fastapi", "uvicorn", "sqlalchemy", "multipart")
 
@@ -20,7 +20,7 @@ def run_server(host: str, port: int, **options: Any) -> None:
     Args:
         host: Address to bind; any but the loopback needs a token.
         port: TCP port.
-        options: :class:`~hamacho.serve.config.ServiceConfig` fields.
+        options: :class:`~hamacho.serve.service_config.ServiceConfig` fields.
 
     Raises:
         ConfigError: A missing package, an open bind without a token, or a database that cannot be opened.

@@ -13,11 +13,11 @@ from fastapi import HTTPException, Request, UploadFile
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hamacho.serve.config import ServiceConfig
 from hamacho.serve.db import ImageRow, ModelRow, ResultRow, open_database
-from hamacho.serve.jobs import JobRunner
+from hamacho.serve.job_queue import JobRunner
 from hamacho.serve.predictors import PredictorCache
 from hamacho.serve.schemas import TAG_PATTERN
+from hamacho.serve.service_config import ServiceConfig
 from hamacho.serve.storage import (
     IMAGES,
     MODELS,

@@ -22,10 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hamacho.data.images import as_rgb_uint8
+from hamacho.data.decoding import as_rgb_uint8
 from hamacho.errors import ConfigError, HamachoError
 from hamacho.files import atomic_write_bytes
-from hamacho.serve.config import resolve_server_path
+from hamacho.serve.service_config import resolve_server_path
 
 # PIL format name -> the extension the stored file gets
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
@@ -103,7 +103,7 @@ def store_bytes(data_dir: Path, folder: str, data: bytes, extension: str) -> str
 def allowed_path(path: str, roots: list[Path]) -> Path:
     """Resolve a server-side path that must lie inside one of ``roots``.
 
-    The path is resolved like the roots (:func:`~hamacho.serve.config.resolve_server_path`: symlinks and
+    The path is resolved like the roots (:func:`~hamacho.serve.service_config.resolve_server_path`: symlinks and
     ``..`` included) and accepted iff the result is a root or lies under one. Whether it exists is told
     only then, so nothing is learnt about files outside the roots.
 

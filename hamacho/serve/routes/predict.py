@@ -21,12 +21,12 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from hamacho.data.images import read_image
+from hamacho.data.decoding import read_image
 from hamacho.errors import ConfigError
 from hamacho.files import atomic_write_bytes, atomic_write_text
 from hamacho.post.normalization import raw_threshold
 from hamacho.predictor import check_cut
-from hamacho.report.images import grey_out, heatmap_overlay, segmentation_overlay
+from hamacho.report.drawing import grey_out, heatmap_overlay, segmentation_overlay
 from hamacho.serve.db import ModelRow, ResultRow, loads, utcnow
 from hamacho.serve.schemas import Cut, Deleted, Limit, Offset, PathId, PredictionOut, PredictOut, ResultList
 from hamacho.serve.service import API, Service, find_model, get_or_404, get_service, paged, read_upload
