@@ -175,13 +175,13 @@ def train(model_name: str | None, config_file: str | None, quiet: bool, override
         result = run_training(settings, control, log=_echo_err)
     t = result.timings
     click.echo(
-        f"\nTrained {settings.model.name} ({settings.model.backbone}) on {result.summary['category']}: "
+        f"\nTrained {settings.model.name} ({settings.model.backbone}) on {result.summary.category}: "
         f"fit {t['fit_seconds']:.1f} s, calibration {t['calibration_seconds']:.1f} s, "
         f"test {t['test_seconds']:.1f} s ({t['test_images_per_second']:.1f} images/s), "
         f"peak memory {t['peak_rss_mb']:.0f} MiB"
     )
     cal = result.calibration
-    how = result.summary["thresholds"]
+    how = result.summary.thresholds
     click.echo(f"Thresholds (raw score = normalized 0.5): image {cal['image_threshold']:.4g} ({how['image']}), "
                f"pixel {cal['pixel_threshold']:.4g} ({how['pixel']})")
     _echo_outcome(result, f"  (model file: {result.model_path.name})")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -33,6 +32,7 @@ from hamacho.report.results import write_metrics_json, write_results_csv
 from hamacho.resources import peak_rss_mb
 from hamacho.results.calibration import CalibrationCollector
 from hamacho.results.collector import ResultsCollector
+from hamacho.results.summary import RunSummary
 from hamacho.results.types import ImageResult
 from hamacho.settings import Settings
 
@@ -74,7 +74,7 @@ class TrainResult:
     calibration: dict[str, float]
     timings: dict[str, float]
     rows: list[ImageResult]
-    summary: dict[str, Any]
+    summary: RunSummary
     notes: list[str] = field(default_factory=list)
     report_path: Path | None = None
 
@@ -155,44 +155,32 @@ def run_training(settings: Settings, control: RunControl | None = None,
         log(f"warning: {problem}")
         notes.append(problem)
     model_path = output_dir / MODEL_FILENAME
-    summary: dict[str, Any] = {
-        "model": settings.model.name,
-        "backbone": settings.model.backbone,
-        "backbone_weights": settings.model.backbone_weights,
-        "image_size": data.image_size,
-        "input_size": list(predictor.input_size),
-        "frame_size": list(predictor.frame_size),
-        "seed": seed,
-        "dataset": str(layout.root),
-        "category": layout.category,
-        "data_format": layout.data_format,
-        "counts": layout.counts(),
-        "images_fitted": len(splits.train),
-        "images_calibrated": len(splits.calibration),
-        "calibration": model.calibration.as_dict(),
-        "thresholds": threshold_info,
-        "notes": notes,
-        "metrics": collector.metrics,
-        "timings": timings,
-        "model_file": str(model_path),
-    }
     config = settings_to_dict(settings)
+    summary = RunSummary(
+        calibration=model.calibration.as_dict(), thresholds=threshold_info, metrics=collector.metrics,
+        model=settings.model.name, backbone=settings.model.backbone,
+        backbone_weights=settings.model.backbone_weights, image_size=data.image_size,
+        input_size=list(predictor.input_size), frame_size=list(predictor.frame_size), seed=seed,
+        dataset=str(layout.root), category=layout.category, data_format=layout.data_format, counts=layout.counts(),
+        images_fitted=len(splits.train), images_calibrated=len(splits.calibration), notes=notes, timings=timings,
+        model_file=str(model_path), config=config)
     report_path = None
     if settings.report.enabled and collector.rows:
         with control.phase("report", unit="sections") as phase:
             from hamacho.report.html import write_report_or_warn  # matplotlib: loaded only for a report
 
-            report_path = write_report_or_warn(log, output_dir=output_dir, summary=summary, rows=collector.rows,
+            report_path = write_report_or_warn(log, output_dir=output_dir, summary=summary.as_dict(),
+                                               rows=collector.rows,
                                                config=config, data=collector.report_data, step=phase.advance,
                                                model_title=predictor.display_name)
 
     with control.phase("saving", total=1, unit="files", bar=False) as phase:
         write_results_csv(output_dir / "results.csv", collector.rows)
-        write_metrics_json(output_dir / "metrics.json", summary)
+        summary.report = report_path is not None
+        write_metrics_json(output_dir / "metrics.json", summary.metrics_json())
         atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
-        dataset_facts = {key: summary[key] for key in ("dataset", "data_format", "category", "counts",
-                                                       "images_fitted", "images_calibrated", "notes")}
-        save_model_file(model_path, model, settings, extra={"dataset": dataset_facts, "thresholds": threshold_info},
+        save_model_file(model_path, model, settings, extra={"dataset": summary.dataset_facts(),
+                                                            "thresholds": threshold_info},
                         before_commit=phase.advance, valid_area=valid_area)
     return TrainResult(output_dir=output_dir, model_path=model_path, metrics=collector.metrics,
                        calibration=model.calibration.as_dict(), timings=timings, rows=collector.rows,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hamacho.errors import HamachoError, first_line
+from hamacho.results.summary import RunSummary
 from hamacho.serve.storage import TMP, InputError, new_name, remove_tree
 
 MAX_MEMBERS = 64
@@ -26,10 +27,10 @@ def describe(predictor: Any, entry: str) -> dict[str, Any]:
     """Columns and summary of a model row from its loaded Predictor (for imports)."""
     settings, metadata = predictor.settings, predictor.metadata
     runtime = metadata.get("runtime")
-    thresholds = metadata.get("thresholds") or {}
-    summary = {"calibration": predictor.calibration, "thresholds": thresholds, "metrics": None,
-               "counts": (metadata.get("dataset") or {}).get("counts"), "config": metadata.get("config"),
-               "report": False, "precision": metadata.get("precision")}
+    facts = metadata.get("dataset") or {}
+    summary = RunSummary.from_dict({**facts, "calibration": predictor.calibration,
+                                    "thresholds": metadata.get("thresholds") or {}, "config": metadata.get("config"),
+                                    "precision": metadata.get("precision")})
     return {"model": settings.model.name, "display_name": predictor.display_name,
             "backbone": settings.model.backbone, "image_size": json.dumps(settings.dataset.image_size),
             "format": runtime or MODEL_FILE, "entry": entry, "summary": summary}
@@ -96,7 +97,7 @@ def checked_import(data_dir: Path, staged: Path, device: str) -> tuple[Path, dic
     metrics = staged / "metrics.json"
     if metrics.is_file():
         try:
-            values["summary"]["metrics"] = json.loads(metrics.read_text()).get("metrics")
+            values["summary"].metrics = json.loads(metrics.read_text()).get("metrics")
         except (ValueError, AttributeError):
             pass
     name = new_name()

@@ -13,6 +13,7 @@ from fastapi import HTTPException, Request, UploadFile
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from hamacho.results.summary import RunSummary
 from hamacho.serve.db import ImageRow, ModelRow, ResultRow, open_database
 from hamacho.serve.job_queue import JobRunner
 from hamacho.serve.predictors import PredictorCache
@@ -135,10 +136,9 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
-def thresholds_out(summary: dict) -> dict:
+def thresholds_out(summary: RunSummary) -> dict:
     """``{"method", "image": {"raw", "normalized", "source"}, "pixel": {...}}`` from a model's summary."""
-    calibration = summary.get("calibration") or {}
-    given = summary.get("thresholds") or {}
+    calibration, given = summary.calibration, summary.thresholds
     out: dict = {"method": given.get("method")}
     for level in ("image", "pixel"):
         out[level] = {"raw": calibration.get(f"{level}_threshold"), "normalized": 0.5, "source": given.get(level)}

@@ -13,6 +13,7 @@ and the job's final state are committed in one transaction, and only while the j
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -22,18 +23,21 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from hamacho.config import build_config, settings_to_dict
+from hamacho.config import build_config
 from hamacho.errors import ConfigError, HamachoError, Interrupted, first_line
 from hamacho.extras import training_unavailable
 from hamacho.models.registry import display_name
 from hamacho.serve.db import ImageRow, JobRow, ModelRow, open_database, utcnow
 from hamacho.serve.storage import JOBS, MODELS, new_name, remove_tree
 from hamacho.settings import Settings
+
+if TYPE_CHECKING:  # hamacho.train imports torch: only when a job runs
+    from hamacho.train import TrainResult
 
 # Share of the whole run each phase stands for, for one percent figure (measured on bottle, PaDiM).
 PHASE_WEIGHTS = {"loading": 2, "feature extraction": 45, "fit": 13, "calibration": 10, "test": 15,
@@ -228,21 +232,17 @@ def run_job(url: str, data_dir: str, job_id: int) -> None:
 
 
 def _publish(factory: sessionmaker[Session], data: Path, job_id: int, tag: str, settings: Settings,
-             result: Any) -> int | None:
+             result: TrainResult) -> int | None:
     """Move the model's folder into models/ and list it, in one transaction with the job's success."""
     name = new_name()
     destination = data / MODELS / name
     destination.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(result.output_dir), destination)
-    summary = {key: result.summary.get(key) for key in ("metrics", "calibration", "thresholds", "counts",
-                                                        "notes", "timings", "images_fitted",
-                                                        "images_calibrated")}
-    summary["config"] = settings_to_dict(settings)
-    summary["report"] = result.report_path is not None
+    summary = dataclasses.replace(result.summary, model_file=None)  # its folder moved: the row says where
     row = ModelRow(tag=tag, model=settings.model.name, display_name=display_name(settings.model.name),
                    backbone=settings.model.backbone, image_size=json.dumps(settings.dataset.image_size), format="model.pt",
                    source="trained", folder=f"{MODELS}/{name}", entry="model.pt", job_id=job_id,
-                   summary=json.dumps(summary, default=str))
+                   summary=summary.to_json())
     with factory() as session:
         session.add(row)
         session.flush()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from sqlalchemy import select
 
 from hamacho.extras import training_unavailable
+from hamacho.results.summary import RunSummary
 from hamacho.serve.db import ACTIVE_JOB_STATES, ImageRow, JobRow, ModelRow, loads
 from hamacho.serve.schemas import JobIn, JobList, JobOut, Limit, Offset, PathId
 from hamacho.serve.service import API, Service, get_or_404, get_service, paged, thresholds_out
@@ -22,9 +23,9 @@ def job_out(row: JobRow, model: ModelRow | None = None) -> JobOut:
     """The API's view of a job row; a succeeded job's model adds its metrics, thresholds and report link."""
     result = None
     if model is not None:
-        summary = loads(model.summary) or {}
-        report = f"{API}/models/{model.id}/files/report.html" if summary.get("report") else None
-        result = {"metrics": summary.get("metrics"), "thresholds": thresholds_out(summary), "report_url": report}
+        summary = RunSummary.from_json(model.summary)
+        report = f"{API}/models/{model.id}/files/report.html" if summary.report else None
+        result = {"metrics": summary.metrics, "thresholds": thresholds_out(summary), "report_url": report}
     return JobOut(result=result, id=row.id, model_tag=row.model_tag, model=row.model, status=row.status, phase=row.phase,
                   percent=row.percent, error=row.error, model_id=row.model_id, parameters=loads(row.parameters) or {},
                   images=loads(row.counts) or {}, cancel_requested=row.cancel_requested, created_at=row.created_at,

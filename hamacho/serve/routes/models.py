@@ -11,7 +11,8 @@ from fastapi.responses import FileResponse
 from sqlalchemy import delete, select
 from starlette.background import BackgroundTask
 
-from hamacho.serve.db import ModelRow, ResultRow, loads
+from hamacho.results.summary import RunSummary
+from hamacho.serve.db import ModelRow, ResultRow
 from hamacho.serve.model_files import (
     MODEL_FILE,
     checked_import,
@@ -55,17 +56,17 @@ def example_pictures(folder: Path) -> list[str]:
 
 def model_out(row: ModelRow, service: Service) -> ModelOut:
     """The API's view of a model row."""
-    summary = loads(row.summary) or {}
+    summary = RunSummary.from_json(row.summary)
     base = f"{API}/models/{row.id}"
     folder = service.path(row.folder)
     chosen = example_pictures(folder / "images") if row.source == "trained" else []
-    report = summary.get("report") and (folder / "report.html").is_file()
+    report = summary.report and (folder / "report.html").is_file()
     return ModelOut(id=row.id, tag=row.tag, model=row.model, display_name=row.display_name, backbone=row.backbone,
                     image_size=json.loads(str(row.image_size)), format=row.format, source=row.source, job_id=row.job_id,
-                    created_at=row.created_at, metrics=summary.get("metrics"), thresholds=thresholds_out(summary),
-                    dataset={"counts": summary.get("counts"), "images_fitted": summary.get("images_fitted"),
-                             "images_calibrated": summary.get("images_calibrated"), "notes": summary.get("notes")},
-                    config=summary.get("config"), loaded=service.cache.is_loaded(row.id),
+                    created_at=row.created_at, metrics=summary.metrics, thresholds=thresholds_out(summary),
+                    dataset={"counts": summary.counts, "images_fitted": summary.images_fitted,
+                             "images_calibrated": summary.images_calibrated, "notes": summary.notes},
+                    config=summary.config, loaded=service.cache.is_loaded(row.id),
                     report_url=f"{base}/files/report.html" if report else None,
                     pictures=[f"{base}/files/images/{name}" for name in chosen], download_url=f"{base}/download")
 
@@ -115,7 +116,7 @@ def _add_imported(service: Service, staged: Path, tag: str) -> ModelOut:
             if problem:
                 raise HTTPException(409, problem)
             summary = values.pop("summary")
-            row = ModelRow(tag=tag, source="imported", folder=folder.as_posix(), summary=json.dumps(summary, default=str),
+            row = ModelRow(tag=tag, source="imported", folder=folder.as_posix(), summary=summary.to_json(),
                            **values)
             session.add(row)
             session.flush()
