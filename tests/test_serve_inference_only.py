@@ -140,8 +140,9 @@ def test_without_pytorch_exports_import_and_predict_and_jobs_are_refused(exporte
                                             "install 'hamacho[train]'; exported models (ONNX, OpenVINO) can "
                                             "be imported and used for predictions"}
         assert client.get(f"{API}/jobs").json()["total"] == 0
-        options = client.get(f"{API}/options")  # the UI's forms (their shape is routes/system.py's)
-        assert options.status_code == 200 and "padim" in options.text
+        options = client.get(f"{API}/options")  # the UI's forms: models and settings, training marked unavailable
+        assert options.status_code == 200 and "padim" in {m["name"] for m in options.json()["models"]}
+        assert options.json()["training"] == {"available": False, "reason": response.json()["error"]}
         # exports: imported as a zip and by server-side path, loaded, and predicting
         zipped = client.post(f"{API}/models/import", data={"tag": "line-a"},
                              files=[("file", ("export.zip", archive.getvalue(), "application/zip"))])
