@@ -19,11 +19,14 @@ LAYERS = [
     ["hamacho.report"],
     ["hamacho.train", "hamacho.inference", "hamacho.export"],
     # the service, bottom up: settings, tables, files and bodies; one job and model files; the queue;
-    # the shared state; the routers; the app; starting it
+    # the shared state, its refusals and the request's dependencies; what requests do (no HTTP); the routers;
+    # the app; starting it
     ["hamacho.serve.service_config", "hamacho.serve.db", "hamacho.serve.storage", "hamacho.serve.schemas"],
     ["hamacho.serve.worker", "hamacho.serve.predictors", "hamacho.serve.model_files"],
     ["hamacho.serve.job_queue"],
-    ["hamacho.serve.service"],
+    ["hamacho.serve.service", "hamacho.serve.deps"],
+    ["hamacho.serve.image_catalog", "hamacho.serve.model_catalog", "hamacho.serve.job_catalog",
+     "hamacho.serve.prediction_store"],
     ["hamacho.serve.routes"],
     ["hamacho.serve.app"],
     ["hamacho.serve", "hamacho.serve.server"],

@@ -2,7 +2,8 @@
 
 Every error a client can cause is a 4xx whose JSON body is one line, ``{"error": "..."}``: FastAPI's
 validation errors are reduced to their first problem, library errors (bad model files, bad settings)
-become 400, uploads over a limit 413. A bug answers 500 with one line too (``unexpected ...``, logged with
+become 400, uploads over a limit 413, and the service layer's refusals (:class:`~hamacho.serve.service.Refusal`)
+404, 409 or 422 (:data:`STATUS`). A bug answers 500 with one line too (``unexpected ...``, logged with
 its traceback), and the client's connection stays open (:class:`UnexpectedErrors`).
 """
 
@@ -25,13 +26,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hamacho import __version__
 from hamacho.errors import HamachoError, first_line
 from hamacho.serve.routes import images, jobs, models, predict, system
-from hamacho.serve.service import API, Service
+from hamacho.serve.service import API, Conflict, NotFound, Refusal, Service, Unavailable
 from hamacho.serve.service_config import ServiceConfig
 from hamacho.serve.storage import TooLarge
 
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "hamacho_token"
 log = logging.getLogger("hamacho.serve")
+# Library and service errors -> HTTP status (the first match); any other HamachoError is the client's input: 400.
+STATUS: tuple[tuple[type[HamachoError], int], ...] = ((TooLarge, 413), (NotFound, 404), (Conflict, 409),
+                                                      (Unavailable, 422))
 
 
 def require_token(request: Request) -> None:
@@ -131,8 +135,9 @@ def _install_errors(app: FastAPI) -> None:
         return JSONResponse({"error": _validation_message(exc)}, status_code=422)
 
     async def library_error(_request: Request, exc: HamachoError) -> JSONResponse:
-        status = 413 if isinstance(exc, TooLarge) else 400
-        return JSONResponse({"error": first_line(exc)}, status_code=status)
+        status = next((code for kind, code in STATUS if isinstance(exc, kind)), 400)
+        # a refusal is one line the service wrote (a path parameter in it is not cut); anything else, its first
+        return JSONResponse({"error": str(exc) if isinstance(exc, Refusal) else first_line(exc)}, status_code=status)
 
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]

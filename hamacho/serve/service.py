@@ -1,4 +1,10 @@
-"""The state one running service shares between requests: config, database, job queue, loaded models."""
+"""The state one running service shares between requests, the service's refusals, and the helpers of its layer.
+
+Below the routes, the service layer (this module and :mod:`.image_catalog`, :mod:`.job_catalog`,
+:mod:`.model_catalog`, :mod:`.prediction_store`) speaks no HTTP statuses: it raises
+:class:`~hamacho.serve.storage.InputError` (400), :class:`~hamacho.serve.storage.TooLarge` (413) and the
+:class:`Refusal` kinds below, which the app answers with their statuses (``app.STATUS``).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,13 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import HTTPException, Request, UploadFile
+from fastapi import UploadFile
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from hamacho.errors import HamachoError
 from hamacho.results.summary import RunSummary
 from hamacho.serve.db import ImageRow, ModelRow, ResultRow, open_database
 from hamacho.serve.job_queue import JobRunner
@@ -24,11 +31,31 @@ from hamacho.serve.storage import (
     MODELS,
     PREDICTIONS,
     TMP,
+    InputError,
     TooLarge,
     display_name,
     remove_orphans,
     remove_tree,
 )
+
+Row = TypeVar("Row")
+
+
+class Refusal(HamachoError):
+    """A request the service refuses, in one line it wrote itself (answered with that line, uncut)."""
+
+
+class NotFound(Refusal):
+    """No row with the id, tag or name a request gave (answered with 404)."""
+
+
+class Conflict(Refusal):
+    """The current state refuses the request: a tag in use, a model in use, a job that ended (409)."""
+
+
+class Unavailable(Refusal):
+    """A well-formed request this install cannot carry out: training without PyTorch (422)."""
+
 
 API = "/api/v1"
 
@@ -85,42 +112,60 @@ class Service:
         return self.config.data_dir / relative
 
 
-def get_service(request: Request) -> Service:
-    """FastAPI dependency: the running service."""
-    return request.app.state.service
-
-
 def check_tag(tag: str | None, required: bool = False) -> str | None:
-    """A tag as given (None for none), or 400 when it is not 1 to 128 characters without control characters or
-    slashes (or is missing and ``required``)."""
+    """A tag as given, or None for none.
+
+    Args:
+        tag: The tag a request gave (None or empty for none).
+        required: Refuse a missing tag too.
+
+    Raises:
+        InputError: Not 1 to 128 characters without control characters or slashes (or missing and ``required``).
+    """
     if not tag and not required:
         return None
     if not tag or not re.fullmatch(TAG_PATTERN, tag):
-        raise HTTPException(400, "tag: 1 to 128 characters, no control characters or slashes")
+        raise InputError("tag: 1 to 128 characters, no control characters or slashes")
     return tag
 
 
-def get_or_404(session: Session, table: type, row_id: int, what: str) -> Any:
-    """The row of ``table`` with ``row_id`` (404 ``no <what> with id N`` otherwise)."""
-    row = session.get(table, row_id)
+def get_row(session: Session, table: type[Row], row_id: int, what: str, fresh: bool = False) -> Row:
+    """The row of ``table`` with ``row_id``, in the caller's transaction.
+
+    Args:
+        session: The request's session, in a transaction.
+        table: The row class.
+        row_id: Its primary key.
+        what: How the refusal names the row (``image``, ``job``, ``result``).
+        fresh: Read it again even if the session holds it (another process may have changed it).
+
+    Raises:
+        NotFound: ``no <what> with id N``.
+    """
+    row = session.get(table, row_id, populate_existing=fresh)
     if row is None:
-        raise HTTPException(404, f"no {what} with id {row_id}")
+        raise NotFound(f"no {what} with id {row_id}")
     return row
 
 
 def find_model(session: Session, ref: str) -> ModelRow:
-    """A model by id or tag (404 otherwise)."""
+    """A model by id or tag (a number that is one model's id and another's tag finds the id), in the caller's
+    transaction.
+
+    Raises:
+        NotFound: No model has that tag or id.
+    """
     clauses = [ModelRow.tag == ref]
     if ref.isdigit() and len(ref) < 12:
         clauses.append(ModelRow.id == int(ref))
     row = session.scalar(select(ModelRow).where(or_(*clauses)).order_by(ModelRow.tag == ref))
     if row is None:
-        raise HTTPException(404, f"no model with id or tag {ref!r}")
+        raise NotFound(f"no model with id or tag {ref!r}")
     return row
 
 
 def paged(session: Session, query: Select, order: Any, offset: int, limit: int) -> tuple[int, list[Any]]:
-    """``(total rows, one page of rows)`` of a query, in ``order``."""
+    """``(total rows, one page of rows)`` of a query, in ``order`` (in the caller's transaction)."""
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     return total, list(session.scalars(query.order_by(order).offset(offset).limit(limit)))
 

@@ -6,31 +6,25 @@ import importlib.metadata
 import platform
 from typing import Any
 
-from fastapi import APIRouter, Depends
-from sqlalchemy import func, select, text
+from fastapi import APIRouter
 
 from hamacho import __version__
-from hamacho.serve.db import JobRow
-from hamacho.serve.service import Service, get_service
+from hamacho.serve.deps import ServiceDep, SessionDep
+from hamacho.serve.job_catalog import active_counts
 
 open_router = APIRouter(tags=["system"])
 router = APIRouter(tags=["system"])
 
 
 @open_router.get("/health")
-def health(service: Service = Depends(get_service)) -> dict[str, Any]:
+def health(service: ServiceDep, session: SessionDep) -> dict[str, Any]:
     """Liveness and readiness: the database answers, jobs queued and running, models loaded (no token needed)."""
-    with service.factory() as session:
-        session.execute(text("SELECT 1"))
-        counts = dict(session.execute(select(JobRow.status, func.count()).where(
-            JobRow.status.in_(("queued", "running"))).group_by(JobRow.status)).all())
-    return {"status": "ok", "database": "ok",
-            "jobs": {"queued": counts.get("queued", 0), "running": counts.get("running", 0)},
+    return {"status": "ok", "database": "ok", "jobs": active_counts(session),
             "models_loaded": len(service.cache.loaded())}
 
 
 @open_router.get("/auth")
-def auth(service: Service = Depends(get_service)) -> dict[str, bool]:
+def auth(service: ServiceDep) -> dict[str, bool]:
     """Whether API calls need a token (the UI asks for it once when they do)."""
     return {"required": bool(service.config.token)}
 
