@@ -17,6 +17,16 @@ BOTTLE = ROOT.parent / "shared" / "data" / "mvtec" / "bottle"
 SEAMS = Path(__file__).resolve().parent / "seams"
 
 
+def require_component(available: bool, reason: str) -> None:
+    """Skip a test whose component (a browser, a database server) is missing, saying why; under CI=true fail
+    instead, since CI installs and starts every component its tests need (.ci/run)."""
+    if available:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; CI=true, so .ci/run must provide it", pytrace=False)
+    pytest.skip(reason)
+
+
 def pause_env(phase: str, marker: Path) -> dict[str, str]:
     """Environment for a process (and its children) that pauses inside ``phase`` until stopped, after
     writing ``marker`` (tests/seams/hamacho_pause_hook.py)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,57 @@ API = "/api/v1"
 FAST_PARAMETERS = {"dataset.image_size": 64, "model.backbone": "resnet18", "model.backbone_weights": "none",
                    "report.enabled": True}
 JOB_TIMEOUT = 300.0  # seconds; a busy 2-core machine is slow, a passing job is not
+START_TIMEOUT = 120.0  # seconds for a started service to answer /health on a busy machine
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_service(args: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a service process (its output to ``log``) and return once it answers /health on ``port``.
+
+    Args:
+        args: The command, e.g. ``[sys.executable, "-m", "hamacho", "serve", "--port", str(port), ...]``.
+        port: The port it listens on (127.0.0.1).
+        log: File for its stdout and stderr, shown when it does not start.
+        env: Its environment (default: this process's, without HAMACHO_TOKEN).
+
+    Raises:
+        AssertionError: When it exits or does not answer within :data:`START_TIMEOUT`.
+    """
+    import httpx
+
+    env = env if env is not None else {k: v for k, v in os.environ.items() if k != "HAMACHO_TOKEN"}
+    with open(log, "ab") as output:
+        process = subprocess.Popen(args, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=output,
+                                   stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"the service exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{API}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop_service(process)
+            raise AssertionError(f"the service did not answer within {START_TIMEOUT} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)  # polling for the start, not a wait for a result
+
+
+def stop_service(process: subprocess.Popen) -> None:
+    """Terminate a service process (kill it after 30 s) and reap it."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
 
 
 def dataset_files(root: Path) -> dict[str, list[Path]]:

@@ -9,12 +9,8 @@ error text when a model tag is taken. Every wait is for a condition (with genero
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,23 +20,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import _defect, _texture, write_png
+from tests.conftest import _defect, _texture, require_component, write_png
+from tests.serve_support import free_port, start_service, stop_service
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+try:
+    from playwright import sync_api
+except ImportError:  # reported by the fixture below: skipped, or failed under CI=true
+    sync_api = None
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")
+
+
+@pytest.fixture(autouse=True)
+def browser_installed() -> None:
+    """The browser test needs playwright and Debian's chromium (.ci/run installs both)."""
+    require_component(sync_api is not None, "playwright is not installed (pip install playwright)")
+    require_component(CHROMIUM is not None, "no chromium on PATH (apt-get install chromium)")
 
 SIZE = 64
-START_TIMEOUT = 90  # seconds for the server to answer /health on a busy machine
 TRAIN_TIMEOUT = 180  # seconds for the tiny training job
 UI_TIMEOUT = 30_000  # milliseconds for anything the page does after a click
 PREDICT_TIMEOUT = 90_000  # milliseconds for the first prediction (loads the model)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str) -> dict:
@@ -70,34 +69,12 @@ def server(tmp_path: Path) -> Iterator[Server]:
     """`hamacho serve` on a free port with its own data folder."""
     port = free_port()
     log_path = tmp_path / "serve.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HAMACHO_TOKEN", None)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hamacho", "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")],
-            stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}/"
+    process = start_service([sys.executable, "-m", "hamacho", "serve", "--port", str(port), "--data-dir",
+                             str(tmp_path / "data")], port, log_path)
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"hamacho serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if get_json(base + "api/v1/health").get("status") == "ok":
-                    break
-            except (OSError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"hamacho serve did not answer within {START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)  # polling interval, not a wait for a result
-        yield Server(base, log_path)
+        yield Server(f"http://127.0.0.1:{port}/", log_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+        stop_service(process)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ Against a real uvicorn server on a loopback port (a test client has no connectio
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,15 +17,10 @@ import uvicorn
 
 from hamacho.serve.app import create_app
 from hamacho.serve.service_config import ServiceConfig
-from tests.serve_support import API
+from tests.serve_support import API, free_port
 
 START_TIMEOUT = 60.0
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -15,33 +15,13 @@ import pytest
 
 pytest.importorskip("fastapi")
 from tests.conftest import FAST, pause_env
-from tests.serve_support import API, FAST_PARAMETERS, dataset_files, upload_dataset
-
-START_TIMEOUT = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.serve_support import API, FAST_PARAMETERS, dataset_files, free_port, start_service, upload_dataset
 
 
 def start_server(data_dir: Path, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    env = {**os.environ, **(extra_env or {})}
-    process = subprocess.Popen([sys.executable, "-m", "hamacho", "serve", "--port", str(port), "--data-dir",
-                                str(data_dir), "--allow-path", str(data_dir.parent / "import")],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read().decode()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{API}/health", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError("the server did not start")
+    env = {**{k: v for k, v in os.environ.items() if k != "HAMACHO_TOKEN"}, **(extra_env or {})}
+    return start_service([sys.executable, "-m", "hamacho", "serve", "--port", str(port), "--data-dir", str(data_dir),
+                          "--allow-path", str(data_dir.parent / "import")], port, data_dir.parent / "serve.log", env)
 
 
 def worker_pids(data_dir: Path) -> list[int]:
