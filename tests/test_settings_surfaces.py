@@ -64,6 +64,12 @@ def test_a_new_model_parameter_reaches_every_surface(padim_with_halo, cli, tmp_p
         assert described["default"] == 3 and described["type"] == "int" and described["minimum"] == 0
         assert described["summary"] == "Pixels of halo ignored around each patch."
         assert options["defaults"]["padim"]["model"]["halo_px"] == 3
+        # the job schema in the OpenAPI document describes it too
+        job = client.get("/openapi.json").json()["components"]["schemas"]["JobIn"]["properties"]["parameters"]
+        assert job["properties"]["model.halo_px"] == {
+            "description": "Pixels of halo ignored around each patch. Purely a test.", "default": 3, "type": "integer",
+            "minimum": 0}
+        assert "dataset.root" not in job["properties"]  # set by the service itself
         response = client.post("/api/v1/jobs", json={"model_tag": "h", "model": "padim", "image_ids": [1],
                                                      "parameters": {"model.halo_px": -1}})
         assert response.status_code == 400

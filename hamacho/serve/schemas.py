@@ -74,6 +74,40 @@ class Deleted(BaseModel):
     deleted: int
 
 
+# Keys the service sets itself; a job may not change them.
+SERVICE_KEYS = ("dataset.root", "dataset.format", "dataset.good_dir", "dataset.bad_dir", "dataset.mask_dir",
+                "dataset.mask_suffix", "dataset.file_list", "dataset.good_list", "dataset.bad_list",
+                "dataset.mask_list", "dataset.name", "project.result_path", "dataset.num_workers",
+                "model.name")
+
+_JSON_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean", "list": "array"}
+
+
+def parameters_schema() -> dict[str, Any]:
+    """JSON schema of a job's ``parameters``: every key a job may set, over all models, with its type, bounds,
+    choices, default and help from the settings classes (no torch). The service checks the values themselves
+    with the configuration's own checks before a job is queued; this schema documents them (/docs)."""
+    from hamacho.config_reference import model_settings
+    from hamacho.models.registry import model_names
+
+    properties: dict[str, Any] = {}
+    for name in model_names():
+        for info in model_settings(name):
+            if info.key in SERVICE_KEYS or info.key in properties:
+                continue
+            schema: dict[str, Any] = {"description": info.help, "default": info.default}
+            if info.type in _JSON_TYPES:
+                schema["type"] = [_JSON_TYPES[info.type], "null"] if info.nullable else _JSON_TYPES[info.type]
+            if info.choices is not None:
+                schema["enum"] = list(info.choices)
+            for word, value in (("minimum", info.minimum), ("exclusiveMinimum", info.exclusive_minimum),
+                                ("maximum", info.maximum)):
+                if value is not None:
+                    schema[word] = value
+            properties[info.key] = schema
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
 class JobIn(BaseModel):
     """A training job to start."""
 
@@ -83,8 +117,9 @@ class JobIn(BaseModel):
     tag: str | None = None
     image_ids: list[Id] | None = Field(default=None, max_length=100_000)
     parameters: dict[str, Any] = Field(
-        default_factory=dict, description="Configuration keys and values, e.g. {\"dataset.image_size\": [256, 320]}: "
-        "every key of the model's settings in /api/v1/options (docs/config-reference.md), checked before queueing")
+        default_factory=dict, json_schema_extra=lambda schema: schema.update(parameters_schema()),
+        description="Configuration keys and values, e.g. {\"dataset.image_size\": [256, 320]}: every key of the "
+        "model's settings (/api/v1/options, docs/config-reference.md), checked before queueing")
 
 
 class JobOut(BaseModel):

@@ -33,6 +33,7 @@ from hamacho.errors import ConfigError, HamachoError, Interrupted, first_line
 from hamacho.extras import training_unavailable
 from hamacho.models.registry import display_name
 from hamacho.serve.db import ImageRow, JobRow, ModelRow, open_database, utcnow
+from hamacho.serve.schemas import SERVICE_KEYS
 from hamacho.serve.storage import JOBS, MODELS, new_name, remove_tree
 from hamacho.settings import Settings
 
@@ -42,11 +43,6 @@ if TYPE_CHECKING:  # hamacho.train imports torch: only when a job runs
 # Share of the whole run each phase stands for, for one percent figure (measured on bottle, PaDiM).
 PHASE_WEIGHTS = {"loading": 2, "feature extraction": 45, "fit": 13, "calibration": 10, "test": 15,
                  "report": 12, "saving": 3}
-# Keys the service sets itself; a job may not change them.
-SERVICE_KEYS = ("dataset.root", "dataset.format", "dataset.good_dir", "dataset.bad_dir", "dataset.mask_dir",
-                "dataset.mask_suffix", "dataset.file_list", "dataset.good_list", "dataset.bad_list",
-                "dataset.mask_list", "dataset.name", "project.result_path", "dataset.num_workers",
-                "model.name")
 # What training imports beyond an inference-only install (``hamacho[serve,onnx]``).
 UPDATE_SECONDS = 0.5
 SERVER_GONE = "the server stopped while this job was running; start it again"
