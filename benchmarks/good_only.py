@@ -107,7 +107,7 @@ def measure(model: str, args: argparse.Namespace) -> dict:
         entry["resampled"] = {"fpr": float(np.mean(fprs)), "fpr_max": float(np.max(fprs)),
                               "recall": float(np.mean(recalls)), "recall_min": float(np.min(recalls))}
         rows[label] = entry
-    return {"model": model, "images": {"fitted": result.summary["images_fitted"],
+    return {"model": model, "images": {"fitted": result.summary.images_fitted,
                                        "held_out": int(held.size), "test_good": int(test_good.size),
                                        "defects": int(defect_scores.size)},
             "product_threshold": result.calibration["image_threshold"], "methods": rows}

@@ -87,7 +87,7 @@ def run_hamacho(spec: dict[str, Any]) -> dict[str, Any]:
         # Raw image scores and labels (-1 unknown) in test order, to check the scoring against.
         "raw_scores": [row.raw_score for row in result.rows],
         "labels": [{"good": 0, "defective": 1}.get(row.label, -1) for row in result.rows],
-        "counts": result.summary.get("counts"),
+        "counts": result.summary.counts,
         "notes": result.notes,
         "channel_indices": [int(i) for i in indices.tolist()] if indices is not None else None,
         "memory_bank_size": int(bank.shape[0]) if bank is not None else None,

@@ -142,8 +142,8 @@ def run_one(name: str, data: Path, out: Path, model: str, weights: str, eval_sid
     return {"config": name + ("" if store_mb is None else f", store {store_mb} MB"), "model": model, "image_AUROC": image["image_AUROC"], "pixel_AUROC": pixel["pixel_AUROC"],
             "pixel_AUPRO": pixel["pixel_AUPRO"], "pixel_AUPRO_5": aupro(stacked_maps, stacked_masks, fpr_limit=0.05), "fit_seconds": timings["fit_seconds"],
             "test_seconds": timings["test_seconds"], "peak_rss_mb": timings["peak_rss_mb"],
-            "images_fitted": result.summary["images_fitted"], "frame": result.summary["frame_size"],
-            "input": result.summary["input_size"], "train_metrics": result.metrics}
+            "images_fitted": result.summary.images_fitted, "frame": result.summary.frame_size,
+            "input": result.summary.input_size, "train_metrics": result.metrics}
 
 
 def table(rows: list[dict]) -> str:

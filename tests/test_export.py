@@ -152,8 +152,8 @@ def test_without_torch_a_model_file_asks_for_it_in_one_line(exported, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        ("Error: this needs PyTorch (torch is not installed): pip install 'hamacho[train]'; exported models "
-        "(hamacho export) run without it")]
+        (f"Error: {models['padim']['model']}: a model file (model.pt) needs PyTorch, which is not installed here: "
+         "pip install 'hamacho[train]'; or export it (hamacho export) and use the export folder")]
     assert not (tmp_path / "o").exists()
 
 
