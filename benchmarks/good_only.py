@@ -37,7 +37,9 @@ from hamacho.settings import ThresholdSettings
 from hamacho.train import run_training
 
 METHODS: dict[str, ThresholdSettings | str] = {
-    "auto (fallback: max(mean + 3 std, highest + 1%))": ThresholdSettings(),
+    "auto (good-image rule, target_fpr 0.01)": ThresholdSettings(),
+    "fpr, target_fpr 0.05": ThresholdSettings(method="fpr", target_fpr=0.05),
+    "previous auto: max(mean + 3 std, highest + 1%)": "previous",
     "sigma 3": ThresholdSettings(method="sigma", sigma=3.0),
     "sigma 6 (original Hamacho's no-bad mode)": ThresholdSettings(method="sigma", sigma=6.0),
     "percentile 99": ThresholdSettings(method="percentile", percentile=99.0),
@@ -50,6 +52,9 @@ def threshold_for(rule: ThresholdSettings | str, goods: np.ndarray) -> float:
     """Raw threshold from good calibration scores; anomalib's rule is the highest one."""
     if rule == "anomalib":
         return float(goods.max())
+    if rule == "previous":  # the rule auto used before the good-image rule
+        std = float(goods.std(ddof=1)) if goods.size > 1 else 0.0
+        return max(float(goods.mean()) + 3 * std, float(goods.max()) * 1.01)
     return calibrate(goods, np.zeros(goods.size, dtype=np.int64), None, None, rule).image_threshold
 
 
@@ -58,12 +63,16 @@ def flagged(rule: ThresholdSettings | str, scores: np.ndarray, threshold: float)
     return scores > threshold if rule == "anomalib" else scores >= threshold
 
 
-def write_file_list(dataset: Path, path: Path) -> None:
-    """train/good without a split (held out by dataset.split), test/good in the test split, no defects."""
+def write_file_list(dataset: Path, path: Path, train_images: int | None, seed: int) -> None:
+    """train/good (a seeded sample of ``train_images``, or all) without a split (held out by dataset.split),
+    test/good in the test split, no defects."""
+    goods = list_images(dataset / "train" / "good")
+    if train_images is not None and train_images < len(goods):
+        goods = sorted(np.random.default_rng(seed).choice(goods, train_images, replace=False).tolist())
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "split"])
-        writer.writerows([str(p), "good", ""] for p in list_images(dataset / "train" / "good"))
+        writer.writerows([str(p), "good", ""] for p in goods)
         writer.writerows([str(p), "good", "test"] for p in list_images(dataset / "test" / "good"))
 
 
@@ -72,7 +81,7 @@ def measure(model: str, args: argparse.Namespace) -> dict:
     dataset = Path(args.dataset).resolve()
     out = Path(args.out) / model
     out.mkdir(parents=True, exist_ok=True)
-    write_file_list(dataset, out / "goods.csv")
+    write_file_list(dataset, out / "goods.csv", args.train_images, args.seed)
     settings = build_config(model, options={
         "dataset.file_list": str(out / "goods.csv"), "dataset.split": args.split, "dataset.name": "good_only",
         "model.backbone": args.backbone, "model.backbone_weights": args.weights, "project.seed": args.seed,
@@ -96,8 +105,8 @@ def measure(model: str, args: argparse.Namespace) -> dict:
         entry = {}
         for setup, calibration, unseen in (("as specified", pool, test_good), ("held-out only", held, test_good)):
             t = threshold_for(rule, calibration)
-            entry[setup] = {"threshold": t, "fpr": float(flagged(rule, unseen, t).mean()),
-                            "recall": float(flagged(rule, defect_scores, t).mean())}
+            fpr, recall = float(flagged(rule, unseen, t).mean()), float(flagged(rule, defect_scores, t).mean())
+            entry[setup] = {"threshold": t, "fpr": fpr, "recall": recall, "balanced_accuracy": (1 - fpr + recall) / 2}
         fprs, recalls = [], []
         for order in halves:
             calibration, unseen = pool[order[: pool.size // 2]], pool[order[pool.size // 2:]]
@@ -107,10 +116,17 @@ def measure(model: str, args: argparse.Namespace) -> dict:
         entry["resampled"] = {"fpr": float(np.mean(fprs)), "fpr_max": float(np.max(fprs)),
                               "recall": float(np.mean(recalls)), "recall_min": float(np.min(recalls))}
         rows[label] = entry
-    return {"model": model, "images": {"fitted": result.summary.images_fitted,
+    return {"model": model, "best_balanced_accuracy": best_balanced_accuracy(test_good, defect_scores),
+            "images": {"fitted": result.summary.images_fitted,
                                        "held_out": int(held.size), "test_good": int(test_good.size),
                                        "defects": int(defect_scores.size)},
             "product_threshold": result.calibration["image_threshold"], "methods": rows}
+
+
+def best_balanced_accuracy(goods: np.ndarray, defects: np.ndarray) -> float:
+    """The best balanced accuracy any single threshold reaches on these scores (NG at or above)."""
+    cuts = np.unique(np.concatenate([goods, defects]))
+    return max(float(((goods < t).mean() + (defects >= t).mean()) / 2) for t in cuts)
 
 
 def anomalib_row(path: Path) -> str | None:
@@ -119,21 +135,24 @@ def anomalib_row(path: Path) -> str | None:
         return None
     peer = json.loads(path.read_text())["good_only"]
     return (f"| anomalib 2.7 itself (its own fit, {peer['validation_images']} train images validate) | – | – | "
-            f"{peer['fpr_test_good']:.3f} | {peer['recall']:.3f} | – | – |")
+            f"{peer['fpr_test_good']:.3f} | {peer['recall']:.3f} | "
+            f"{(1 - peer['fpr_test_good'] + peer['recall']) / 2:.3f} | – | – |")
 
 
 def table(report: dict, peer: Path | None) -> str:
     """Markdown: one row per method, FPR on test/good and recall on defects in each setup."""
     counts = report["images"]
     lines = [(f"### {report['model']} ({counts['fitted']} fitted, {counts['held_out']} held out, "
-              f"{counts['test_good']} test/good, {counts['defects']} defects)"), "",
+              f"{counts['test_good']} test/good, {counts['defects']} defects; best single threshold's balanced "
+              f"accuracy on test/good and defects: {report['best_balanced_accuracy']:.3f})"), "",
              ("| method | as specified: FPR (in-sample) | recall | held-out only: FPR on test/good | recall | "
-              "resampled: FPR on unseen half (max) | recall (min) |"),
-             "|---|---|---|---|---|---|---|"]
+              "balanced accuracy | resampled: FPR on unseen half (max) | recall (min) |"),
+             "|---|---|---|---|---|---|---|---|"]
     for label, entry in report["methods"].items():
         a, b, c = entry["as specified"], entry["held-out only"], entry["resampled"]
         lines.append(f"| {label} | {a['fpr']:.3f} | {a['recall']:.3f} | {b['fpr']:.3f} | {b['recall']:.3f} | "
-                     f"{c['fpr']:.3f} ({c['fpr_max']:.3f}) | {c['recall']:.3f} ({c['recall_min']:.3f}) |")
+                     f"{b['balanced_accuracy']:.3f} | {c['fpr']:.3f} ({c['fpr_max']:.3f}) | "
+                     f"{c['recall']:.3f} ({c['recall_min']:.3f}) |")
     peer_line = anomalib_row(peer) if peer else None
     if peer_line:
         lines.append(peer_line)
@@ -150,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", type=float, default=0.2, help="Share of train/good held out [0.2].")
     parser.add_argument("--repeats", type=int, default=200, help="Random halvings for the resampled FPR [200].")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="Train on a seeded sample of this many train/good images [all].")
     parser.add_argument("--peer", nargs="*", default=[], help="result.json of peer good-only runs, per model.")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

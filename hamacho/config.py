@@ -38,6 +38,10 @@ __all__ = [
 ]
 
 
+# Keys earlier versions wrote into model files that no longer exist (their model files still load).
+RETIRED_KEYS = frozenset({"threshold.fallback_sigma"})  # replaced by threshold.target_fpr (good-image rule)
+
+
 def default_settings(model_name: str) -> Settings:
     """The defaults of one model, as typed settings.
 
@@ -137,7 +141,8 @@ def build_config(
 def settings_from_dict(data: Mapping[str, Any], source: str, generic_model: bool = False) -> Settings:
     """Rebuild validated settings from :func:`settings_to_dict`'s output (a model file's ``config``).
 
-    Keys missing from ``data`` (written by an older version) take today's defaults.
+    Keys missing from ``data`` (written by an older version) take today's defaults; keys an older version
+    wrote that no longer exist (:data:`RETIRED_KEYS`) are dropped.
 
     Args:
         data: The stored configuration.
@@ -152,6 +157,8 @@ def settings_from_dict(data: Mapping[str, Any], source: str, generic_model: bool
     name = (data.get("model") or {}).get("name")
     if not isinstance(name, str):
         raise ConfigError(f"{source} names no model")
+    data = {section: ({k: v for k, v in values.items() if f"{section}.{k}" not in RETIRED_KEYS}
+                      if isinstance(values, Mapping) else values) for section, values in data.items()}
     if generic_model:
         common = {item.name for item in dataclasses.fields(ModelParams)}
         data = {**data, "model": {k: v for k, v in data["model"].items() if k in common}}

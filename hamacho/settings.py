@@ -49,7 +49,7 @@ BACKBONES = (
 )
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 DATA_FORMATS = ("auto", "mvtec", "folder", "filelist")
-THRESHOLD_METHODS = ("auto", "f1", "sigma", "percentile", "manual")
+THRESHOLD_METHODS = ("auto", "f1", "fpr", "sigma", "percentile", "manual")
 
 
 def check_layers(value: Sequence[str]) -> str | None:
@@ -249,15 +249,17 @@ class ThresholdSettings:
 
     method: str = setting(
         "auto", choices=THRESHOLD_METHODS,
-        help="auto: f1 with defective calibration images, else the fallback below. f1: the score with the best "
-             "F1 on the labelled calibration images (the cut midway between the lowest NG score and the highest "
-             "score below it); with masks, the pixel threshold likewise over their pixels. sigma: mean + sigma * "
-             "std of the good calibration images' scores. percentile: that percentile of them. manual: the raw "
-             "values image (and pixel) below.")
-    fallback_sigma: float = setting(
-        3.0, at_least=0.0,
-        help="auto without defective images: max(mean + fallback_sigma * std, highest + 1%) of the good "
-             "calibration scores, so no good calibration image is NG.")
+        help="auto: f1 with defective calibration images, else fpr. f1: the score with the best F1 on the "
+             "labelled calibration images (the cut midway between the lowest NG score and the highest score below "
+             "it); with masks, the pixel threshold likewise over their pixels. fpr: the good-image rule, the score "
+             "that calls target_fpr of good parts NG by a robust log-normal fit (median, MAD) of the good "
+             "calibration images' scores, with the expected false-alarm rate and its uncertainty reported. sigma: "
+             "mean + sigma * std of the good calibration images' scores. percentile: that percentile of them. "
+             "manual: the raw values image (and pixel) below.")
+    target_fpr: float = setting(
+        0.01, above=0.0, check=lambda value: None if value < 0.5 else "must be below 0.5",
+        help="The false-alarm rate accepted by the good-image rule (method fpr, and auto without defective "
+             "images): the share of good parts it expects to call NG, e.g. 0.01.")
     sigma: float = setting(6.0, above=0.0,
                            help="Method sigma: the k of mean + k * std (the original Hamacho's no-bad mode: 6).")
     percentile: float = setting(99.0, above=0.0, at_most=100.0, help="Method percentile: 0 < p <= 100.")

@@ -134,9 +134,11 @@ def run_training(settings: Settings, control: RunControl | None = None,
             calibration.add(scored)
             phase.advance(len(scored))
         model.calibration.set(**calibration.finish())
+        for note in calibration.notes:
+            log(f"note: {note}")
         notes += calibration.notes
         threshold_info = {"method": settings.threshold.method, "image": calibration.thresholds.image_source,
-                          "pixel": calibration.thresholds.pixel_source}
+                          "pixel": calibration.thresholds.pixel_source, **calibration.thresholds.details}
 
     collector = ResultsCollector(splits.test, model.calibration.as_dict(), report=settings.report.enabled,
                                  examples=settings.report.examples, pixel_sample=settings.report.pixel_sample,

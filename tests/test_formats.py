@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -309,7 +311,11 @@ def test_good_only_workflow_end_to_end(cli, tmp_path):
     raw = [float(r["raw_score"]) for r in _rows(runs["auto"][0] / "results.csv")]
     mean, std = np.mean(raw), np.std(raw, ddof=1)
     thresholds = {m: s["calibration"]["image_threshold"] for m, (_, s) in runs.items()}
-    assert thresholds["auto"] == pytest.approx(max(mean + 3 * std, max(raw) * 1.01), rel=1e-5)
+    logs = np.log(np.asarray(raw, dtype=np.float64))  # the good-image rule, by hand (tests/test_post.py)
+    spread = max(1.4826 * np.median(np.abs(logs - np.median(logs))), 0.01)
+    robust = math.exp(np.median(logs) + NormalDist().inv_cdf(0.99) * spread)
+    assert thresholds["auto"] == pytest.approx(robust, rel=1e-5)
+    assert runs["auto"][1]["thresholds"]["good_images"] == 3 and runs["auto"][1]["thresholds"]["target_fpr"] == 0.01
     assert thresholds["sigma"] == pytest.approx(mean + 3 * std, rel=1e-5)
     assert thresholds["percentile"] == pytest.approx(np.percentile(raw, 99), rel=1e-5)
     assert runs["sigma"][1]["thresholds"]["image"] == "mean + 3 std of the scores of 3 good calibration image(s)"

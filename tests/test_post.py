@@ -1,6 +1,7 @@
 """Thresholds, normalization and metrics against hand-computed values."""
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from hamacho.post.metrics import aupro, image_metrics, pixel_metrics
 from hamacho.post.normalization import decide, normalize
-from hamacho.post.threshold import calibrate, f1_threshold, fallback_threshold
+from hamacho.post.threshold import calibrate, f1_threshold
 from hamacho.settings import ThresholdSettings
 
 
@@ -34,21 +35,40 @@ def test_f1_threshold_when_every_image_is_defective_at_the_lowest_score():
     assert f1_threshold(scores, labels) == 0.5
 
 
-def test_fallback_threshold_hand_computed():
-    good = np.array([1.0, 2.0, 3.0])  # mean 2, sample std 1
-    assert fallback_threshold(good, sigma=3.0) == pytest.approx(5.0)
-    assert fallback_threshold(good, sigma=0.0) == pytest.approx(3.03)  # 1 % above the highest good
-    assert fallback_threshold(np.array([4.0]), sigma=3.0) == pytest.approx(4.04)
-
-
-def test_fallback_keeps_every_good_calibration_image_ok():
-    good = np.random.default_rng(0).random(40).astype(np.float32) * 10 + 20
-    thresholds = calibrate(good, np.zeros(40, dtype=np.int64), None, None, ThresholdSettings(fallback_sigma=3.0))
+def test_auto_without_defects_keeps_good_images_ok_and_states_its_false_alarm_rate():
+    good = np.random.default_rng(0).lognormal(3.0, 0.1, 40).astype(np.float32)
+    thresholds = calibrate(good, np.zeros(40, dtype=np.int64), None, None, ThresholdSettings(target_fpr=0.01))
     t = thresholds.image_threshold
-    normalized = normalize(good, t, float(good.min()), float(good.max()))
-    assert not decide(normalized).any()
     assert thresholds.pixel_threshold == t and thresholds.pixel_from_image
-    assert "no defective" in thresholds.notes[0] and "40 good" in thresholds.image_source
+    assert thresholds.image_source.startswith("good-image rule: the 99th percentile of a robust log-normal fit")
+    assert "40 good image(s)" in thresholds.image_source and "expected false alarms 1%" in thresholds.image_source
+    assert thresholds.notes[0] == ("no defective calibration images: the threshold comes from 40 good image(s) "
+                                   "alone, at an accepted false-alarm rate of 1% (threshold.target_fpr)")
+    details = thresholds.details
+    assert details["good_images"] == 40 and details["target_fpr"] == details["expected_fpr"] == 0.01
+    assert 0 < details["expected_fpr_low"] < 0.01 < details["expected_fpr_high"] < 0.2
+    assert details["good_images_above"] == int((good >= t).sum()) <= 2
+    assert len(thresholds.notes) == 1  # 40 images: no warning about too few
+
+
+def test_one_odd_good_image_hardly_moves_the_good_image_rule():
+    # As in a category with 6 held-back images, one scored 116 against about 390 for the rest: mean + 3 std
+    # went above every defect (444-606); the robust rule stays near the good images' tail.
+    good = np.array([383.0, 390.0, 392.0, 395.0, 402.0, 116.0])
+    odd = calibrate(good, np.zeros(6, dtype=np.int64), None, None).image_threshold
+    plain = calibrate(good[:5], np.zeros(5, dtype=np.int64), None, None).image_threshold
+    assert 402 < odd < 444 and abs(odd - plain) / plain < 0.05  # one rank of the median and MAD: 2.5 % here
+    assert good.mean() + 3 * good.std(ddof=1) > 606  # what the previous rule did: above every defect
+    few = calibrate(good, np.zeros(6, dtype=np.int64), None, None)
+    assert "only 6 good image(s) set the threshold: its false-alarm rate is uncertain" in few.notes[1]
+
+
+def test_the_target_false_alarm_rate_moves_the_threshold():
+    good = np.random.default_rng(1).lognormal(2.0, 0.2, 200)
+    cuts = [calibrate(good, np.zeros(200, dtype=np.int64), None, None,
+                      ThresholdSettings(target_fpr=fpr)).image_threshold for fpr in (0.1, 0.01, 0.001)]
+    assert cuts[0] < cuts[1] < cuts[2]
+    assert np.mean(good >= cuts[0]) == pytest.approx(0.1, abs=0.05)  # the fit follows the data's own tail
 
 
 def test_calibrate_uses_pixels_when_masks_exist():
@@ -76,9 +96,12 @@ GOOD = np.array([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0])
     (ThresholdSettings(method="percentile", percentile=90.0), 7.6, "90th percentile"),
     (ThresholdSettings(method="percentile", percentile=100.0), 9.0, "100th percentile"),
     (ThresholdSettings(method="manual", image=6.25), 6.25, "manual (threshold.image)"),
-    # auto without defects: max(5 + 3 * 2.13809, 9 * 1.01) = 11.414.
-    (ThresholdSettings(), 5 + 3 * math.sqrt(32 / 7), "max(mean + 3 std, highest + 1%)"),
-    (ThresholdSettings(fallback_sigma=1.0), 9.09, "max(mean + 1 std, highest + 1%)"),
+    # auto (and fpr) without defects: log scores have median ln(sqrt(20)) and MAD ln(1.25) / 2, so the 99th
+    # percentile of the fit is sqrt(20) * exp(z(0.99) * 1.4826 * ln(1.25) / 2).
+    (ThresholdSettings(), math.sqrt(20) * math.exp(NormalDist().inv_cdf(0.99) * 1.4826 * math.log(1.25) / 2),
+     "good-image rule: the 99th percentile"),
+    (ThresholdSettings(method="fpr", target_fpr=0.05),
+     math.sqrt(20) * math.exp(NormalDist().inv_cdf(0.95) * 1.4826 * math.log(1.25) / 2), "the 95th percentile"),
 ])
 def test_every_method_on_hand_computed_good_scores(rule, expected, source):
     thresholds = calibrate(GOOD, np.zeros(GOOD.size, dtype=np.int64), None, None, rule)

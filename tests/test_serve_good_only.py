@@ -36,7 +36,10 @@ def test_a_job_of_good_images_only_trains_and_its_model_predicts(tmp_path):
         model = client.get(f"{API}/models/first-model").json()
         # thresholds from the good calibration images alone; no metrics without defective images
         image = model["thresholds"]["image"]
-        assert image["raw"] > 0 and "no defective images" in image["source"]
+        assert image["raw"] > 0 and image["source"].startswith("good-image rule")
+        alarms = model["thresholds"]["false_alarms"]  # the expected false-alarm rate, with its range
+        assert alarms["good_images"] == model["dataset"]["images_calibrated"] and alarms["target_fpr"] == 0.01
+        assert alarms["expected_fpr_low"] < alarms["expected_fpr"] == 0.01 < alarms["expected_fpr_high"]
         assert model["dataset"]["images_fitted"] + model["dataset"]["images_calibrated"] == 10
         assert model["dataset"]["counts"]["test"] == {"good": model["dataset"]["images_calibrated"]}
         assert model["metrics"]["image_AUROC"] is None

@@ -1,11 +1,12 @@
 """Thresholds in raw score units, by the method the configuration names (``threshold.method``).
 
 * ``f1``: the score with the best F1 on the labelled calibration images (needs defective ones);
+* ``fpr``: the good-image rule, at the accepted false-alarm rate ``target_fpr``, with the expected rate and
+  its uncertainty (:mod:`hamacho.post.good_images`);
 * ``sigma``: mean + k standard deviations of the good calibration images' scores;
 * ``percentile``: a percentile of the good calibration images' scores;
 * ``manual``: raw values given by the user;
-* ``auto`` (the default): ``f1`` when defective calibration images exist, else the fallback
-  ``max(mean + fallback_sigma * std, highest + 1 %)``, which keeps every good calibration image OK.
+* ``auto`` (the default): ``f1`` when defective calibration images exist, else ``fpr``.
 
 Whatever the method, the normalization maps the threshold to 0.5.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hamacho.post import sweep
+from hamacho.post.good_images import fit_good_images
 from hamacho.settings import ThresholdSettings
 
 
@@ -51,25 +53,6 @@ def sigma_threshold(good_scores: np.ndarray, sigma: float) -> float:
     return float(scores.mean()) + sigma * std
 
 
-def fallback_threshold(good_scores: np.ndarray, sigma: float = 3.0, margin: float = 0.01) -> float:
-    """Threshold when only good images are labelled: ``max(mean + sigma * std, highest * (1 + margin))``.
-
-    Every good calibration image stays OK (its normalized score is below 0.5, with a ``margin``
-    relative gap so that float noise cannot flip the highest one), and ``sigma`` standard deviations
-    above the mean cover the spread of unseen good images.
-
-    Args:
-        good_scores: Scores of good calibration images (at least one; scores are distances, >= 0).
-        sigma: Width of the statistical margin in standard deviations.
-        margin: Least relative gap above the highest good score.
-
-    Returns:
-        The threshold.
-    """
-    highest = float(np.max(good_scores)) if np.size(good_scores) else 0.0
-    return max(sigma_threshold(good_scores, sigma), highest + margin * abs(highest))
-
-
 @dataclass
 class Thresholds:
     """Raw thresholds and, in words, how each was set (for the report and metrics.json).
@@ -82,6 +65,8 @@ class Thresholds:
         pixel_from_image: True when the pixel threshold is the image threshold (then the maps are
             normalized like the image scores, so a pixel is NG exactly when it alone would make its image NG).
         notes: Remarks for the user.
+        details: Figures of the good-image rule (images, target and expected false-alarm rates), when it
+            set the image threshold.
     """
 
     image_threshold: float
@@ -90,6 +75,7 @@ class Thresholds:
     pixel_source: str
     pixel_from_image: bool
     notes: list[str] = field(default_factory=list)
+    details: dict[str, float | int] = field(default_factory=dict)
 
 
 def calibrate(
@@ -121,21 +107,22 @@ def calibrate(
         raise ValueError("no calibration scores")
     goods = image_scores[labels == 0]
     defects = int(np.count_nonzero(labels == 1))
-    method = rule.method if rule.method != "auto" else ("f1" if defects else "fallback")
-    if method in ("fallback", "sigma", "percentile") and goods.size == 0:
+    method = rule.method if rule.method != "auto" else ("f1" if defects else "fpr")
+    if method in ("fpr", "sigma", "percentile") and goods.size == 0:
         raise ValueError(f"threshold method {method} needs good calibration images")
     counted = f"the scores of {goods.size} good calibration image(s)"
     notes: list[str] = []
+    details: dict[str, float | int] = {}
     if method == "f1":
         if not defects:
             raise ValueError("threshold.method f1 needs defective calibration images; use auto, sigma, percentile "
                              "or manual")
         image, source = f1_threshold(image_scores, labels), (
             f"F1-optimal on {image_scores.size} labelled calibration images ({goods.size} good, {defects} defective)")
-    elif method == "fallback":
-        image = fallback_threshold(goods, rule.fallback_sigma)
-        source = f"max(mean + {rule.fallback_sigma:g} std, highest + 1%) of {counted} (no defective images)"
-        notes.append(f"no defective calibration images: threshold = {source}")
+    elif method == "fpr":
+        fit = fit_good_images(goods, rule.target_fpr)
+        image, source, details = fit.threshold, fit.describe(), fit.as_dict()
+        notes += fit.notes() if not defects else []
     elif method == "sigma":
         image = sigma_threshold(goods, rule.sigma)
         source = f"mean + {rule.sigma:g} std of {counted}"
@@ -149,12 +136,12 @@ def calibrate(
     else:
         raise ValueError(f"unknown threshold method {rule.method!r}")
     if method == "manual" and rule.pixel is not None:
-        return Thresholds(image, float(rule.pixel), source, "manual (threshold.pixel)", False, notes)
+        return Thresholds(image, float(rule.pixel), source, "manual (threshold.pixel)", False, notes, details)
     has_pixels = pixel_scores is not None and pixel_labels is not None and bool(np.any(pixel_labels))
     if method == "f1" and has_pixels:
         pixels = np.asarray(pixel_scores).size
         return Thresholds(image, f1_threshold(pixel_scores, pixel_labels), source,
-                          f"F1-optimal on {pixels:,} labelled pixels", False, notes)
+                          f"F1-optimal on {pixels:,} labelled pixels", False, notes, details)
     if method == "f1":
         notes.append("no masks: the pixel threshold equals the image threshold")
-    return Thresholds(image, image, source, "the image threshold", True, notes)
+    return Thresholds(image, image, source, "the image threshold", True, notes, details)

@@ -182,9 +182,13 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
 
 
 def thresholds_out(summary: RunSummary) -> dict:
-    """``{"method", "image": {"raw", "normalized", "source"}, "pixel": {...}}`` from a model's summary."""
+    """``{"method", "image": {"raw", "normalized", "source"}, "pixel": {...}, "false_alarms"}`` from a model's
+    summary; ``false_alarms`` (None unless the good-image rule set the threshold) holds the good images it used
+    and the expected false-alarm rate with its 95 % range."""
     calibration, given = summary.calibration, summary.thresholds
     out: dict = {"method": given.get("method")}
     for level in ("image", "pixel"):
         out[level] = {"raw": calibration.get(f"{level}_threshold"), "normalized": 0.5, "source": given.get(level)}
+    keys = ("good_images", "target_fpr", "expected_fpr", "expected_fpr_low", "expected_fpr_high", "good_images_above")
+    out["false_alarms"] = {key: given[key] for key in keys} if all(key in given for key in keys) else None
     return out

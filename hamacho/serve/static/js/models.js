@@ -232,11 +232,28 @@ function thresholdsBlock(thresholds) {
       rows.push([label, isNumber(t) ? fmtRaw(t) : String(t)]);
     }
   }
+  const fa = thresholds.false_alarms;
+  if (fa && typeof fa === "object") {
+    const few = fa.good_images < 30 ? " Few images: this rate is uncertain; more good images narrow it." : "";
+    rows.push([
+      "Expected false alarms",
+      `${percent(fa.expected_fpr)} of good parts`,
+      `95% range ${percent(fa.expected_fpr_low)}–${percent(fa.expected_fpr_high)}, from ${fa.good_images} good images (no defective images set the threshold).${few}`,
+    ]);
+  }
   block.append(
     h("table", { class: "table compact" }, h("tbody", {}, ...rows.map(([k, v, note]) =>
       h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, v, note ? h("span", { class: "help" }, note) : null))))),
   );
   return block;
+}
+
+/** 0.0123 -> "1.2%", below 0.01 %: "<0.01%". */
+function percent(value) {
+  if (!isNumber(value)) return "n/a";
+  const p = 100 * value;
+  if (p < 0.01) return "<0.01%";
+  return p < 10 ? `${Number(p.toPrecision(2))}%` : `${Math.round(p)}%`;
 }
 
 /** A link to the training report (with a token, the page's cookie carries it: see api.js). */
