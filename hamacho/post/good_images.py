@@ -63,8 +63,8 @@ class GoodImageThreshold:
 
     def notes(self) -> list[str]:
         """What a user should know about this threshold."""
-        notes = [f"no defective calibration images: the threshold comes from {self.images} good image(s) alone, "
-                 f"at an accepted false-alarm rate of {_percent(self.target_fpr)} (threshold.target_fpr)"]
+        notes = [(f"no defective calibration images: the threshold comes from {self.images} good image(s) alone, "
+                  f"at an accepted false-alarm rate of {_percent(self.target_fpr)} (threshold.target_fpr)")]
         if self.images < FEW_IMAGES:
             notes.append(f"only {self.images} good image(s) set the threshold: its false-alarm rate is uncertain "
                          f"(95% range {_percent(self.fpr_low)}-{_percent(self.fpr_high)}); more good images "
