@@ -120,7 +120,8 @@ def measure(model: str, args: argparse.Namespace) -> dict:
             "images": {"fitted": result.summary.images_fitted,
                                        "held_out": int(held.size), "test_good": int(test_good.size),
                                        "defects": int(defect_scores.size)},
-            "product_threshold": result.calibration["image_threshold"], "methods": rows}
+            "product_threshold": result.calibration["image_threshold"], "methods": rows,
+            "scores": {"held_out": held.tolist(), "test_good": test_good.tolist(), "defects": defect_scores.tolist()}}
 
 
 def best_balanced_accuracy(goods: np.ndarray, defects: np.ndarray) -> float:

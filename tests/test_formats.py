@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -311,10 +309,8 @@ def test_good_only_workflow_end_to_end(cli, tmp_path):
     raw = [float(r["raw_score"]) for r in _rows(runs["auto"][0] / "results.csv")]
     mean, std = np.mean(raw), np.std(raw, ddof=1)
     thresholds = {m: s["calibration"]["image_threshold"] for m, (_, s) in runs.items()}
-    logs = np.log(np.asarray(raw, dtype=np.float64))  # the good-image rule, by hand (tests/test_post.py)
-    spread = max(1.4826 * np.median(np.abs(logs - np.median(logs))), 0.01)
-    robust = math.exp(np.median(logs) + NormalDist().inv_cdf(0.99) * spread)
-    assert thresholds["auto"] == pytest.approx(robust, rel=1e-5)
+    # the good-image rule with 3 images, too few to fit a spread (tests/test_post.py)
+    assert thresholds["auto"] == pytest.approx(max(mean + 3 * std, max(raw) * 1.01), rel=1e-5)
     assert runs["auto"][1]["thresholds"]["good_images"] == 3 and runs["auto"][1]["thresholds"]["target_fpr"] == 0.01
     assert thresholds["sigma"] == pytest.approx(mean + 3 * std, rel=1e-5)
     assert thresholds["percentile"] == pytest.approx(np.percentile(raw, 99), rel=1e-5)

@@ -1,12 +1,12 @@
 """Thresholds, normalization and metrics against hand-computed values."""
 
 import math
-from statistics import NormalDist
 
 import numpy as np
 import pytest
 import torch
 
+from hamacho.post.good_images import t_quantile
 from hamacho.post.metrics import aupro, image_metrics, pixel_metrics
 from hamacho.post.normalization import decide, normalize
 from hamacho.post.threshold import calibrate, f1_threshold
@@ -40,7 +40,7 @@ def test_auto_without_defects_keeps_good_images_ok_and_states_its_false_alarm_ra
     thresholds = calibrate(good, np.zeros(40, dtype=np.int64), None, None, ThresholdSettings(target_fpr=0.01))
     t = thresholds.image_threshold
     assert thresholds.pixel_threshold == t and thresholds.pixel_from_image
-    assert thresholds.image_source.startswith("good-image rule: the 99th percentile of a robust log-normal fit")
+    assert thresholds.image_source.startswith("good-image rule: the score 99% of good parts stay below, by a robust")
     assert "40 good image(s)" in thresholds.image_source and "expected false alarms 1%" in thresholds.image_source
     assert thresholds.notes[0] == ("no defective calibration images: the threshold comes from 40 good image(s) "
                                    "alone, at an accepted false-alarm rate of 1% (threshold.target_fpr)")
@@ -51,16 +51,33 @@ def test_auto_without_defects_keeps_good_images_ok_and_states_its_false_alarm_ra
     assert len(thresholds.notes) == 1  # 40 images: no warning about too few
 
 
+def test_too_few_good_images_keep_every_one_ok_and_say_so():
+    few = calibrate(np.array([10.0, 12.0, 11.0]), np.zeros(3, dtype=np.int64), None, None)
+    assert few.image_threshold == pytest.approx(14.0)  # max(11 + 3 * 1, 12 * 1.01)
+    assert few.image_source == ("good-image rule: too few good images (3) to fit their spread, so max(mean + 3 std, "
+                                "highest + 1%) of their scores; false alarms at most 25% (95% range 0.84%-71%)")
+    assert few.details["expected_fpr"] == 0.25  # a new good part beats the highest of 3 with probability 1/4
+    assert few.notes == ["no defective calibration images: the threshold comes from 3 good image(s) alone",
+                         ("only 3 good image(s) set the threshold, too few to aim at 1% false alarms: expect at most "
+                         "25% (95% range 0.84%-71%); with 5 or more the threshold is set at threshold.target_fpr")]
+
+
 def test_one_odd_good_image_hardly_moves_the_good_image_rule():
     # As in a category with 6 held-back images, one scored 116 against about 390 for the rest: mean + 3 std
     # went above every defect (444-606); the robust rule stays near the good images' tail.
     good = np.array([383.0, 390.0, 392.0, 395.0, 402.0, 116.0])
     odd = calibrate(good, np.zeros(6, dtype=np.int64), None, None).image_threshold
     plain = calibrate(good[:5], np.zeros(5, dtype=np.int64), None, None).image_threshold
-    assert 402 < odd < 444 and abs(odd - plain) / plain < 0.05  # one rank of the median and MAD: 2.5 % here
+    assert 402 < odd < 444 and abs(odd - plain) / plain < 0.06  # one rank of the median and MAD: 4.4 % here
     assert good.mean() + 3 * good.std(ddof=1) > 606  # what the previous rule did: above every defect
-    few = calibrate(good, np.zeros(6, dtype=np.int64), None, None)
-    assert "only 6 good image(s) set the threshold: its false-alarm rate is uncertain" in few.notes[1]
+    six = calibrate(good, np.zeros(6, dtype=np.int64), None, None)
+    assert "only 6 good image(s) set the threshold: its false-alarm rate is uncertain" in six.notes[1]
+
+
+@pytest.mark.parametrize(("p", "df", "exact"), [(0.99, 3, 4.541), (0.99, 5, 3.365), (0.99, 10, 2.764),
+                                                (0.95, 4, 2.132), (0.999, 10, 4.144), (0.99, 100, 2.364)])
+def test_t_quantiles_match_the_tables(p, df, exact):
+    assert t_quantile(p, df) == pytest.approx(exact, rel=0.005)
 
 
 def test_the_target_false_alarm_rate_moves_the_threshold():
@@ -96,12 +113,13 @@ GOOD = np.array([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0])
     (ThresholdSettings(method="percentile", percentile=90.0), 7.6, "90th percentile"),
     (ThresholdSettings(method="percentile", percentile=100.0), 9.0, "100th percentile"),
     (ThresholdSettings(method="manual", image=6.25), 6.25, "manual (threshold.image)"),
-    # auto (and fpr) without defects: log scores have median ln(sqrt(20)) and MAD ln(1.25) / 2, so the 99th
-    # percentile of the fit is sqrt(20) * exp(z(0.99) * 1.4826 * ln(1.25) / 2).
-    (ThresholdSettings(), math.sqrt(20) * math.exp(NormalDist().inv_cdf(0.99) * 1.4826 * math.log(1.25) / 2),
-     "good-image rule: the 99th percentile"),
+    # auto (and fpr) without defects: log scores have median ln(sqrt(20)) and MAD ln(1.25) / 2; with 8 images
+    # the MAD's small-sample factor is 1.129, and the prediction bound t(7) * sqrt(1 + pi / 16) scale.
+    (ThresholdSettings(), math.sqrt(20) * math.exp(t_quantile(0.99, 7) * math.sqrt(1 + math.pi / 16) * 1.4826 * 1.129
+                                                   * math.log(1.25) / 2), "good-image rule: the score 99% of good parts stay below"),
     (ThresholdSettings(method="fpr", target_fpr=0.05),
-     math.sqrt(20) * math.exp(NormalDist().inv_cdf(0.95) * 1.4826 * math.log(1.25) / 2), "the 95th percentile"),
+     math.sqrt(20) * math.exp(t_quantile(0.95, 7) * math.sqrt(1 + math.pi / 16) * 1.4826 * 1.129 * math.log(1.25) / 2),
+     "the score 95% of good parts stay below"),
 ])
 def test_every_method_on_hand_computed_good_scores(rule, expected, source):
     thresholds = calibrate(GOOD, np.zeros(GOOD.size, dtype=np.int64), None, None, rule)
