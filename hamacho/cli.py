@@ -18,29 +18,14 @@ from typing import Any
 import click
 
 from hamacho import __version__
+from hamacho.cli_options import ModelChoice, TrainCommand, option_values, setting_options
 from hamacho.errors import HamachoError, Interrupted, first_line
 from hamacho.extras import TRAINING_PACKAGES
-from hamacho.models.registry import DEFAULT_MODEL, model_names
-from hamacho.settings import SettingInfo
+from hamacho.models.registry import DEFAULT_MODEL
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
-
-
-class ModelChoice(click.Choice):
-    """``--model``: the registry's model names, looked up when the option is used (not at import)."""
-
-    def __init__(self) -> None:
-        super().__init__(())
-
-    @property
-    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
-        return tuple(model_names())
-
-    @choices.setter
-    def choices(self, value: Any) -> None:  # click's __init__ assigns it; the registry is the source
-        pass
 
 
 def _echo_err(message: str) -> None:
@@ -61,94 +46,6 @@ def cli(debug: bool) -> None:
 
     Train on good images with `hamacho train`, then score new images with `hamacho inference`.
     """
-
-
-class SettingValue(click.ParamType):
-    """A named option's value, read by its setting's own parser (e.g. sizes: ``256``, ``256x320``)."""
-
-    def __init__(self, info: SettingInfo) -> None:
-        self.info = info
-        self.name = info.metavar or info.type
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        try:
-            return self.info.parse(value)  # type: ignore[misc]
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-def named_settings() -> list[tuple[SettingInfo, dict[str, Any]]]:
-    """The settings that have a named ``hamacho train`` option, each with its default per model."""
-    from hamacho.config_reference import model_settings
-
-    found: dict[str, tuple[SettingInfo, dict[str, Any]]] = {}
-    for name in model_names():
-        for info in model_settings(name):
-            if info.option and info.key != "model.name":
-                found.setdefault(info.key, (info, {}))[1][name] = info.default
-    # where the data is first, then the model, then the rest (each in declaration order)
-    return sorted(found.values(), key=lambda item: not item[0].key.startswith("dataset."))
-
-
-def _option_param(info: SettingInfo) -> str:
-    return "setting_" + info.key.replace(".", "__")
-
-
-def _default_text(defaults: dict[str, Any]) -> str:
-    from hamacho.config_reference import yaml_value
-
-    values = {yaml_value(v) for v in defaults.values()}
-    if values == {"null"}:
-        return ""
-    if len(values) == 1:
-        return f" [{values.pop()}]"
-    return " [" + ", ".join(f"{model}: {yaml_value(v)}" for model, v in defaults.items()) + "]"
-
-
-def setting_options(command: Any) -> Any:
-    """Add a click option for every setting with a named option (:func:`named_settings`)."""
-    for info, defaults in reversed(named_settings()):
-        param = _option_param(info)
-        if info.type == "bool" and info.option.startswith("--no-"):
-            option = click.option(info.option, param, is_flag=True, default=False,
-                                  help=f"{info.help} ({info.key}=false)")
-        else:
-            kind = (click.Choice(info.choices) if info.choices else SettingValue(info) if info.parse
-                    else {"int": click.INT, "float": click.FLOAT}.get(info.type, click.STRING))
-            option = click.option(info.option, param, type=kind, default=None, metavar=info.metavar,
-                                  help=f"{info.help} ({info.key}){_default_text(defaults)}")
-        command = option(command)
-    return command
-
-
-def option_values(values: dict[str, Any]) -> dict[str, Any]:
-    """Dotted keys of the named options given (None: not given; ``--no-...`` flags set false)."""
-    options = {}
-    for info, _ in named_settings():
-        value = values.pop(_option_param(info))
-        if info.type == "bool" and info.option.startswith("--no-"):
-            value = False if value else None
-        options[info.key] = value
-    return options
-
-
-class TrainCommand(click.Command):
-    """``hamacho train``, whose help ends with each model's own keys, read from the registry when shown."""
-
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from hamacho.config_reference import model_settings, yaml_value
-        from hamacho.models.registry import get_spec
-
-        common = {info.key for info in model_settings(model_names()[0]) if not info.key.startswith("model.")}
-        with formatter.section("Each model's own keys (set as key=value; every key: docs/config-reference.md)"):
-            for name in model_names():
-                own = [info for info in model_settings(name) if info.key not in common and info.key not in (
-                    "model.name", "model.backbone", "model.backbone_weights")]
-                formatter.write_text(f"{name} ({get_spec(name).display_name}):")
-                with formatter.indentation():
-                    formatter.write_dl([(f"{info.key}={yaml_value(info.default)}", info.summary) for info in own])
 
 
 @cli.command(cls=TrainCommand, context_settings={"ignore_unknown_options": False})

@@ -21,7 +21,7 @@ from typing import Any
 from hamacho.errors import ConfigError
 
 Check = Callable[[Any], "str | None"]
-_SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)\.\s+(?=[A-Z])")
+_SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)\.\s+(?=[A-Za-z])")
 
 
 def setting(
@@ -149,7 +149,7 @@ class SettingInfo:
 
     @property
     def summary(self) -> str:
-        """The help's first sentence (a full stop before a capital letter ends it; ``e.g.`` does not)."""
+        """The help's first sentence (a full stop before a word ends it; ``e.g.`` does not)."""
         return first_sentence(self.help)
 
     def as_dict(self) -> dict[str, Any]:

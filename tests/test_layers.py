@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "hamacho"
 # Lowest first. A module may import from its own layer and the layers below it, never from above.
 LAYERS = [
-    ["hamacho", "hamacho.errors", "hamacho.setting_fields", "hamacho.settings", "hamacho.framing_checks", "hamacho.files", "hamacho.progress",
+    ["hamacho", "hamacho.errors", "hamacho.setting_fields", "hamacho.model_settings", "hamacho.settings", "hamacho.framing_checks", "hamacho.files", "hamacho.progress",
      "hamacho.resources"],
     ["hamacho.data"],
     ["hamacho.post"],
@@ -30,6 +30,7 @@ LAYERS = [
     ["hamacho.serve.routes"],
     ["hamacho.serve.app"],
     ["hamacho.serve", "hamacho.serve.server"],
+    ["hamacho.cli_options"],
     ["hamacho.cli", "hamacho.__main__"],
 ]
 
