@@ -191,6 +191,11 @@ class ThresholdSettings:
         0.01, above=0.0, check=lambda value: None if value < 0.5 else "must be below 0.5",
         help="The false-alarm rate accepted by the good-image rule (method fpr, and auto without defective "
              "images): the share of good parts it expects to call NG, e.g. 0.01.")
+    folds: int = setting(
+        5, at_least=0, check=lambda value: None if value != 1 else "must be 0 (off) or at least 2",
+        help="Good-image rule (models that can take images out of their fit: PaDiM): the training images are "
+             "dealt into this many folds and each is scored by the model fitted without its fold, so that every "
+             "good image calibrates the threshold, not only the held-out ones. 0: held-out images only.")
     sigma: float = setting(6.0, above=0.0,
                            help="Method sigma: the k of mean + k * std (the original Hamacho's no-bad mode: 6).")
     percentile: float = setting(99.0, above=0.0, at_most=100.0, help="Method percentile: 0 < p <= 100.")

@@ -32,6 +32,7 @@ from hamacho.report.results import write_metrics_json, write_results_csv
 from hamacho.resources import peak_rss_mb
 from hamacho.results.calibration import CalibrationCollector
 from hamacho.results.collector import ResultsCollector
+from hamacho.results.out_of_fold import out_of_fold_scores
 from hamacho.results.summary import RunSummary
 from hamacho.results.types import ImageResult
 from hamacho.settings import Settings
@@ -122,17 +123,26 @@ def run_training(settings: Settings, control: RunControl | None = None,
     with control.phase("feature extraction", total=len(splits.train)) as phase:
         fit_features(model, splits.train, data.batch_size, data.num_workers, settings.trainer.accelerator, phase,
                      framing)
+    # The good-image rule: every training image also calibrates, scored out of fold (hamacho.results.out_of_fold).
+    rule = settings.threshold
+    good_only = rule.method in ("auto", "fpr") and not any(s.label == 1 for s in splits.calibration)
+    folds = model.fold_source() if good_only and 2 <= rule.folds <= len(splits.train) else None
     with control.phase("fit", unit="steps") as phase:
         model.to(resolve_device(settings.trainer.accelerator)).fit(phase)
 
     predictor = Predictor.from_model(model, settings, settings.trainer.accelerator, valid_area=valid_area)
     again = repeated_paths(splits)
     cache = DecodeCache(again) if again else None  # test images also used for calibration: decoded once
-    with control.phase("calibration", total=len(splits.calibration)) as phase:
+    out_of_fold_steps = 2 * len(splits.train) if folds is not None else 0
+    with control.phase("calibration", total=len(splits.calibration) + out_of_fold_steps) as phase:
         calibration = CalibrationCollector(settings.threshold)
         for scored in predictor.score_samples(splits.calibration, cache=cache):
             calibration.add(scored)
             phase.advance(len(scored))
+        if folds is not None:
+            calibration.add_good_scores(out_of_fold_scores(model, folds, splits.train, settings, framing, valid_area,
+                                                           phase))
+            del folds  # the copy of the sums
         model.calibration.set(**calibration.finish())
         for note in calibration.notes:
             log(f"note: {note}")
@@ -164,7 +174,7 @@ def run_training(settings: Settings, control: RunControl | None = None,
         backbone_weights=settings.model.backbone_weights, image_size=data.image_size,
         input_size=list(predictor.input_size), frame_size=list(predictor.frame_size), seed=seed,
         dataset=str(layout.root), category=layout.category, data_format=layout.data_format, counts=layout.counts(),
-        images_fitted=len(splits.train), images_calibrated=len(splits.calibration), notes=notes, timings=timings,
+        images_fitted=len(splits.train), images_calibrated=calibration.count, notes=notes, timings=timings,
         model_file=str(model_path), config=config)
     report_path = None
     if settings.report.enabled and collector.rows:

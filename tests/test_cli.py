@@ -110,7 +110,9 @@ def test_train_good_only_holds_out_images(cli, tmp_path):
     run_dir, result = _train(cli, root, tmp_path / "r")
     assert "held out" in result.err
     summary = json.loads((run_dir / "metrics.json").read_text())
-    assert summary["images_fitted"] == 9 and summary["images_calibrated"] == 1
+    # 1 held out, and the 9 fitted ones scored out of fold: every good image calibrates
+    assert summary["images_fitted"] == 9 and summary["images_calibrated"] == 10
+    assert summary["thresholds"]["good_images"] == 10
     (row,) = _rows(run_dir / "results.csv")
     assert row["decision"] == "OK"
 

@@ -299,13 +299,21 @@ def test_good_only_workflow_end_to_end(cli, tmp_path):
     assert not (tmp_path / "f1").exists()
 
     runs = {}
-    for method in ("auto", "sigma", "percentile"):
-        result = cli(*base, "--result-path", tmp_path / method, f"threshold.method={method}", "threshold.sigma=3")
+    for method in ("auto", "sigma", "percentile", "out-of-fold"):
+        chosen = "auto" if method == "out-of-fold" else method
+        folds = "threshold.folds=5" if method == "out-of-fold" else "threshold.folds=0"  # 0: held-out images only
+        result = cli(*base, "--result-path", tmp_path / method, f"threshold.method={chosen}", "threshold.sigma=3",
+                     folds)
         assert result.exit_code == 0, result.err
         run_dir = tmp_path / method / "padim" / "line"
         summary = json.loads((run_dir / "metrics.json").read_text())
-        assert summary["images_fitted"] == 9 and summary["images_calibrated"] == 3
+        assert summary["images_fitted"] == 9
+        # out of fold, the 9 fitted images calibrate too (sigma and percentile use the held-out ones only)
+        assert summary["images_calibrated"] == (12 if method == "out-of-fold" else 3)
         runs[method] = (run_dir, summary)
+    assert runs["out-of-fold"][1]["thresholds"]["good_images"] == 12
+    assert "scores of 12 good image(s)" in runs["out-of-fold"][1]["thresholds"]["image"]
+    del runs["out-of-fold"]
     raw = [float(r["raw_score"]) for r in _rows(runs["auto"][0] / "results.csv")]
     mean, std = np.mean(raw), np.std(raw, ddof=1)
     thresholds = {m: s["calibration"]["image_threshold"] for m, (_, s) in runs.items()}

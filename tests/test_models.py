@@ -265,3 +265,29 @@ def test_bank_index_state_round_trip():
     queries = torch.randn(10, 12)
     assert torch.equal(restored.search(queries)[1], index.search(queries)[1])
     assert restored.projected.shape == (200, 4)
+
+
+def test_a_fold_taken_out_of_the_gaussians_equals_fitting_without_it():
+    from hamacho.results.out_of_fold import deal_folds
+
+    g = torch.Generator().manual_seed(5)
+    batches = [torch.randn(4, 6, 3, 3, generator=g) * 2 + 1 for _ in range(5)]  # 20 embeddings, 9 positions
+    everything = PositionGaussians(9, 6)
+    for batch in batches:
+        everything.update(batch)
+    fold = PositionGaussians(9, 6)  # what a fit on every batch but the second gives
+    for batch in batches[:1] + batches[2:]:
+        fold.update(batch)
+    fold.finalize()
+    taken = everything.without([batches[1]])
+    assert not everything.fitted and taken.fitted and int(taken.count) == 16
+    assert torch.allclose(taken.mean, fold.mean, atol=1e-5)
+    assert torch.allclose(taken.inv_covariance, fold.inv_covariance, rtol=1e-3, atol=1e-4)
+    probe = torch.randn(2, 6, 3, 3, generator=g)
+    assert torch.allclose(taken.mahalanobis(probe), fold.mahalanobis(probe), rtol=1e-4)
+    with pytest.raises(RuntimeError, match="leaves no embeddings"):
+        everything.without(batches)
+    # folds: a seeded partition of every index, near-equal sizes
+    folds = deal_folds(23, 5, seed=0)
+    assert sorted(i for fold in folds for i in fold) == list(range(23)) and {len(f) for f in folds} == {4, 5}
+    assert folds == deal_folds(23, 5, seed=0) != deal_folds(23, 5, seed=1)

@@ -18,7 +18,8 @@ A model subclass provides:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +113,16 @@ class AnomalyModel(nn.Module):
     def patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Raw scores (B, h, w) on the feature grid, and raw image scores (B,) or None (= the map's maximum)."""
         raise NotImplementedError
+
+    def fold_source(self) -> Any | None:
+        """Before :meth:`fit`: what :meth:`fold_model` needs to take images out again, or None when this model
+        cannot (then calibration uses held-out images only)."""
+        return None
+
+    def fold_model(self, source: Any, images: Iterable[torch.Tensor]) -> AnomalyModel:
+        """A fitted copy of this model as if the training ``images`` (batches of input-size uint8) had not
+        been added; ``source`` is :meth:`fold_source`'s. The copy shares the backbone and the calibration."""
+        raise NotImplementedError(f"{type(self).__name__} cannot take images out of its fit")
 
     def to_input(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W), C in 1, 3, 4 (gray, RGB, RGBA) -> uint8 RGB at the input size, resized as in training.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -72,6 +74,38 @@ class PositionGaussians(nn.Module):
         x = self._pending[0] if len(self._pending) == 1 else torch.cat(self._pending, dim=2)
         self._pending, self._pending_samples = [], 0
         self.inv_covariance.baddbmm_(x, x.transpose(1, 2))
+
+    @torch.no_grad()
+    def without(self, embeddings: Iterable[torch.Tensor]) -> PositionGaussians:
+        """New, fitted Gaussians of every embedding added so far except ``embeddings`` (B, C, h, w) batches.
+
+        The sums are additive, so a fold's model is the total minus the fold's sums: no refit of the
+        others. This object is left as it was (still unfitted). Costs one (P, C, C) copy and one
+        :meth:`finalize`.
+
+        Raises:
+            RuntimeError: When already fitted, or when nothing would be left.
+        """
+        if self.fitted:
+            raise RuntimeError("the Gaussians are already fitted: a fold must be taken out before fit")
+        self._add_pending()
+        positions, channels = self.mean.shape
+        other = PositionGaussians(positions, channels, self.epsilon).to(self.mean.device)
+        other.mean.copy_(self.mean)
+        other._shifted_sum.copy_(self._shifted_sum)
+        other.inv_covariance.copy_(self.inv_covariance)
+        removed = 0
+        for embedding in embeddings:
+            x = self._positions_first(embedding) - self.mean.unsqueeze(2)
+            other._shifted_sum -= x.sum(dim=2)
+            other.inv_covariance.baddbmm_(x, x.transpose(1, 2), alpha=-1.0)
+            removed += x.shape[2]
+        left = int(self.count) - removed
+        if left < 1:
+            raise RuntimeError("taking the fold out leaves no embeddings")
+        other.count.fill_(left)
+        other.finalize()
+        return other
 
     @torch.no_grad()
     def finalize(self, chunk: int = 64, phase: Phase | None = None) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 
@@ -75,6 +78,19 @@ class PadimModel(AnomalyModel):
     def fit(self, phase: Phase | None = None) -> None:
         """Invert the covariances."""
         self.gaussians.finalize(phase=phase)
+
+    def fold_source(self) -> PositionGaussians:
+        """A copy of the running sums (one (P, C, C) buffer): a fold's model is these minus the fold's sums."""
+        self.gaussians._add_pending()
+        return copy.deepcopy(self.gaussians)
+
+    def fold_model(self, source: PositionGaussians, images: Iterable[torch.Tensor]) -> PadimModel:
+        """This model with Gaussians fitted on every training image but ``images`` (no second fit of the rest)."""
+        fold = copy.copy(self)
+        fold._modules = dict(self._modules)
+        fold._buffers = dict(self._buffers)
+        fold.gaussians = source.without(self.embed(batch) for batch in images)
+        return fold
 
     def patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, None]:
         """Mahalanobis distance per position (B, h, w); the image score is the map's maximum."""

@@ -54,6 +54,18 @@ class CalibrationCollector:
             self._defect_pixels |= bool(labels.any())
 
     @property
+    def count(self) -> int:
+        """Images whose scores calibrate (labelled calibration images and out-of-fold training images)."""
+        return int(sum(scores.size for scores in self._scores))
+
+    def add_good_scores(self, scores: np.ndarray) -> None:
+        """Take raw scores of good images that have no map here (out-of-fold scores of training images)."""
+        scores = np.asarray(scores, dtype=np.float32)
+        if scores.size:
+            self._scores.append(scores)
+            self._labels.append(np.zeros(scores.size, dtype=np.int64))
+
+    @property
     def notes(self) -> list[str]:
         """Remarks on how the thresholds were set (empty before :meth:`finish`)."""
         return self.thresholds.notes if self.thresholds is not None else []
