@@ -63,7 +63,36 @@ def flagged(rule: ThresholdSettings | str, scores: np.ndarray, threshold: float)
     return scores > threshold if rule == "anomalib" else scores >= threshold
 
 
-def write_file_list(dataset: Path, path: Path, train_images: int | None, seed: int) -> None:
+def product_on_unseen(model: str, args: argparse.Namespace, folds: int) -> dict:
+    """The product as a user runs it with train/good only (test/good unseen): its own threshold (held-out
+    images, plus out-of-fold scores of the fitted ones unless ``folds`` is 0), FPR on test/good, recall."""
+    dataset = Path(args.dataset).resolve()
+    out = Path(args.out) / f"{model}-unseen-folds{folds}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_file_list(dataset, out / "goods.csv", args.train_images, args.seed, with_test_good=False)
+    settings = build_config(model, options={
+        "dataset.file_list": str(out / "goods.csv"), "dataset.split": args.split, "dataset.name": "good_only",
+        "model.backbone": args.backbone, "model.backbone_weights": args.weights, "project.seed": args.seed,
+        "project.result_path": str(out / "results"), "report.enabled": False,
+        "visualization.report_images": False, "threshold.folds": folds})
+    result = run_training(settings, log=lambda _line: None)
+    predictor = Predictor.load(result.model_path)
+    goods = list_images(dataset / "test" / "good")
+    defects = sorted(p for folder in (dataset / "test").iterdir() if folder.is_dir() and folder.name != "good"
+                     for p in list_images(folder))
+    good_scores = np.array([p.raw_score for p in predictor.predict(goods)])
+    defect_scores = np.array([p.raw_score for p in predictor.predict(defects)])
+    t = result.calibration["image_threshold"]
+    fpr, recall = float((good_scores >= t).mean()), float((defect_scores >= t).mean())
+    return {"model": model, "folds": folds, "good_images": result.summary.thresholds.get("good_images"),
+            "expected_fpr_high": result.summary.thresholds.get("expected_fpr_high"), "fpr": fpr, "recall": recall,
+            "balanced_accuracy": (1 - fpr + recall) / 2,
+            "best_balanced_accuracy": best_balanced_accuracy(good_scores, defect_scores),
+            "calibration_seconds": result.timings["calibration_seconds"], "peak_rss_mb": result.timings["peak_rss_mb"]}
+
+
+def write_file_list(dataset: Path, path: Path, train_images: int | None, seed: int,
+                    with_test_good: bool = True) -> None:
     """train/good (a seeded sample of ``train_images``, or all) without a split (held out by dataset.split),
     test/good in the test split, no defects."""
     goods = list_images(dataset / "train" / "good")
@@ -73,7 +102,8 @@ def write_file_list(dataset: Path, path: Path, train_images: int | None, seed: i
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "split"])
         writer.writerows([str(p), "good", ""] for p in goods)
-        writer.writerows([str(p), "good", "test"] for p in list_images(dataset / "test" / "good"))
+        if with_test_good:
+            writer.writerows([str(p), "good", "test"] for p in list_images(dataset / "test" / "good"))
 
 
 def measure(model: str, args: argparse.Namespace) -> dict:
@@ -170,11 +200,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", type=float, default=0.2, help="Share of train/good held out [0.2].")
     parser.add_argument("--repeats", type=int, default=200, help="Random halvings for the resampled FPR [200].")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--unseen", action="store_true",
+                        help="Only the product as a user runs it (test/good unseen), with and without out-of-fold "
+                             "calibration.")
     parser.add_argument("--train-images", type=int, default=None,
                         help="Train on a seeded sample of this many train/good images [all].")
     parser.add_argument("--peer", nargs="*", default=[], help="result.json of peer good-only runs, per model.")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.unseen:
+        runs = [product_on_unseen(model, args, folds) for model in args.models for folds in (5, 0)]
+        print("| model | calibration | good images | FPR on test/good | recall | balanced acc. | best | calibration s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for run in runs:
+            how = "held-out + out-of-fold" if run["folds"] else "held-out only"
+            print(f"| {run['model']} | {how} | {run['good_images']} | {run['fpr']:.3f} | {run['recall']:.3f} | "
+                  f"{run['balanced_accuracy']:.3f} | {run['best_balanced_accuracy']:.3f} | "
+                  f"{run['calibration_seconds']:.1f} |")
+        Path(args.out, "good_only_unseen.json").write_text(json.dumps(runs, indent=2))
+        return 0
     reports = [measure(model, args) for model in args.models]
     peers = dict(zip(args.models, [Path(p) for p in args.peer])) if args.peer else {}
     for report in reports:
