@@ -22,6 +22,7 @@ from hamacho.cli_options import ModelChoice, TrainCommand, option_values, settin
 from hamacho.errors import HamachoError, Interrupted, first_line
 from hamacho.extras import TRAINING_PACKAGES
 from hamacho.models.registry import DEFAULT_MODEL
+from hamacho.resources import wait_passively
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -196,6 +197,7 @@ def _echo_outcome(result: Any, results_note: str = "") -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and turn every error into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    wait_passively()  # before any command loads torch: fair to the other work on the machine
     debug = "--debug" in args or os.environ.get("HAMACHO_DEBUG", "") not in ("", "0")
     try:
         cli.main(args=args, prog_name="hamacho", standalone_mode=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -39,3 +40,16 @@ def test_help_version_and_usage_errors_do_not_import_heavy_modules(args, code, t
     assert text in result.stdout + result.stderr
     if code:
         assert result.stderr.strip().splitlines()[0].startswith("Error: ")
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_cli_waits_passively_unless_told_otherwise(given, expected):
+    """Spinning OpenMP threads fight other work on a line PC (benchmarks/busy_core.py); a user's choice wins."""
+    code = ("import os, sys\nfrom hamacho.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n"
+            "    pass\nprint(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.stdout.split()[-2:] == [expected, "False"], result.stderr  # set before any torch import

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from typing import Any
 
 import click
 
 from hamacho.errors import ConfigError
+from hamacho.resources import wait_passively
 from hamacho.serve.service_config import LOOPBACK_HOSTS, ServiceConfig
 
 SERVE_PACKAGES = ("fastapi", "uvicorn", "sqlalchemy", "multipart")
@@ -33,8 +33,8 @@ def run_server(host: str, port: int, **options: Any) -> None:
     # PyTorch's OpenMP threads spin while they wait; on a machine whose cores are also busy elsewhere (a
     # training job beside predictions, other software on a line PC) a 2-thread forward then took 560 ms
     # instead of 60 ms (PaDiM resnet18, 256 px, 2 cores; passive: 60 ms busy and idle alike). Set before
-    # torch is loaded; the training workers inherit it. An explicit setting of the user's wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # torch is loaded; the training workers inherit it.
+    wait_passively()
     import uvicorn
 
     from hamacho.serve.app import create_app
