@@ -63,6 +63,7 @@ def _comment(info: SettingInfo) -> str:
 
 def _yaml_lines(section: Any, indent: int) -> list[str]:
     lines = []
+    described = {info.key: info for info in iter_settings(section)}
     for item in fields(section):
         value = getattr(section, item.name)
         pad = " " * indent
@@ -70,7 +71,7 @@ def _yaml_lines(section: Any, indent: int) -> list[str]:
             lines += _with_comment(f"{pad}{item.name}:", section_help(value))
             lines += _yaml_lines(value, indent + 2)
             continue
-        (info,) = [i for i in iter_settings(section) if i.key == item.name]
+        info = described[item.name]
         lines += _with_comment(f"{pad}{item.name}: {yaml_value(info.default)}", _comment(info))
     return lines
 
@@ -168,14 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hamacho.config_reference", description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only report files that are out of date")
     args = parser.parse_args(argv)
-    stale = [path for path, text in generated_files().items()
-             if not path.is_file() or path.read_text(encoding="utf-8") != text]
+    files = generated_files()
+    stale = [path for path, text in files.items() if not path.is_file() or path.read_text(encoding="utf-8") != text]
     if args.check:
         for path in stale:
             print(f"out of date: {path.relative_to(ROOT)} (run python -m hamacho.config_reference)", file=sys.stderr)
         return 1 if stale else 0
     for path in stale:
-        path.write_text(generated_files()[path], encoding="utf-8")
+        path.write_text(files[path], encoding="utf-8")
         print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
