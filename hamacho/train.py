@@ -25,6 +25,7 @@ from hamacho.data.splits import make_splits, repeated_paths
 from hamacho.errors import DatasetError, summarize
 from hamacho.files import atomic_write_text, check_writable_dir
 from hamacho.model_file import MODEL_FILENAME, save_model_file
+from hamacho.post.threshold import resolved_method
 from hamacho.predictor import Predictor
 from hamacho.progress import RunControl
 from hamacho.report.pictures import PictureWriter
@@ -125,24 +126,24 @@ def run_training(settings: Settings, control: RunControl | None = None,
                      framing)
     # The good-image rule: every training image also calibrates, scored out of fold (hamacho.results.out_of_fold).
     rule = settings.threshold
-    good_only = rule.method in ("auto", "fpr") and not any(s.label == 1 for s in splits.calibration)
-    folds = model.fold_source() if good_only and 2 <= rule.folds <= len(splits.train) else None
+    good_rule = resolved_method(rule.method, any(s.label == 1 for s in splits.calibration)) == "fpr"
+    fold_source = model.fold_source() if good_rule and 2 <= rule.folds <= len(splits.train) else None
     with control.phase("fit", unit="steps") as phase:
         model.to(resolve_device(settings.trainer.accelerator)).fit(phase)
 
     predictor = Predictor.from_model(model, settings, settings.trainer.accelerator, valid_area=valid_area)
     again = repeated_paths(splits)
     cache = DecodeCache(again) if again else None  # test images also used for calibration: decoded once
-    out_of_fold_steps = 2 * len(splits.train) if folds is not None else 0
+    out_of_fold_steps = 2 * len(splits.train) if fold_source is not None else 0
     with control.phase("calibration", total=len(splits.calibration) + out_of_fold_steps) as phase:
         calibration = CalibrationCollector(settings.threshold)
         for scored in predictor.score_samples(splits.calibration, cache=cache):
             calibration.add(scored)
             phase.advance(len(scored))
-        if folds is not None:
-            calibration.add_good_scores(out_of_fold_scores(model, folds, splits.train, settings, framing, valid_area,
-                                                           phase))
-            del folds  # the copy of the sums
+        if fold_source is not None:
+            calibration.add_good_scores(out_of_fold_scores(model, fold_source, splits.train, settings, framing,
+                                                           valid_area, phase))
+            del fold_source  # PaDiM's copy of the sums: freed before the test pass
         model.calibration.set(**calibration.finish())
         for note in calibration.notes:
             log(f"note: {note}")

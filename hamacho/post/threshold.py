@@ -53,6 +53,14 @@ def sigma_threshold(good_scores: np.ndarray, sigma: float) -> float:
     return float(scores.mean()) + sigma * std
 
 
+def resolved_method(method: str, has_defects: bool) -> str:
+    """The method that sets the image threshold: ``auto`` is ``f1`` with defective calibration images, else
+    ``fpr`` (the good-image rule); other methods are themselves."""
+    if method != "auto":
+        return method
+    return "f1" if has_defects else "fpr"
+
+
 @dataclass
 class Thresholds:
     """Raw thresholds and, in words, how each was set (for the report and metrics.json).
@@ -107,7 +115,7 @@ def calibrate(
         raise ValueError("no calibration scores")
     goods = image_scores[labels == 0]
     defects = int(np.count_nonzero(labels == 1))
-    method = rule.method if rule.method != "auto" else ("f1" if defects else "fpr")
+    method = resolved_method(rule.method, bool(defects))
     if method in ("fpr", "sigma", "percentile") and goods.size == 0:
         raise ValueError(f"threshold method {method} needs good calibration images")
     counted = f"the scores of {goods.size} good calibration image(s)"
