@@ -21,7 +21,7 @@ COPY pyproject.toml README.md LICENSE ./
 COPY hamacho ./hamacho
 COPY configs ./configs
 # Training, export, every runtime and the service. A line-PC image needs only: pip install ".[onnx]" (no PyTorch).
-RUN pip install --no-cache-dir ".[train,onnx,openvino,serve]" && hamacho --help && hamacho serve --help > /dev/null
+RUN pip install --no-cache-dir ".[train,onnx,openvino,serve,postgres]" && hamacho --help && hamacho serve --help > /dev/null && hamacho worker --help > /dev/null
 
 # `hamacho serve --host 0.0.0.0` refuses to start without a token: pass HAMACHO_TOKEN in the environment.
 EXPOSE 5000

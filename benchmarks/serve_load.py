@@ -22,15 +22,25 @@ With more clients than cores the requests queue: by Little's law the number in t
 equals throughput x mean latency, so p50 ~ clients / throughput however fast one request is. On a
 2-core machine the 8-client p50 therefore measures queueing (both p50s are checked and printed).
 
+Several replicas (docs/service.md, "Scale out"): ``--replicas N`` starts N ``hamacho serve`` processes on one
+data folder (and so one SQLite database: enough here, since they only predict) and the clients send their
+requests round-robin over the replicas' ports (no proxy). ``--compare-replicas`` runs the same client load
+against 1 replica and then 2 (each setup on a fresh data folder; no in-process timing) and prints, per setup,
+the latencies, throughput, failures, server CPU and each replica's RSS (peak, last-quarter mean). Replicas
+get ``--workers 0`` (API-only) when ``hamacho serve --help`` offers it, else ``--workers 1`` (said in the output).
+On one machine the replicas share its cores: a second replica adds failover, not throughput.
+
 Run:  nice -n 5 python benchmarks/serve_load.py [--model-path model.pt] [--clients 8] [--requests 200]
-      [--torch-threads 1]
+      [--torch-threads 1] [--replicas 2 | --compare-replicas]
 Needs the serve extra and httpx; about 2.5 to 4 minutes on 2 cores (a minute less with --model-path).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -176,12 +186,15 @@ def in_process(model_path: Path, images: list[tuple[str, bytes]], repeats: int,
 class Server:
     """``hamacho serve`` in a subprocess over a fresh data folder (stopped with SIGINT, then SIGKILL)."""
 
-    def __init__(self, data_dir: Path, allow: Path, threads: int | None) -> None:
+    def __init__(self, data_dir: Path, allow: Path, threads: int | None, workers: int | None = None,
+                 log_name: str = "serve.log") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(data_dir.parent / "serve.log", "wb")  # noqa: SIM115 (closed in stop)
+        self.log = open(data_dir.parent / log_name, "wb")  # noqa: SIM115 (closed in stop)
         command = [sys.executable, "-m", "hamacho", "serve", "--port", str(self.port), "--data-dir", str(data_dir),
                    "--allow-path", str(allow)]
+        if workers is not None:
+            command += ["--workers", str(workers)]
         env = {k: v for k, v in os.environ.items() if k != "HAMACHO_TOKEN"}
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
@@ -220,21 +233,30 @@ def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[st
     return response.json()
 
 
-def run_clients(url: str, images: list[tuple[str, bytes]], clients: int, requests: int,
+def run_clients(url: str | list[str], images: list[tuple[str, bytes]], clients: int, requests: int,
                 offset: int = 0) -> dict[str, Any]:
-    """``requests`` single-image predictions from ``clients`` threads; latencies (ms), failures, wall time."""
+    """``requests`` single-image predictions from ``clients`` threads; latencies (ms), failures, wall time.
+
+    With several URLs (replicas), request number i goes to replica i mod N (round robin); each client thread
+    keeps one connection per replica. ``per_replica`` counts the answered requests of each.
+    """
+    urls = [url] if isinstance(url, str) else list(url)
     lock = threading.Lock()
     counter = iter(range(requests))
     latencies: list[float] = []
     failures: list[str] = []
+    per_replica = [0] * len(urls)
 
     def client_loop() -> None:
-        with httpx.Client(base_url=url, timeout=300) as client:
+        connections = [httpx.Client(base_url=u, timeout=300) for u in urls]
+        try:
             while True:
                 with lock:
                     number = next(counter, None)
                 if number is None:
                     return
+                replica = number % len(urls)
+                client = connections[replica]
                 name, data = images[(offset + number) % len(images)]
                 start = time.perf_counter()
                 try:
@@ -250,6 +272,10 @@ def run_clients(url: str, images: list[tuple[str, bytes]], clients: int, request
                         failures.append(problem)
                     else:
                         latencies.append(elapsed)
+                        per_replica[replica] += 1
+        finally:
+            for connection in connections:
+                connection.close()
 
     threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(clients)]
     start = time.perf_counter()
@@ -257,7 +283,8 @@ def run_clients(url: str, images: list[tuple[str, bytes]], clients: int, request
         thread.start()
     for thread in threads:
         thread.join()
-    return {"latencies": latencies, "failures": failures, "wall": time.perf_counter() - start}
+    return {"latencies": latencies, "failures": failures, "wall": time.perf_counter() - start,
+            "per_replica": per_replica}
 
 
 class RssSampler(threading.Thread):
@@ -289,9 +316,136 @@ class RssSampler(threading.Thread):
 
 def latency_line(label: str, result: dict[str, Any], requests: int) -> str:
     lat = result["latencies"]
+    if not lat:
+        return f"{label}: 0/{requests} ok, failed {len(result['failures'])}"
     throughput = len(lat) / result["wall"] if result["wall"] else 0.0
     return (f"{label}: {len(lat)}/{requests} ok, p50 {percentile(lat, 50):.0f} ms, p95 {percentile(lat, 95):.0f} ms, "
             f"max {max(lat):.0f} ms, throughput {throughput:.2f} img/s, failed {len(result['failures'])}")
+
+
+def api_only_workers() -> tuple[int | None, str]:
+    """The ``--workers`` value replicas get: 0 (API-only) when ``hamacho serve --help`` offers it, else 1; and a
+    note saying which."""
+    shown = subprocess.run([sys.executable, "-m", "hamacho", "serve", "--help"], capture_output=True, text=True,
+                           check=False, env={**os.environ, "COLUMNS": "200"}).stdout
+    option = re.search(r"--workers\b(.*?)(?=\n\s*-|\Z)", shown, re.DOTALL)
+    if option and re.search(r"(?<![\d.])0<=x", option.group(1)):
+        return 0, "replicas run with --workers 0 (API-only: no training worker in their process)"
+    return 1, ("replicas run with --workers 1: this hamacho serve has no --workers 0 (API-only), so each replica "
+               "also has an idle training worker")
+
+
+def measure_setup(work: Path, model_path: Path, images: list[tuple[str, bytes]], args: argparse.Namespace,
+                  replicas: int, workers: int | None, name: str = "data") -> dict[str, Any]:
+    """Start ``replicas`` servers on one fresh data folder, import and load the model, run the client load.
+
+    Replicas start one after the other (each ready before the next starts); the first imports the model, every
+    one loads it. Warm-ups are scaled by the replica count so that each replica gets what one alone would.
+    """
+    allow = model_path.parent if model_path.is_file() else model_path
+    servers: list[Server] = []
+    try:
+        for number in range(replicas):
+            log_name = "serve.log" if name == "data" and replicas == 1 else f"serve-{name}-{number + 1}.log"
+            servers.append(Server(work / name, allow, args.torch_threads, workers, log_name))
+            servers[-1].wait_ready()
+        with httpx.Client(base_url=servers[0].url, timeout=300) as client:
+            call(client, "POST", "/models/import-path", json={"path": str(model_path), "tag": TAG})
+        for server in servers:
+            with httpx.Client(base_url=server.url, timeout=300) as client:
+                call(client, "POST", f"/models/{TAG}/load")
+        urls = [server.url for server in servers]
+        rss_loaded = [rss_mib(server.pid) or 0.0 for server in servers]
+        warm = run_clients(urls, images, 1, 3 * replicas)
+        sequential = run_clients(urls, images, 1, args.sequential, offset=3)
+        # Concurrent warm-up: each request thread of each server allocates its working memory once.
+        warm_concurrent = run_clients(urls, images, args.clients, 2 * args.clients * replicas)
+        rss_warm = [rss_mib(server.pid) or 0.0 for server in servers]
+        samplers = [RssSampler(server.pid) for server in servers]
+        cpu_before = [cpu_seconds(server.pid) for server in servers]
+        for sampler in samplers:
+            sampler.start()
+        concurrent = run_clients(urls, images, args.clients, args.requests, offset=3 + args.sequential)
+        for sampler in samplers:
+            sampler.halt.set()
+        for sampler in samplers:
+            sampler.join()
+        cpu = [cpu_seconds(server.pid) - before for server, before in zip(servers, cpu_before)]
+        load_after = os.getloadavg()
+    finally:
+        for server in servers:
+            server.stop()
+    return {"replicas": replicas, "workers": workers, "warm": warm, "sequential": sequential,
+            "warm_concurrent": warm_concurrent, "concurrent": concurrent, "rss_loaded": rss_loaded,
+            "rss_warm": rss_warm, "rss": [sampler.summary() for sampler in samplers], "cpu": cpu,
+            "load_after": load_after}
+
+
+def all_failures(setup: dict[str, Any]) -> list[str]:
+    return [f for key in ("warm", "sequential", "warm_concurrent", "concurrent") for f in setup[key]["failures"]]
+
+
+def rss_line(label: str, rss: dict[str, float], loaded: float, warm: float, warm_requests: int) -> str:
+    return (f"{label}: {loaded:.0f} MiB with the model loaded, {warm:.0f} MiB after a {warm_requests}-request "
+            f"concurrent warm-up; during the run ({rss['n']} samples every {RSS_PERIOD} s) start {rss['start']:.0f}, "
+            f"end {rss['end']:.0f}, max {rss['max']:.0f} MiB; first quarter mean {rss['first_q']:.0f}, last quarter mean "
+            f"{rss['last_q']:.0f} MiB (growth {rss['last_q'] - rss['first_q']:+.1f} MiB, slope "
+            f"{rss['slope_mib_min']:+.1f} MiB/min)")
+
+
+def compare_replicas(args: argparse.Namespace, total_start: float) -> None:
+    """The same client load against 1 replica, then 2 on one data folder; one block per setup and a table."""
+    work = Path(tempfile.mkdtemp(prefix="hamacho-serve-load-"))
+    workers, note = api_only_workers()
+    setups: list[dict[str, Any]] = []
+    try:
+        model_path = args.model_path.resolve() if args.model_path else train_model(args.dataset_root, work / "train")
+        images = test_images(args.dataset_root)
+        print(f"model: {model_path}")
+        print(f"{note}; torch threads per replica: "
+              f"{args.torch_threads or 'PyTorch default (one per core)'}; each setup on a fresh data folder "
+              f"(one SQLite database shared by its replicas); requests round-robin over the replicas' ports")
+        for replicas in (1, 2):
+            setups.append(measure_setup(work, model_path, images, args, replicas, workers, f"data-{replicas}"))
+            print(f"  {replicas} replica(s) measured; load average now "
+                  + " ".join(f"{v:.2f}" for v in setups[-1]["load_after"]))
+    finally:
+        if args.keep:
+            print(f"kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    rows = []
+    for setup in setups:
+        replicas, concurrent = setup["replicas"], setup["concurrent"]
+        lat = concurrent["latencies"]
+        throughput = len(lat) / concurrent["wall"] if concurrent["wall"] else 0.0
+        cpu = sum(setup["cpu"])
+        print(f"--- {replicas} replica(s), --workers {workers}")
+        print("  " + latency_line(f"1 client, {args.sequential} sequential requests", setup["sequential"],
+                                  args.sequential))
+        print("  " + latency_line(f"{args.clients} clients, {args.requests} requests", concurrent, args.requests))
+        print(f"  answered per replica: {concurrent['per_replica']}; failed in all runs (warm-ups included): "
+              f"{len(all_failures(setup))}")
+        for problem in all_failures(setup)[:5]:
+            print(f"    failure: {problem}")
+        print(f"  server CPU per request: {cpu / max(1, len(lat)) * 1000:.0f} ms ({cpu:.1f} CPU-s in "
+              f"{concurrent['wall']:.1f} s = {cpu / concurrent['wall']:.2f} cores busy, replicas together)")
+        for number, rss in enumerate(setup["rss"]):
+            print("  " + rss_line(f"replica {number + 1} RSS", rss, setup["rss_loaded"][number],
+                                  setup["rss_warm"][number], 2 * args.clients))
+        rows.append((replicas, percentile(setup["sequential"]["latencies"], 50) if setup["sequential"]["latencies"]
+                     else math.nan, percentile(lat, 50) if lat else math.nan, percentile(lat, 95) if lat else math.nan,
+                     throughput, len(concurrent["failures"]), cpu / max(1, len(lat)) * 1000, cpu / concurrent["wall"],
+                     " / ".join(f"{r['max']:.0f}, {r['last_q']:.0f}" for r in setup["rss"])))
+    print(f"\n{args.clients} clients, {args.requests} requests, {os.cpu_count()} CPUs, --workers {workers}:\n")
+    print("| replicas | 1 client p50 | p50 | p95 | throughput | failed | server CPU / request | cores busy | "
+          "RSS per replica: peak, last-quarter mean (MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for replicas, seq, p50, p95, throughput, failed, cpu_ms, cores, rss in rows:
+        print(f"| {replicas} | {seq:.0f} ms | {p50:.0f} ms | {p95:.0f} ms | {throughput:.1f} img/s | {failed} | "
+              f"{cpu_ms:.0f} ms | {cores:.2f} | {rss} |")
+    print(f"\nwhole benchmark {time.perf_counter() - total_start:.0f} s")
 
 
 def main() -> None:
@@ -304,14 +458,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="in-process timing runs [%(default)s]")
     parser.add_argument("--torch-threads", type=int, help="PyTorch intra-op threads of the server (OMP_NUM_THREADS) "
                         "and of the in-process forward [PyTorch's default: one per core]")
+    parser.add_argument("--replicas", type=int, default=1, help="hamacho serve processes on one data folder, "
+                        "requests round-robin over them [%(default)s]")
+    parser.add_argument("--compare-replicas", action="store_true", help="the same load against 1 replica, then 2 "
+                        "(no in-process timing); a table of both")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (model, data, serve.log)")
     args = parser.parse_args()
+    if args.replicas < 1:
+        parser.error("--replicas: 1 or more")
+    if args.compare_replicas and args.replicas != 1:
+        parser.error("--compare-replicas runs 1 and 2 replicas itself: leave out --replicas")
 
     total_start = time.perf_counter()
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} CPUs, load average before the run {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if args.compare_replicas:
+        compare_replicas(args, total_start)
+        return
     work = Path(tempfile.mkdtemp(prefix="hamacho-serve-load-"))
-    server = None
+    replicas = args.replicas
+    # One replica runs as hamacho serve's default (as before); several are API-only when the CLI offers it.
+    workers, note = api_only_workers() if replicas > 1 else (None, "")
     try:
         model_path = args.model_path.resolve() if args.model_path else train_model(args.dataset_root, work / "train")
         images = test_images(args.dataset_root)
@@ -328,68 +495,57 @@ def main() -> None:
               f"{TARGET_FACTOR * budget:.0f} ms")
         print("  service work per image beside the model (routes/predict.py steps, median ms): "
               + ", ".join(f"{name} {ms:.1f}" for name, ms in own["steps"].items()))
-
-        server = Server(work / "data", model_path.parent if model_path.is_file() else model_path, args.torch_threads)
-        server.wait_ready()
-        with httpx.Client(base_url=server.url, timeout=300) as client:
-            call(client, "POST", "/models/import-path", json={"path": str(model_path), "tag": TAG})
-            call(client, "POST", f"/models/{TAG}/load")
-        rss_loaded = rss_mib(server.pid) or 0.0
-        warm = run_clients(server.url, images, 1, 3)
-        sequential = run_clients(server.url, images, 1, args.sequential, offset=3)
-        # Concurrent warm-up: each request thread of the server allocates its working memory once.
-        warm_concurrent = run_clients(server.url, images, args.clients, 2 * args.clients)
-        rss_warm = rss_mib(server.pid) or 0.0
-        sampler = RssSampler(server.pid)
-        cpu_before = cpu_seconds(server.pid)
-        sampler.start()
-        concurrent = run_clients(server.url, images, args.clients, args.requests, offset=3 + args.sequential)
-        sampler.halt.set()
-        sampler.join()
-        cpu_used = cpu_seconds(server.pid) - cpu_before
-        rss = sampler.summary()
-        load_after = os.getloadavg()
+        if replicas > 1:
+            print(f"{replicas} replicas on one data folder (one SQLite database), requests round-robin over their "
+                  f"ports; {note}")
+        setup = measure_setup(work, model_path, images, args, replicas, workers)
     finally:
-        if server is not None:
-            server.stop()
         if args.keep:
             print(f"kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
 
+    sequential, concurrent = setup["sequential"], setup["concurrent"]
     lat = concurrent["latencies"]
     throughput = len(lat) / concurrent["wall"]
     seq_p50 = percentile(sequential["latencies"], 50)
     conc_p50 = percentile(lat, 50)
-    failed = sum(len(r["failures"]) for r in (warm, sequential, warm_concurrent, concurrent))
+    failures = all_failures(setup)
+    failed = len(failures)
+    cpu_used = sum(setup["cpu"])
+    load_after = setup["load_after"]
     print(latency_line(f"1 client, {args.sequential} sequential requests", sequential, args.sequential))
     print(latency_line(f"{args.clients} clients, {args.requests} requests", concurrent, args.requests))
-    for problem in (warm["failures"] + sequential["failures"] + warm_concurrent["failures"] + concurrent["failures"])[:5]:
+    if replicas > 1:
+        print(f"answered per replica in the concurrent run: {concurrent['per_replica']}")
+    for problem in failures[:5]:
         print(f"  failure: {problem}")
     print(f"service overhead of a lone request: 1-client p50 - forward - decode = {seq_p50 - budget:+.0f} ms "
           f"(against the server's own thread setting: {seq_p50 - own['forward_ms'] - own['decode_ms']:+.0f} ms)")
     print(f"server CPU per request in the concurrent run: {cpu_used / max(1, len(lat)) * 1000:.0f} ms "
-          f"({cpu_used:.1f} CPU-s in {concurrent['wall']:.1f} s = {cpu_used / concurrent['wall']:.2f} cores busy)")
+          f"({cpu_used:.1f} CPU-s in {concurrent['wall']:.1f} s = {cpu_used / concurrent['wall']:.2f} cores busy"
+          f"{', replicas together' if replicas > 1 else ''})")
     print(f"Little's law: p50 ~ clients / throughput = {args.clients} / {throughput:.2f} img/s = "
           f"{args.clients / throughput * 1000:.0f} ms (measured {conc_p50:.0f} ms): {args.clients} clients on "
           f"{os.cpu_count()} cores wait in a queue, so the concurrent p50 is set by throughput, not by one request")
-    print(f"server RSS: {rss_loaded:.0f} MiB with the model loaded, {rss_warm:.0f} MiB after a {2 * args.clients}-request "
-          f"concurrent warm-up; during the run ({rss['n']} samples every {RSS_PERIOD} s) start {rss['start']:.0f}, "
-          f"end {rss['end']:.0f}, max {rss['max']:.0f} MiB; first quarter mean {rss['first_q']:.0f}, last quarter mean "
-          f"{rss['last_q']:.0f} MiB (growth {rss['last_q'] - rss['first_q']:+.1f} MiB, slope "
-          f"{rss['slope_mib_min']:+.1f} MiB/min)")
+    for number, rss in enumerate(setup["rss"]):
+        label = "server RSS" if replicas == 1 else f"replica {number + 1} RSS"
+        print(rss_line(label, rss, setup["rss_loaded"][number], setup["rss_warm"][number], 2 * args.clients))
     print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; "
           f"whole benchmark {time.perf_counter() - total_start:.0f} s")
     limit = TARGET_FACTOR * budget
-    allowed = max(20.0, 0.05 * rss["first_q"])
     checks = [
         (f"p50 1 client {seq_p50:.0f} ms <= {limit:.0f} ms ({TARGET_FACTOR} x (forward + decode))", seq_p50 <= limit),
         (f"p50 {args.clients} clients {conc_p50:.0f} ms <= {limit:.0f} ms (queue-bound: Little's law above)",
          conc_p50 <= limit),
         (f"failed requests {failed} == 0", failed == 0),
-        (f"RSS flat: last - first quarter {rss['last_q'] - rss['first_q']:+.1f} MiB within +-{allowed:.0f} MiB",
-         abs(rss["last_q"] - rss["first_q"]) <= allowed),
     ]
+    for number, rss in enumerate(setup["rss"]):
+        allowed = max(20.0, 0.05 * rss["first_q"])
+        which = "" if replicas == 1 else f" (replica {number + 1})"
+        text = (f"RSS flat{which}: last - first quarter {rss['last_q'] - rss['first_q']:+.1f} MiB within "
+                f"+-{allowed:.0f} MiB")
+        checks.append((text, abs(rss["last_q"] - rss["first_q"]) <= allowed))
     print("target check:")
     for text, passed in checks:
         print(f"  {'PASS' if passed else 'FAIL'}  {text}")

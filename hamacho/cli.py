@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from hamacho import __version__
+from hamacho.cli_cluster import db, worker
 from hamacho.cli_options import ModelChoice, TrainCommand, option_values, setting_options
 from hamacho.errors import HamachoError, Interrupted, first_line
 from hamacho.extras import TRAINING_PACKAGES
@@ -154,8 +155,9 @@ def export(model_path, runtime, output, precision) -> None:
                    "[sqlite in --data-dir] (also HAMACHO_DATABASE_URL).")
 @click.option("--token", envvar="HAMACHO_TOKEN",
               help="API calls need 'Authorization: Bearer TOKEN' (also HAMACHO_TOKEN).")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Training jobs that run at once, each in its own process.")
+@click.option("--workers", type=click.IntRange(0, 64), default=1, show_default=True,
+              help="Training jobs this process runs at once, each in its own process; 0: an API-only "
+                   "replica (hamacho worker trains).")
 @click.option("--max-loaded", type=click.IntRange(1, 100), default=2, show_default=True,
               help="Models kept in memory; the least recently used is unloaded first.")
 @click.option("--allow-path", "allow_paths", multiple=True,
@@ -179,6 +181,10 @@ def serve(host, port, data_dir, database_url, token, workers, max_loaded, allow_
                workers=workers, max_loaded=max_loaded, allowed_roots=list(allow_paths),
                max_file_bytes=int(max_upload_mb * 2**20), max_request_bytes=int(max_request_mb * 2**20),
                max_pixels=max_pixels, device=device)
+
+
+cli.add_command(worker)
+cli.add_command(db)
 
 
 def _echo_outcome(result: Any, results_note: str = "") -> None:

@@ -27,6 +27,28 @@ def require_component(available: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+DATABASE_KINDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=DATABASE_KINDS, ids=DATABASE_KINDS)
+def database_url(request, tmp_path: Path):
+    """A fresh, empty database for one test, once per kind: ``sqlite:///<tmp_path>/hamacho.db``, then a
+    database of its own on the PostgreSQL server of HAMACHO_TEST_DATABASE_URL (tests/databases.py)."""
+    from tests.databases import fresh_database
+
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=DATABASE_KINDS, ids=DATABASE_KINDS)
+def module_database_url(request, tmp_path_factory):
+    """:func:`database_url` for a module-scoped fixture: one fresh database per kind for the module."""
+    from tests.databases import fresh_database
+
+    with fresh_database(request.param, tmp_path_factory.mktemp("database")) as url:
+        yield url
+
+
 def pause_env(phase: str, marker: Path) -> dict[str, str]:
     """Environment for a process (and its children) that pauses inside ``phase`` until stopped, after
     writing ``marker`` (tests/seams/hamacho_pause_hook.py)."""

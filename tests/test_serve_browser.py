@@ -139,6 +139,9 @@ def test_dataset_train_predict_in_the_browser(server: Server, images: dict[str, 
 def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     """The user's path through every screen (the assertions are along the way)."""
     expect = sync_api.expect
+    # expect() has its own 5 s default, apart from the page's: on a busy machine a click's answer (queueing a
+    # job checks its settings) took longer than that, so every expectation gets the page's timeout
+    expect.set_options(timeout=UI_TIMEOUT)
     page.goto(server)
     page.wait_for_selector("body[data-ready=true]")
 

@@ -17,6 +17,7 @@ import uvicorn
 
 from hamacho.serve.app import create_app
 from hamacho.serve.service_config import ServiceConfig
+from tests.databases import service_database_url
 from tests.serve_support import API, free_port
 
 START_TIMEOUT = 60.0
@@ -24,9 +25,10 @@ START_TIMEOUT = 60.0
 
 
 @pytest.fixture
-def served(tmp_path) -> Iterator[tuple[str, object]]:
+def served(tmp_path, database_url) -> Iterator[tuple[str, object]]:
     """``(base URL, service)`` of the app run by uvicorn in a thread of this process."""
-    app = create_app(ServiceConfig(data_dir=tmp_path / "data"), start_jobs=False)
+    config = ServiceConfig(data_dir=tmp_path / "data", database_url=service_database_url(database_url))
+    app = create_app(config, start_jobs=False)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)

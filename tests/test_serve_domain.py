@@ -44,12 +44,16 @@ from hamacho.serve.service import Conflict, NotFound, Service
 from hamacho.serve.service_config import ServiceConfig
 from hamacho.serve.storage import InputError, check_image
 from hamacho.serve.worker import job_settings
+from tests.databases import service_database_url
 from tests.serve_support import png_bytes
 
 
 @pytest.fixture
-def factory(tmp_path) -> sessionmaker[Session]:
-    return open_database(f"sqlite:///{tmp_path / 'hamacho.db'}")
+def factory(database_url) -> sessionmaker[Session]:
+    """A fresh database of each kind (SQLite: ``<tmp_path>/hamacho.db``)."""
+    factory = open_database(database_url)
+    yield factory
+    factory.kw["bind"].dispose()
 
 
 @pytest.fixture
@@ -157,10 +161,12 @@ def test_a_model_tag_is_taken_by_a_model_or_an_unfinished_job(session):
 
 
 @pytest.fixture
-def service(tmp_path) -> Service:
+def service(tmp_path, database_url) -> Service:
     roots = tmp_path / "import"
     roots.mkdir()
-    service = Service.open(ServiceConfig(data_dir=tmp_path / "data", allowed_roots=[roots]))
+    config = ServiceConfig(data_dir=tmp_path / "data", database_url=service_database_url(database_url),
+                           allowed_roots=[roots])
+    service = Service.open(config)
     yield service
     service.runner.close()
 

@@ -11,17 +11,19 @@ from fastapi.testclient import TestClient
 
 from hamacho.serve.app import create_app
 from hamacho.serve.service_config import ServiceConfig
+from tests.databases import service_database_url
 from tests.serve_support import API, FAST_PARAMETERS, dataset_files, wait_job
 
 
-def test_a_job_of_good_images_only_trains_and_its_model_predicts(tmp_path):
+def test_a_job_of_good_images_only_trains_and_its_model_predicts(tmp_path, database_url):
     files = dataset_files(tmp_path / "parts")
     mounted = tmp_path / "import" / "line1"
     mounted.mkdir(parents=True)
     unseen = files["good"][-1]  # kept out of training: predicted below
     for path in files["good"][:-1]:
         shutil.copy(path, mounted / f"{path.parent.parent.name}-{path.name}")
-    config = ServiceConfig(data_dir=tmp_path / "data", allowed_roots=[tmp_path / "import"])
+    config = ServiceConfig(data_dir=tmp_path / "data", database_url=service_database_url(database_url),
+                           allowed_roots=[tmp_path / "import"])
     with TestClient(create_app(config)) as client:
         registered = client.post(f"{API}/images/paths", json={"paths": [str(mounted)], "group": "good",
                                                               "tag": "first"})

@@ -15,17 +15,19 @@ from fastapi.testclient import TestClient
 from hamacho.predictor import Predictor
 from hamacho.serve.app import create_app
 from hamacho.serve.service_config import ServiceConfig
+from tests.databases import service_database_url
 from tests.float_bounds import file_tolerance
 from tests.serve_support import API, FAST_PARAMETERS, dataset_files, decode, upload_dataset, wait_job
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, module_database_url):
     """A service with one model ('m1', PaDiM) trained by a job on the generated dataset."""
     base = tmp_path_factory.mktemp("serve-models")
     files = dataset_files(base / "parts")
     (base / "import").mkdir()
-    config = ServiceConfig(data_dir=base / "data", allowed_roots=[base / "import"], max_loaded=2)
+    config = ServiceConfig(data_dir=base / "data", database_url=service_database_url(module_database_url),
+                           allowed_roots=[base / "import"], max_loaded=2)
     with TestClient(create_app(config)) as client:
         images = upload_dataset(client, files)
         job = client.post(f"{API}/jobs", json={"model_tag": "m1", "model": "padim", "tag": "parts",

@@ -14,6 +14,7 @@ from hamacho.errors import ConfigError
 from hamacho.serve.app import create_app
 from hamacho.serve.service_config import ServiceConfig
 from tests.conftest import make_dataset
+from tests.databases import service_database_url
 from tests.serve_support import API
 
 
@@ -36,10 +37,11 @@ def places(tmp_path):
     return tmp_path
 
 
-def test_dotted_paths_inside_a_root_are_accepted_and_outside_refused(places):
+def test_dotted_paths_inside_a_root_are_accepted_and_outside_refused(places, database_url):
     root = places / "import"
     # --allow-path takes a root written with '..' (ServiceConfig resolves it) ...
-    config = ServiceConfig(data_dir=places / "data", allowed_roots=[str(places / "data" / ".." / "import")])
+    config = ServiceConfig(data_dir=places / "data", database_url=service_database_url(database_url),
+                           allowed_roots=[str(places / "data" / ".." / "import")])
     assert config.allowed_roots == [root.resolve()]
     accepted = [f"{root}/line1/../line1/a.png", f"{places}/elsewhere/../import/line1/a.png",
                 f"{root}/link/../import/line1/./a.png"]  # link -> elsewhere, '..' of it is places
@@ -71,12 +73,13 @@ def test_dotted_paths_inside_a_root_are_accepted_and_outside_refused(places):
 
 
 @pytest.mark.parametrize("path", ["", "  ", "line1/a\x00.png"])
-def test_a_path_that_is_not_one_is_refused_with_the_same_line_in_both_places(places, path):
+def test_a_path_that_is_not_one_is_refused_with_the_same_line_in_both_places(places, path, database_url):
     with pytest.raises(ConfigError) as refused_root:
         ServiceConfig(data_dir=places / "data", allowed_roots=[places / "import", path])
     message = str(refused_root.value)
     assert "is not a path (empty, or with a NUL character)" in message and "\n" not in message
-    config = ServiceConfig(data_dir=places / "data", allowed_roots=[places / "import"])
+    config = ServiceConfig(data_dir=places / "data", database_url=service_database_url(database_url),
+                           allowed_roots=[places / "import"])
     with TestClient(create_app(config, start_jobs=False)) as client:
         response = client.post(f"{API}/images/paths", json={"paths": [path], "group": "good"})
         assert response.status_code == 400 and error_of(response) == message

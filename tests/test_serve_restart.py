@@ -1,4 +1,5 @@
-"""kill -9 of a real server during a training job and an upload: the restarted server is consistent."""
+"""kill -9 of a real server during a training job and an upload: the restarted server is consistent, and the job
+its worker gave back runs again (on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,23 @@ import pytest
 
 pytest.importorskip("fastapi")
 from tests.conftest import FAST, pause_env
-from tests.serve_support import API, FAST_PARAMETERS, dataset_files, free_port, start_service, upload_dataset
+from tests.serve_support import (
+    API,
+    FAST_PARAMETERS,
+    dataset_files,
+    free_port,
+    start_service,
+    upload_dataset,
+    wait_job,
+)
 
 
-def start_server(data_dir: Path, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, database_url: str, extra_env: dict[str, str] | None = None
+                 ) -> subprocess.Popen:
     env = {**{k: v for k, v in os.environ.items() if k != "HAMACHO_TOKEN"}, **(extra_env or {})}
     return start_service([sys.executable, "-m", "hamacho", "serve", "--port", str(port), "--data-dir", str(data_dir),
-                          "--allow-path", str(data_dir.parent / "import")], port, data_dir.parent / "serve.log", env)
+                          "--database-url", database_url, "--allow-path", str(data_dir.parent / "import")], port,
+                         data_dir.parent / "serve.log", env)
 
 
 def worker_pids(data_dir: Path) -> list[int]:
@@ -45,7 +56,7 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kill -9 and /proc: Linux")
-def test_kill_during_training_and_upload_then_restart(tmp_path, cli):
+def test_kill_during_training_and_upload_then_restart(tmp_path, cli, database_url):
     files = dataset_files(tmp_path / "parts")
     (tmp_path / "import").mkdir()
     trained = cli("train", "--dataset-root", str(tmp_path / "parts"), "--result-path", str(tmp_path / "import"),
@@ -54,7 +65,7 @@ def test_kill_during_training_and_upload_then_restart(tmp_path, cli):
     data_dir = tmp_path / "data"
     marker = tmp_path / "paused"
     port = free_port()
-    server = start_server(data_dir, port, pause_env("feature extraction", marker))
+    server = start_server(data_dir, port, database_url, pause_env("feature extraction", marker))
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
@@ -79,33 +90,39 @@ def test_kill_during_training_and_upload_then_restart(tmp_path, cli):
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
         upload.close()
+        # Linux sent the training process SIGTERM with its server's death: it gave its job back
         wait_for(lambda: not worker_pids(data_dir), 60, "the worker to end with its server")
-        # what a kill in the middle of writing leaves behind
-        (data_dir / "images" / ".abc.png.x1y2.tmp").write_bytes(b"half")
-        (data_dir / "images" / "0123456789abcdef0123456789abcdef.png").write_bytes(body)
+        # what a kill in the middle of writing leaves behind: old enough to be provably dead...
+        hour_ago = time.time() - 3600
+        for path in (data_dir / "images" / ".abc.png.x1y2.tmp", data_dir / "images" / f"{'0' * 32}.png"):
+            path.write_bytes(body)
+            os.utime(path, (hour_ago, hour_ago))
         (data_dir / "models" / "feedfacefeedfacefeedfacefeedface").mkdir()
+        os.utime(data_dir / "models" / "feedfacefeedfacefeedfacefeedface", (hour_ago, hour_ago))
+        # ...and a file another replica may be writing right now: young, so it stays
+        young = data_dir / "images" / f"{'1' * 32}.png"
+        young.write_bytes(body)
 
-        server = start_server(data_dir, port)
+        server = start_server(data_dir, port, database_url)
         with httpx.Client(base_url=base, timeout=60) as client:
-            job = client.get(f"{API}/jobs/{job['id']}").json()
-            assert job["status"] == "failed" and "server stopped" in job["error"]
             listed = client.get(f"{API}/images", params={"limit": 1000}).json()
             assert sorted(i["id"] for i in listed["items"]) == sorted(i["id"] for g in created.values() for i in g)
             assert "half.png" not in {i["name"] for i in listed["items"]}
-            assert [m["tag"] for m in client.get(f"{API}/models").json()["items"]] == ["kept"]
             stored = {p.name for p in (data_dir / "images").iterdir()}
-            assert len(stored) == listed["total"] == 17
-            assert len(list((data_dir / "models").iterdir())) == 1  # the kept model's folder only
+            assert len(stored) == listed["total"] + 1 == 18 and young.name in stored
+            assert not (data_dir / "models" / "feedfacefeedfacefeedfacefeedface").exists()
+            # the job given back runs again here, as its first counted attempt, and lists its model once
+            done = wait_job(client, job["id"])
+            assert done["status"] == "succeeded", done
+            assert done["attempt"] == 1 and done["worker"] is None
+            assert sorted(m["tag"] for m in client.get(f"{API}/models").json()["items"]) == ["kept", "lost"]
+            assert len(list((data_dir / "models").iterdir())) == 2
             assert not (data_dir / "jobs").exists() or not list((data_dir / "jobs").iterdir())
-            # and it works: the kept model predicts, a new job may reuse the lost tag
+            # and it works: the kept model predicts
             response = client.post(f"{API}/models/kept/predict", files=[
                 ("files", (files["bad"][0].name, files["bad"][0].read_bytes(), "image/png"))])
             assert response.status_code == 200 and response.json()["items"][0]["error"] is None
             assert response.json()["items"][0]["decision"] == "NG"  # the generated defect is obvious
-            again = client.post(f"{API}/jobs", json={"model_tag": "lost", "tag": "parts",
-                                                     "parameters": FAST_PARAMETERS})
-            assert again.status_code == 202
-            client.post(f"{API}/jobs/{again.json()['id']}/cancel")
     finally:
         server.kill()
         server.wait(timeout=30)

@@ -18,6 +18,7 @@ from hamacho.serve.app import create_app
 from hamacho.serve.db import ImageRow
 from hamacho.serve.deps import get_session
 from hamacho.serve.service_config import ServiceConfig
+from tests.databases import service_database_url
 from tests.serve_support import API, png_bytes
 
 
@@ -39,9 +40,10 @@ class RecordedSession(Session):
 
 
 @pytest.fixture
-def app_and_sessions(tmp_path, monkeypatch):
+def app_and_sessions(tmp_path, monkeypatch, database_url):
     """The app (jobs off) whose requests' sessions are recorded."""
-    app = create_app(ServiceConfig(data_dir=tmp_path / "data"), start_jobs=False)
+    config = ServiceConfig(data_dir=tmp_path / "data", database_url=service_database_url(database_url))
+    app = create_app(config, start_jobs=False)
     service = app.state.service
     recorded = sessionmaker(service.factory.kw["bind"], class_=RecordedSession, expire_on_commit=False)
     monkeypatch.setattr(service, "factory", recorded)
@@ -87,8 +89,9 @@ def test_uploads_commit_in_the_service_layer_and_close(app_and_sessions):
         assert session.scalar(select(ImageRow.name).where(ImageRow.tag == "s")) == "a.png"
 
 
-def test_the_dependency_closes_its_session_when_the_route_raises(tmp_path):
-    app = create_app(ServiceConfig(data_dir=tmp_path / "data"), start_jobs=False)
+def test_the_dependency_closes_its_session_when_the_route_raises(tmp_path, database_url):
+    config = ServiceConfig(data_dir=tmp_path / "data", database_url=service_database_url(database_url))
+    app = create_app(config, start_jobs=False)
     service = app.state.service
     service.factory = sessionmaker(service.factory.kw["bind"], class_=RecordedSession, expire_on_commit=False)
     RecordedSession.made = []

@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -106,6 +107,11 @@ class UnexpectedErrors:
         except Exception as exc:
             if started:
                 raise
+            if isinstance(exc, (OperationalError, InterfaceError)):  # the database is down or unreachable
+                log.warning("database unavailable on %s %s: %s", scope.get("method"), scope.get("path"),
+                            first_line(exc))
+                await _json(send, 503, "the database does not answer; try again (details in the server log)")
+                return
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             await _json(send, 500, f"unexpected {type(exc).__name__}: {first_line(exc)} (details in the server log)")
 

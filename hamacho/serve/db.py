@@ -1,9 +1,9 @@
-"""Database tables (SQLAlchemy) and the versioned schema of the service.
+"""Database tables (SQLAlchemy) of the service, and opening a database.
 
-The schema carries a version in table ``schema_info``. A new database is created at the current
-version; an older one is brought up by the steps in :data:`MIGRATIONS`; a newer one (written by a later
-Hamacho) is refused in one line rather than misread. SQLite runs in WAL mode with a busy timeout, so
-the API and the training workers (separate processes) write to it side by side.
+The schema is changed only by Alembic migrations (:mod:`.schema_upgrade`, ``hamacho/serve/migrations``),
+run once under a lock when a process opens the database; the classes below mirror the newest revision.
+SQLite runs in WAL mode with a busy timeout, so the API and the training workers (separate processes on
+one machine) write to it side by side; a database shared by several machines is PostgreSQL (psycopg 3).
 """
 
 from __future__ import annotations
@@ -23,16 +23,12 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    select,
-    text,
+    make_url,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from hamacho.errors import ConfigError
 
-SCHEMA_VERSION = 1
-# version -> step that brings a database at that version to version + 1
-MIGRATIONS: dict[int, Callable[[Any], None]] = {}
 ACTIVE_JOB_STATES = ("queued", "running")
 
 
@@ -45,12 +41,12 @@ class Base(DeclarativeBase):
     """Declarative base of the service's tables."""
 
 
-class SchemaInfo(Base):
-    """One row: the schema version."""
+class ServiceInfo(Base):
+    """Key/value facts about the service (``data_id``: the data folder the database belongs to)."""
 
-    __tablename__ = "schema_info"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
+    __tablename__ = "service_info"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class ImageRow(Base):
@@ -96,7 +92,7 @@ class JobRow(Base):
     model_tag: Mapped[str] = mapped_column(String(128), index=True)
     model: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
-    phase: Mapped[str] = mapped_column(String(64), default="")
+    phase: Mapped[str] = mapped_column(String(255), default="")
     percent: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     model_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -104,6 +100,10 @@ class JobRow(Base):
     image_ids: Mapped[str] = mapped_column(Text, default="[]")  # JSON
     counts: Mapped[str] = mapped_column(Text, default="{}")  # JSON
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # runs started (the current one's number)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the worker holding the lease
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)  # database clock, epoch seconds
     created_at: Mapped[str] = mapped_column(String(32), default=utcnow)
     started_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
     finished_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -125,24 +125,73 @@ def loads(text_value: str | None) -> Any:
     return json.loads(text_value) if text_value else None
 
 
-def open_database(url: str) -> sessionmaker[Session]:
-    """Connect, create or migrate the schema, and return a session factory.
+def engine_url(url: str) -> str:
+    """``url`` with PostgreSQL's driver spelled out: ``postgresql://`` means psycopg 3 here.
 
     Raises:
-        ConfigError: The database cannot be opened, or was written by a newer Hamacho.
+        ConfigError: Not a database URL.
     """
-    is_sqlite = url.startswith("sqlite")
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False} if is_sqlite else {})
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # SQLAlchemy raises ArgumentError or ValueError
+        raise ConfigError(f"{url!r} is not a database URL (e.g. postgresql://user:pw@host/hamacho)") from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def open_database(url: str, migrate: bool = True) -> sessionmaker[Session]:
+    """Connect, bring the schema to this Hamacho's revision (once, under a lock), return a session factory.
+
+    Args:
+        url: SQLAlchemy URL (``sqlite:///path``, ``postgresql://user:pw@host/db``).
+        migrate: Run the migrations (False: only check the database is at this Hamacho's revision).
+
+    Raises:
+        ConfigError: The database cannot be reached, its driver is missing, it was written by a newer
+            Hamacho, or (``migrate=False``) it needs ``hamacho db upgrade``.
+    """
+    from hamacho.serve.schema_upgrade import check_schema, upgrade_schema
+
+    engine = _connect(url, upgrade_schema if migrate else check_schema)[0]
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def upgrade_database(url: str) -> tuple[str | None, str]:
+    """Migrate the database (``hamacho db upgrade``); return its revision before and after.
+
+    Raises:
+        ConfigError: As :func:`open_database`.
+    """
+    from hamacho.serve.schema_upgrade import upgrade_schema
+
+    engine, outcome = _connect(url, upgrade_schema)
+    engine.dispose()
+    return outcome
+
+
+def _connect(url: str, action: Callable[[Engine], Any]) -> tuple[Engine, Any]:
+    """An engine for ``url`` and what ``action`` returned on it; every failure is one :class:`ConfigError` line."""
+    full = engine_url(url)
+    is_sqlite = full.startswith("sqlite")
+    shown = make_url(full).render_as_string(hide_password=True)
+    try:
+        engine = create_engine(full, pool_pre_ping=not is_sqlite,
+                               connect_args={"timeout": 30, "check_same_thread": False} if is_sqlite
+                               else {"connect_timeout": 10})
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"cannot open {shown}: the driver {exc.name} is missing: "
+                          "pip install 'hamacho[postgres]'") from exc
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
-        _ensure_schema(engine)
+        return engine, action(engine)
     except ConfigError:
+        engine.dispose()
         raise
     except Exception as exc:
-        raise ConfigError(f"cannot open the database {engine.url.render_as_string(hide_password=True)}: "
-                          f"{str(exc).splitlines()[0]}") from exc
-    return sessionmaker(engine, expire_on_commit=False)
+        engine.dispose()
+        raise ConfigError(f"cannot open the database {shown}: {str(exc).strip().splitlines()[0]}") from exc
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -151,20 +200,3 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-def _ensure_schema(engine: Engine) -> None:
-    Base.metadata.create_all(engine, tables=[SchemaInfo.__table__])
-    with Session(engine) as session, session.begin():
-        info = session.scalar(select(SchemaInfo))
-        if info is None:
-            Base.metadata.create_all(session.connection())
-            session.add(SchemaInfo(id=1, version=SCHEMA_VERSION))
-            return
-        if info.version > SCHEMA_VERSION:
-            raise ConfigError(f"the database has schema version {info.version}, newer than this Hamacho "
-                              f"understands ({SCHEMA_VERSION}); upgrade Hamacho")
-        while info.version < SCHEMA_VERSION:
-            MIGRATIONS[info.version](session.connection())
-            info.version += 1
-        session.execute(text("SELECT 1"))

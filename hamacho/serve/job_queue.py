@@ -1,83 +1,123 @@
-"""The training queue: starts queued jobs in worker processes, watches them, cancels them.
+"""A training worker's loop: claims queued jobs from the database and runs each in a child process.
 
-At most ``workers`` jobs run at once, each in a fresh process (``python -m hamacho.serve.worker``: the server's
-threads and loaded models are not copied, and all memory of a run is returned when it ends). A thread checks the
-processes twice a second (and at once when a job is queued): a process that ended without writing its
-job's final state (killed, out of memory) fails the job with its exit code.
+The same loop runs inside ``hamacho serve --workers N`` (a thread of the server, as on one machine) and as
+``hamacho worker`` (the foreground of its own process, on any machine that reaches the database and the
+shared data folder). At most ``workers`` jobs run at once, each in a fresh process (``python -m
+hamacho.serve.worker``: all memory of a run is returned when it ends), which renews the job's lease by
+heartbeat (:mod:`.job_lease`). The loop looks at the database every :data:`POLL_SECONDS` (and at once when
+its own server queues a job): it expires dead leases (anyone's), reaps ended children and claims new jobs.
 
-At start-up, :meth:`JobRunner.recover` marks jobs that were running when the server stopped as failed
-and removes their working folders; queued jobs stay queued and run.
+* A child that ends without writing its job's final state (killed, out of memory) fails its job with the
+  exit code, as on one machine.
+* :meth:`JobRunner.close` (server shutdown, SIGTERM or Ctrl-C of a worker) asks the children to stop; each
+  puts its job back in the queue, where this or another worker runs it again. Children also get SIGTERM
+  from Linux when their runner dies (kill -9 included); a whole machine lost is left to the lease.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hamacho.serve.db import JobRow, utcnow
+from hamacho.serve.job_lease import LEASE_SECONDS, Claim, claim, expire_leases, finish, new_owner, release
 from hamacho.serve.storage import JOBS, remove_tree
-from hamacho.serve.worker import SERVER_GONE
 
 POLL_SECONDS = 0.5
+STOP_GRACE_SECONDS = 15.0
+JOB_FOLDER_GRACE_SECONDS = 600.0  # a job folder no live attempt holds is removed once this old
 log = logging.getLogger("hamacho.serve")
-STOP_GRACE_SECONDS = 10.0
+Report = Callable[[str], None]
+
+
+def job_folder(data_dir: Path, held: Claim) -> Path:
+    """The working folder of one attempt of a job (``jobs/<id>.<attempt>``: attempts never share one)."""
+    return data_dir / JOBS / f"{held.job_id}.{held.attempt}"
 
 
 class JobRunner:
-    """Runs training jobs in worker processes (see the module docstring).
+    """Claims and runs training jobs (see the module docstring).
 
     Args:
         factory: Database sessions.
-        url: The database URL (for the workers).
-        data_dir: The service's data folder.
-        workers: Jobs that may run at once.
+        url: The database URL (for the children).
+        data_dir: The shared data folder.
+        workers: Jobs that may run at once (0: none; the runner then only expires leases).
+        lease_seconds: Lease of a claimed job; the child renews it every third of this.
+        device: ``auto``, ``cpu`` or ``cuda:N``: where this worker's jobs train.
+        report: Called with one line per job started or ended (``hamacho worker`` prints them).
     """
 
-    def __init__(self, factory: sessionmaker[Session], url: str, data_dir: Path, workers: int) -> None:
+    def __init__(self, factory: sessionmaker[Session], url: str, data_dir: Path, workers: int,
+                 lease_seconds: float = LEASE_SECONDS, device: str = "auto", report: Report | None = None) -> None:
         self.factory = factory
         self.url = url
         self.data_dir = data_dir
-        self.workers = max(1, workers)
-        self.processes: dict[int, Any] = {}
+        self.workers = max(0, workers)
+        self.lease_seconds = lease_seconds
+        self.device = device
+        self.report = report or (lambda line: log.info("%s", line))
+        self.owner = new_owner()
+        self.processes: dict[Claim, subprocess.Popen] = {}
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def recover(self) -> int:
-        """Fail the jobs a stopped server left running and remove their folders; return how many."""
-        with self.factory() as session, session.begin():
-            stale = list(session.scalars(select(JobRow.id).where(JobRow.status == "running")))
-            session.execute(update(JobRow).where(JobRow.status == "running").values(
-                status="failed", finished_at=utcnow(),
-                error=SERVER_GONE))
-            active = set(session.scalars(select(JobRow.id).where(JobRow.status == "queued")))
+    def recover(self) -> dict[str, list[int]]:
+        """Expire dead leases and remove job folders no live attempt holds (once old); return the expired ids."""
+        with self.factory() as session:
+            expired = expire_leases(session)
+            with session.begin():
+                held = {f"{job_id}.{attempt}" for job_id, attempt in session.execute(
+                    select(JobRow.id, JobRow.attempts).where(JobRow.status == "running"))}
         jobs = self.data_dir / JOBS
         if jobs.is_dir():
+            cutoff = time.time() - JOB_FOLDER_GRACE_SECONDS
             for entry in jobs.iterdir():
-                if not (entry.name.isdigit() and int(entry.name) in active):
+                if entry.name not in held and _modified(entry) < cutoff:
                     remove_tree(entry)
-        return len(stale)
+        return expired
 
     def start(self) -> None:
-        """Start watching the queue."""
-        self._thread = threading.Thread(target=self._loop, name="hamacho-jobs", daemon=True)
+        """Start the loop in a thread (inside ``hamacho serve``)."""
+        self._thread = threading.Thread(target=self.run, name="hamacho-jobs", daemon=True)
         self._thread.start()
+
+    def run(self) -> None:
+        """The loop, until :meth:`close` (``hamacho worker`` runs it in the foreground)."""
+        while not self._closing.is_set():
+            try:
+                with self.factory() as session:
+                    expire_leases(session)
+                self._reap()
+                self._launch()
+            except Exception:  # a database hiccup must not end the queue; try again
+                log.exception("job queue: check failed; trying again")
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+
+    def request_stop(self) -> None:
+        """End :meth:`run` at its next look (safe from a signal handler); :meth:`close` stops the children."""
+        self._closing.set()
+        self._wake.set()
 
     def wake(self) -> None:
         """Look at the queue now (a job was queued or cancelled)."""
         self._wake.set()
 
     def cancel(self, job_id: int) -> None:
-        """Cancel a queued job at once; ask a running one to stop at its next step."""
+        """Cancel a queued job at once; ask a running one, wherever it runs, to stop at its next step."""
         with self.factory() as session, session.begin():
             session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "queued").values(
                 status="cancelled", cancel_requested=True, finished_at=utcnow(), error="cancelled before it started"))
@@ -87,80 +127,93 @@ class JobRunner:
 
     @property
     def running(self) -> int:
-        """Worker processes alive now."""
+        """Children alive now."""
         with self._lock:
             return sum(1 for process in self.processes.values() if process.poll() is None)
 
     def close(self) -> None:
-        """Stop the workers (asking first, then terminating) and fail their jobs; for server shutdown."""
+        """Stop: each child puts its job back in the queue (SIGTERM, then a kill after a grace period)."""
         self._closing.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
             processes = dict(self.processes)
-        with self.factory() as session, session.begin():
-            for job_id in processes:
-                session.execute(update(JobRow).where(JobRow.id == job_id).values(cancel_requested=True))
         for process in processes.values():
-            _wait(process, STOP_GRACE_SECONDS)
             if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=5)
-        self._reap(message=SERVER_GONE)
-
-    def _loop(self) -> None:
-        while not self._closing.is_set():
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in processes.values():
             try:
-                self._reap()
-                self._launch()
-            except Exception:  # a database hiccup must not end the queue; try again
-                log.exception("job queue: check failed; trying again")
-            self._wake.wait(POLL_SECONDS)
-            self._wake.clear()
-
-    def _reap(self, message: str | None = None) -> None:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
         with self._lock:
-            ended = {job_id: p for job_id, p in self.processes.items() if p.poll() is not None}
-            for job_id in ended:
-                del self.processes[job_id]
-        for job_id, process in ended.items():
-            error = message or f"the training process ended unexpectedly (exit code {process.returncode})"
-            with self.factory() as session, session.begin():
-                session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "running")
-                                .values(status="failed", error=error, finished_at=utcnow()))
-            remove_tree(self.data_dir / JOBS / str(job_id))
+            self.processes.clear()
+        for held in processes:  # a child killed before it could: give its job back here
+            with self.factory() as session:
+                if release(session, held, "queued again: its worker stopped"):
+                    self.report(f"job {held.job_id}: put back in the queue")
+            remove_tree(job_folder(self.data_dir, held))
+
+    def _reap(self) -> None:
+        with self._lock:
+            ended = {held: p for held, p in self.processes.items() if p.poll() is not None}
+            for held in ended:
+                del self.processes[held]
+        for held, process in ended.items():
+            with self.factory() as session:
+                finish(session, held, "failed",
+                       f"the training process ended unexpectedly (exit code {process.returncode})")
+                with session.begin():
+                    row = session.get(JobRow, held.job_id, populate_existing=True)
+                    state = (row.status, row.error, row.phase) if row is not None else ("deleted", None, "")
+            remove_tree(job_folder(self.data_dir, held))
+            status, error, phase = state
+            why = f": {error}" if error else (f" ({phase})" if status == "queued" and phase else "")
+            self.report(f"job {held.job_id} attempt {held.attempt}: {status}{why}")
 
     def _launch(self) -> None:
         while not self._closing.is_set():
             with self._lock:
                 if len(self.processes) >= self.workers:
                     return
-            with self.factory() as session, session.begin():
-                job_id = session.scalar(select(JobRow.id).where(JobRow.status == "queued").order_by(JobRow.id))
-                if job_id is None:
+            with self.factory() as session:
+                held = claim(session, self.owner, self.lease_seconds)
+                if held is None:
                     return
-                claimed = session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "queued")
-                                          .values(status="running", started_at=utcnow(), phase="starting"))
-                if claimed.rowcount != 1:
-                    continue
-            process = _spawn(self.url, self.data_dir, job_id)
+                with session.begin():
+                    row = session.get(JobRow, held.job_id)
+                    what = f"{row.model} -> model {row.model_tag!r}" if row is not None else ""
+            self.report(f"job {held.job_id} attempt {held.attempt}: running {what}")
+            process = _spawn(self.url, self.data_dir, held, self.lease_seconds, self.device)
             with self._lock:
-                self.processes[job_id] = process
+                self.processes[held] = process
 
 
-def _spawn(url: str, data_dir: Path, job_id: int) -> subprocess.Popen:
-    """Start ``python -m hamacho.serve.worker`` for one job, importing this same copy of Hamacho."""
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def device_environment(device: str) -> dict[str, str]:
+    """Environment a job's process gets for ``device`` (``cpu``: no GPU visible; ``cuda:N``: GPU N only)."""
+    if device == "cpu":
+        return {"CUDA_VISIBLE_DEVICES": "", "HAMACHO_WORKER_ACCELERATOR": "cpu"}
+    if device.startswith("cuda:"):
+        return {"CUDA_VISIBLE_DEVICES": device.split(":", 1)[1], "HAMACHO_WORKER_ACCELERATOR": "gpu"}
+    return {}
+
+
+def _spawn(url: str, data_dir: Path, held: Claim, lease_seconds: float, device: str) -> subprocess.Popen:
+    """Start ``python -m hamacho.serve.worker`` for one claimed job, importing this same copy of Hamacho."""
     package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
+    env = {**os.environ, **device_environment(device)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     env.setdefault("TQDM_DISABLE", "1")
-    return subprocess.Popen([sys.executable, "-m", "hamacho.serve.worker", url, str(data_dir), str(job_id)],
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-
-
-def _wait(process: subprocess.Popen, seconds: float) -> None:
-    try:
-        process.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        pass
+    arguments = [url, str(data_dir), str(held.job_id), str(held.attempt), held.owner, str(lease_seconds)]
+    return subprocess.Popen([sys.executable, "-m", "hamacho.serve.worker", *arguments], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)

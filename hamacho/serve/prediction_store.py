@@ -123,10 +123,19 @@ def predict_and_store(service: Service, session: Session, row: ModelRow, receive
     if not save:
         return Stored(records, [None] * len(records), service.forget_old_unsaved([r["folder"] for r in records]))
     with session.begin():
-        rows = [ResultRow(model_id=row.id, folder=f"{PREDICTIONS}/{r['folder']}", data=json.dumps(r)) for r in records]
-        session.add_all(rows)
-        session.flush()
-        ids: list[int | None] = [result.id for result in rows]
+        # the model's row, locked until the results are in: a delete (on any replica) waits, or came first
+        if session.scalar(select(ModelRow.id).where(ModelRow.id == row.id).with_for_update()) is None:
+            gone = True
+        else:
+            gone = False
+            rows = [ResultRow(model_id=row.id, folder=f"{PREDICTIONS}/{r['folder']}", data=json.dumps(r))
+                    for r in records]
+            session.add_all(rows)
+            session.flush()
+            ids: list[int | None] = [result.id for result in rows]
+    if gone:
+        remove_predictions(service.config.data_dir, [r["folder"] for r in records])
+        raise NotFound(f"model {row.tag!r} was deleted while the images were scored; nothing was saved")
     return Stored(records, ids, [])
 
 

@@ -68,6 +68,10 @@ def load_predictor(path: Path, device: str, slots: threading.Semaphore) -> Predi
 class PredictorCache:
     """Loaded models by id, least recently used first.
 
+    Each entry remembers the file it was loaded from, and a request names the file its model row names now:
+    a row that changed (another replica deleted the model and a new one took its id: SQLite reuses ids) is
+    loaded again, never answered with the old model. A deleted row is found missing before the cache is asked.
+
     Args:
         max_loaded: Models kept at once (at least 1).
         device: Where models run.
@@ -76,7 +80,7 @@ class PredictorCache:
     def __init__(self, max_loaded: int, device: str = "auto") -> None:
         self.max_loaded = max(1, max_loaded)
         self.device = device
-        self._loaded: OrderedDict[int, tuple[Predictor, float]] = OrderedDict()
+        self._loaded: OrderedDict[int, tuple[Predictor, float, Path]] = OrderedDict()
         self._users: dict[int, int] = {}
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Lock] = {}
@@ -85,16 +89,17 @@ class PredictorCache:
     def load(self, model_id: int, path: Path) -> Predictor:
         """The model's Predictor, loaded now if it is not in memory (then the least recently used may go)."""
         with self._lock:
-            if model_id in self._loaded:
+            if self._holds(model_id, path):
                 return self._touch(model_id)
             gate = self._loading.setdefault(model_id, threading.Lock())
         with gate:
             with self._lock:
-                if model_id in self._loaded:
+                if self._holds(model_id, path):
                     return self._touch(model_id)
             predictor = load_predictor(path, self.device, self._forward)
             with self._lock:
-                self._loaded[model_id] = (predictor, time.time())
+                self._loaded[model_id] = (predictor, time.time(), path)
+                self._loaded.move_to_end(model_id)
                 while len(self._loaded) > self.max_loaded:
                     self._loaded.popitem(last=False)
                 self._loading.pop(model_id, None)
@@ -126,7 +131,7 @@ class PredictorCache:
     def loaded(self) -> list[dict[str, Any]]:
         """``[{"id", "last_used"}]`` of the loaded models, most recently used first."""
         with self._lock:
-            return [{"id": key, "last_used": stamp} for key, (_r, stamp) in reversed(self._loaded.items())]
+            return [{"id": key, "last_used": stamp} for key, (_r, stamp, _p) in reversed(self._loaded.items())]
 
     def is_loaded(self, model_id: int) -> bool:
         """True when the model is in memory."""
@@ -138,8 +143,11 @@ class PredictorCache:
         with self._lock:
             self._loaded.clear()
 
+    def _holds(self, model_id: int, path: Path) -> bool:
+        return model_id in self._loaded and self._loaded[model_id][2] == path
+
     def _touch(self, model_id: int) -> Predictor:
-        predictor, _ = self._loaded[model_id]
-        self._loaded[model_id] = (predictor, time.time())
+        predictor, _, path = self._loaded[model_id]
+        self._loaded[model_id] = (predictor, time.time(), path)
         self._loaded.move_to_end(model_id)
         return predictor

@@ -136,6 +136,9 @@ class JobOut(BaseModel):
     parameters: dict[str, Any]
     images: dict[str, int]
     cancel_requested: bool
+    attempt: int = Field(description="Runs started so far (a job whose worker died runs again, up to max_attempts)")
+    max_attempts: int
+    worker: str | None = Field(description="The worker running it now (host:pid:id), None when not running")
     created_at: str
     started_at: str | None
     finished_at: str | None

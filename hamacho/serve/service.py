@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hamacho.errors import HamachoError
 from hamacho.results.summary import RunSummary
+from hamacho.serve.data_marker import adopt_data_folder
 from hamacho.serve.db import ImageRow, ModelRow, ResultRow, open_database
 from hamacho.serve.job_queue import JobRunner
 from hamacho.serve.predictors import PredictorCache
@@ -35,7 +36,6 @@ from hamacho.serve.storage import (
     TooLarge,
     display_name,
     remove_orphans,
-    remove_tree,
 )
 
 Row = TypeVar("Row")
@@ -84,28 +84,35 @@ class Service:
         Raises:
             ConfigError: The database cannot be opened or is newer than this Hamacho.
         """
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        if config.database_url is None:  # the default SQLite database lives in the data folder
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+        factory = open_database(config.url)
+        adopt_data_folder(factory, config.data_dir)  # before anything is written there
         for sub in (IMAGES, MODELS, PREDICTIONS, TMP):
             (config.data_dir / sub).mkdir(exist_ok=True)
-        factory = open_database(config.url)
-        runner = JobRunner(factory, config.url, config.data_dir, config.workers)
+        runner = JobRunner(factory, config.url, config.data_dir, config.workers, config.lease_seconds,
+                           config.device)
         service = cls(config, factory, runner, PredictorCache(config.max_loaded, config.device))
         runner.recover()
         service.remove_orphans()
         return service
 
     def remove_orphans(self) -> dict[str, int]:
-        """Delete files no row lists (left by a killed server mid-write); return counts per folder."""
+        """Delete files no row lists and older than ``orphan_grace_seconds`` (left by a process killed mid-write);
+        return counts per folder.
+
+        Younger files are left alone: another replica may be writing them, or has not committed their row yet
+        (every file is written before its row). Unsaved predictions are a cache: they go once that old too.
+        """
         with self.factory() as session:
             images = {Path(p).name for p in session.scalars(select(ImageRow.stored))}
             models = {Path(p).name for p in session.scalars(select(ModelRow.folder))}
             results = {Path(p).name for p in session.scalars(select(ResultRow.folder))}
-        data = self.config.data_dir
-        remove_tree(data / TMP)
-        (data / TMP).mkdir(exist_ok=True)
-        # Unsaved predictions are a cache: dropped at start-up too.
-        return {"images": remove_orphans(data / IMAGES, images), "models": remove_orphans(data / MODELS, models),
-                "predictions": remove_orphans(data / PREDICTIONS, results)}
+        data, grace = self.config.data_dir, self.config.orphan_grace_seconds
+        return {"images": remove_orphans(data / IMAGES, images, grace),
+                "models": remove_orphans(data / MODELS, models, grace),
+                "predictions": remove_orphans(data / PREDICTIONS, results, grace),
+                "tmp": remove_orphans(data / TMP, set(), grace)}
 
     def path(self, relative: str) -> Path:
         """A path under the data folder."""

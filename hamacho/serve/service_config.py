@@ -38,7 +38,12 @@ class ServiceConfig:
         data_dir: Database (SQLite default), images, models and results live here.
         database_url: SQLAlchemy URL; default ``sqlite:///<data_dir>/hamacho.db``.
         token: When set, every API call needs ``Authorization: Bearer <token>``.
-        workers: Training jobs that run at once (each in its own process).
+        workers: Training jobs that run at once in this process's worker (each in its own process); 0 for an
+            API-only replica (``hamacho worker`` processes train).
+        lease_seconds: Lease of a claimed training job, renewed by its heartbeat; a job whose worker died
+            is queued again once it runs out.
+        orphan_grace_seconds: Files without a row are removed at start-up only once this old (another
+            replica may be writing younger ones).
         max_loaded: Models kept in memory; the least recently used is unloaded first.
         max_file_bytes: Largest uploaded file.
         max_request_bytes: Largest request body.
@@ -53,6 +58,8 @@ class ServiceConfig:
     database_url: str | None = None
     token: str | None = None
     workers: int = 1
+    lease_seconds: float = 60.0
+    orphan_grace_seconds: float = 900.0
     max_loaded: int = 2
     max_file_bytes: int = 50 * MiB
     max_request_bytes: int = 500 * MiB

@@ -7,13 +7,14 @@
 * Server-side paths must lie inside an allowed root once resolved (symlinks and ``..``), the same reading as
   the roots themselves get (:func:`allowed_path`).
 * Every file is written atomically (a temporary name, then a rename), so a killed server leaves whole
-  files or none; files without a database row are removed at start-up (:func:`remove_orphans`).
+  files or none; files without a database row are removed at start-up once old (:func:`remove_orphans`).
 """
 
 from __future__ import annotations
 
 import io
 import shutil
+import time
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
@@ -138,12 +139,20 @@ def remove_tree(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def remove_orphans(folder: Path, known: set[str]) -> int:
-    """Delete entries of ``folder`` whose names are not in ``known`` (left by a killed server)."""
+def remove_orphans(folder: Path, known: set[str], older_than: float = 0.0) -> int:
+    """Delete entries of ``folder`` whose names are not in ``known`` and that were last modified more than
+    ``older_than`` seconds ago (left by a killed process; younger ones may still be being written)."""
     removed = 0
+    cutoff = time.time() - older_than
     if folder.is_dir():
         for entry in folder.iterdir():
-            if entry.name not in known:
+            if entry.name in known:
+                continue
+            try:
+                modified = entry.lstat().st_mtime
+            except OSError:
+                continue
+            if modified <= cutoff:
                 remove_tree(entry)
                 removed += 1
     return removed

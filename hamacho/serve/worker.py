@@ -1,13 +1,14 @@
-"""One training job, run in a child process so that the API stays responsive.
+"""One attempt of a training job, run in a child process of a worker loop (:mod:`.job_queue`).
 
 The job's images are hard-linked (copied where links are not possible) into the folder layout
 (``good/``, ``bad/``, ``mask/<stem>_mask.*``) and trained with the same code as ``hamacho train``. Progress
-(phase and percent) goes to the job's row at most twice a second; a cancel request there, or the
-server's death, stops the run at its next step (:class:`~hamacho.progress.RunControl`); Linux also
-sends the worker SIGTERM when its server dies. The model is
-listed only after all its files are in place: the folder is moved into ``models/`` and the model row
-and the job's final state are committed in one transaction, and only while the job is still running
-(a restarted server that already marked it failed wins, and the files are removed).
+(phase and percent) goes to the job's row at most twice a second, and a heartbeat renews the job's lease
+(:mod:`.job_lease`). A cancel request in the row stops the run at its next step
+(:class:`~hamacho.progress.RunControl`) and ends the job cancelled; SIGTERM (the worker stopping, or Linux
+when the worker died) or a worker gone stop it too and put the job back in the queue; a lost lease (another
+attempt took over) stops it and leaves the row alone. The model is listed only after all its files are in
+place: the folder is moved into ``models/`` and the model row and the job's success are committed in one
+transaction, and only while this attempt still holds the job, so a job that ran twice lists one model.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from hamacho.errors import ConfigError, HamachoError, Interrupted, first_line
 from hamacho.extras import training_unavailable
 from hamacho.models.registry import display_name
 from hamacho.serve.db import ImageRow, JobRow, ModelRow, open_database, utcnow
+from hamacho.serve.job_lease import Claim, finish, release, renew
+from hamacho.serve.job_queue import job_folder
 from hamacho.serve.schemas import SERVICE_KEYS
-from hamacho.serve.storage import JOBS, MODELS, new_name, remove_tree
+from hamacho.serve.storage import MODELS, new_name, remove_tree
 from hamacho.settings import Settings
 
 if TYPE_CHECKING:  # hamacho.train imports torch: only when a job runs
@@ -45,7 +48,7 @@ PHASE_WEIGHTS = {"loading": 2, "feature extraction": 45, "fit": 13, "calibration
                  "report": 12, "saving": 3}
 # What training imports beyond an inference-only install (``hamacho[serve,onnx]``).
 UPDATE_SECONDS = 0.5
-SERVER_GONE = "the server stopped while this job was running; start it again"
+REQUEUED = "queued again: its worker stopped"
 log = logging.getLogger("hamacho.serve")
 EXIT_SECONDS = 10.0
 
@@ -119,9 +122,9 @@ def _file_stem(row: ImageRow) -> str:
 class ProgressWriter:
     """Observer of a run: writes phase and percent to the job row (at most every :data:`UPDATE_SECONDS`)."""
 
-    def __init__(self, factory: sessionmaker[Session], job_id: int) -> None:
+    def __init__(self, factory: sessionmaker[Session], held: Claim) -> None:
         self.factory = factory
-        self.job_id = job_id
+        self.held = held
         self._last = 0.0
         self._phase = ""
         self._done_weight = 0.0
@@ -139,97 +142,125 @@ class ProgressWriter:
         percent = min(99.0, (self._done_weight + share * PHASE_WEIGHTS.get(phase, 0)) * 100.0
                       / sum(PHASE_WEIGHTS.values()))
         with self.factory() as session, session.begin():
-            session.execute(update(JobRow).where(JobRow.id == self.job_id)
+            session.execute(update(JobRow).where(JobRow.id == self.held.job_id, JobRow.owner == self.held.owner,
+                                                 JobRow.attempts == self.held.attempt)
                             .values(phase=phase, percent=round(percent, 1)))
 
 
-class Watchdog(threading.Thread):
-    """Stops the run when the job is cancelled or the server is gone (checked every :data:`UPDATE_SECONDS`).
+class Heartbeat(threading.Thread):
+    """Renews the job's lease every third of it and stops the run when a cancel was asked, the lease was lost,
+    SIGTERM came or the worker that started this process is gone (checked every :data:`UPDATE_SECONDS`).
 
-    A run stops at its next step; one that has not ended :data:`EXIT_SECONDS` after its server died
-    exits at once (its job is failed by the restarted server, and nothing of it is listed).
+    A run stops at its next step; one that has not ended :data:`EXIT_SECONDS` after its worker died exits at
+    once (its job is given back first, or left to its lease).
     """
 
-    def __init__(self, factory: sessionmaker[Session], job_id: int, control: Any) -> None:
-        super().__init__(name="hamacho-watchdog", daemon=True)
+    def __init__(self, factory: sessionmaker[Session], held: Claim, lease_seconds: float, control: Any) -> None:
+        super().__init__(name="hamacho-heartbeat", daemon=True)
         self.factory = factory
-        self.job_id = job_id
+        self.held = held
+        self.lease_seconds = lease_seconds
         self.control = control
         self.parent = os.getppid()
         self.finished = threading.Event()
-        self.orphaned = False
+        self.reason = ""  # why the run was stopped: "cancel", "lost", "stopping" (give the job back)
+
+    def stop(self, reason: str) -> None:
+        """Stop the run at its next step, remembering why (the first reason wins)."""
+        self.reason = self.reason or reason
+        self.control.request_stop()
 
     def run(self) -> None:
         orphaned_at = None
+        renewed = time.monotonic()
         while not self.finished.wait(UPDATE_SECONDS):
             if os.getppid() != self.parent:
-                self.orphaned = True
+                self.stop("stopping")
                 orphaned_at = orphaned_at or time.monotonic()
-                self.control.request_stop()
                 if time.monotonic() - orphaned_at > EXIT_SECONDS:
+                    self.give_back()
                     os._exit(1)
-                continue
+            due = time.monotonic() - renewed >= self.lease_seconds / 3
             try:
                 with self.factory() as session:
-                    cancel = session.scalar(select(JobRow.cancel_requested).where(JobRow.id == self.job_id))
-            except Exception:  # a locked database: look again next time
-                log.debug("watchdog: the database did not answer", exc_info=True)
+                    if due:
+                        state = renew(session, self.held, self.lease_seconds)
+                        renewed = time.monotonic()
+                    else:
+                        cancel = session.scalar(select(JobRow.cancel_requested).where(JobRow.id == self.held.job_id))
+                        state = "cancel" if cancel else "held"
+            except Exception:  # the database did not answer: the lease is renewed next time, or expires
+                log.debug("heartbeat: the database did not answer", exc_info=True)
                 continue
-            if cancel:
-                self.control.request_stop()
+            if state != "held":
+                self.stop(state)
+
+    def give_back(self) -> None:
+        """Put the job back in the queue (if this attempt still holds it)."""
+        try:
+            with self.factory() as session:
+                release(session, self.held, REQUEUED)
+        except Exception:  # the lease will expire instead
+            log.debug("heartbeat: could not give the job back", exc_info=True)
 
 
-def run_job(url: str, data_dir: str, job_id: int) -> None:
-    """Run training job ``job_id`` to its end (the entry point of the worker process)."""
+def run_job(url: str, data_dir: str, held: Claim, lease_seconds: float) -> None:
+    """Run one attempt of a claimed training job to its end (the entry point of the child process)."""
     _die_with_parent()
     data = Path(data_dir)
-    factory = open_database(url)
+    factory = open_database(url, migrate=False)
     missing = training_unavailable()  # queued before PyTorch was removed: fail with the same line as the API's
     if missing:
-        with factory() as session, session.begin():
-            session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "running")
-                            .values(status="failed", error=missing, finished_at=utcnow()))
+        with factory() as session:
+            finish(session, held, "failed", missing)
         return
     from hamacho.progress import RunControl
     from hamacho.train import run_training
 
-    folder = data / JOBS / str(job_id)
-    control = RunControl(observer=ProgressWriter(factory, job_id), stop_note="no model was saved")
-    watchdog = Watchdog(factory, job_id, control)
-    watchdog.start()
-    status, error, model_id = "failed", None, None
+    folder = job_folder(data, held)
+    control = RunControl(observer=ProgressWriter(factory, held), stop_note="no model was saved")
+    heartbeat = Heartbeat(factory, held, lease_seconds, control)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: heartbeat.stop("stopping"))
+    signal.signal(signal.SIGINT, lambda _signum, _frame: heartbeat.stop("stopping"))
+    heartbeat.start()
+    status, error = "failed", None
     try:
         with factory() as session:
-            job = session.get(JobRow, job_id)
+            job = session.get(JobRow, held.job_id)
             if job is None:
                 return
             remove_tree(folder)
             counts = link_dataset(session, data, json.loads(job.image_ids), folder / "dataset")
-            session.execute(update(JobRow).where(JobRow.id == job_id).values(counts=json.dumps(counts)))
+            session.execute(update(JobRow).where(JobRow.id == held.job_id).values(counts=json.dumps(counts)))
             session.commit()
             settings = job_settings(job.model, json.loads(job.parameters), folder, counts)
             tag = job.model_tag
+        accelerator = os.environ.get("HAMACHO_WORKER_ACCELERATOR")  # the worker's --device wins
+        if accelerator:
+            settings.trainer.accelerator = accelerator
         result = run_training(settings, control, log=lambda _line: None)
-        model_id = _publish(factory, data, job_id, tag, settings, result)
-        status = "succeeded" if model_id is not None else "failed"
+        status = "succeeded" if _publish(factory, data, held, tag, settings, result) else "lost"
     except Interrupted as exc:
-        status, error = ("failed", SERVER_GONE) if watchdog.orphaned else ("cancelled", first_line(exc))
+        status, error = ("cancelled", first_line(exc)) if heartbeat.reason in ("cancel", "") else (
+            heartbeat.reason, None)
     except HamachoError as exc:
         error = first_line(exc)
-    except Exception as exc:  # noqa: BLE001 - a bug: the job fails with its one line, the server lives on
+    except Exception as exc:  # noqa: BLE001 - a bug: the job fails with its one line, the worker lives on
         error = f"internal error: {type(exc).__name__}: {first_line(exc)}"
     finally:
-        watchdog.finished.set()
+        heartbeat.finished.set()
         remove_tree(folder)
-    if status != "succeeded":
-        with factory() as session, session.begin():
-            session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "running")
-                            .values(status=status, error=error, finished_at=utcnow()))
+    if status == "stopping":
+        heartbeat.give_back()
+    elif status in ("failed", "cancelled"):
+        with factory() as session:
+            finish(session, held, status, error)
 
 
-def _publish(factory: sessionmaker[Session], data: Path, job_id: int, tag: str, settings: Settings,
+def _publish(factory: sessionmaker[Session], data: Path, held: Claim, tag: str, settings: Settings,
              result: TrainResult) -> int | None:
-    """Move the model's folder into models/ and list it, in one transaction with the job's success."""
+    """Move the model's folder into models/ and list it, in one transaction with the job's success, only while
+    this attempt holds the job (None otherwise: the files are removed and nothing is listed)."""
     name = new_name()
     destination = data / MODELS / name
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -237,24 +268,31 @@ def _publish(factory: sessionmaker[Session], data: Path, job_id: int, tag: str, 
     summary = dataclasses.replace(result.summary, model_file=None)  # its folder moved: the row says where
     row = ModelRow(tag=tag, model=settings.model.name, display_name=display_name(settings.model.name),
                    backbone=settings.model.backbone, image_size=json.dumps(settings.dataset.image_size), format="model.pt",
-                   source="trained", folder=f"{MODELS}/{name}", entry="model.pt", job_id=job_id,
+                   source="trained", folder=f"{MODELS}/{name}", entry="model.pt", job_id=held.job_id,
                    summary=summary.to_json())
     with factory() as session:
-        session.add(row)
-        session.flush()
-        done = session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "running")
-                               .values(status="succeeded", model_id=row.id, percent=100.0, phase="done",
-                                       finished_at=utcnow()))
-        if done.rowcount != 1:  # the server gave the job up meanwhile: list nothing
+        try:
+            done = session.execute(update(JobRow).where(
+                JobRow.id == held.job_id, JobRow.status == "running", JobRow.owner == held.owner,
+                JobRow.attempts == held.attempt).values(status="succeeded", percent=100.0, phase="done",
+                                                        finished_at=utcnow(), lease_until=None))
+            if done.rowcount == 1:
+                session.add(row)
+                session.flush()
+                session.execute(update(JobRow).where(JobRow.id == held.job_id).values(model_id=row.id))
+                session.commit()
+                return row.id
+            session.rollback()
+        except Exception:
             session.rollback()
             remove_tree(destination)
-            return None
-        session.commit()
-        return row.id
+            raise
+    remove_tree(destination)  # another attempt holds the job now (this one's lease ran out)
+    return None
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to end this process when the server dies (kill -9 included); elsewhere a no-op."""
+    """Ask Linux to send this process SIGTERM when its worker dies (kill -9 included); elsewhere a no-op."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -262,5 +300,5 @@ def _die_with_parent() -> None:
             pass
 
 
-if __name__ == "__main__":  # python -m hamacho.serve.worker URL DATA_DIR JOB_ID (started by the job queue)
-    run_job(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+if __name__ == "__main__":  # python -m hamacho.serve.worker URL DATA_DIR JOB ATTEMPT OWNER LEASE (job_queue)
+    run_job(sys.argv[1], sys.argv[2], Claim(int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]), float(sys.argv[6]))

@@ -23,7 +23,9 @@ def job_out(row: JobRow, model: ModelRow | None = None) -> JobOut:
         result = {"metrics": summary.metrics, "thresholds": thresholds_out(summary), "report_url": report}
     return JobOut(result=result, id=row.id, model_tag=row.model_tag, model=row.model, status=row.status, phase=row.phase,
                   percent=row.percent, error=row.error, model_id=row.model_id, parameters=loads(row.parameters) or {},
-                  images=loads(row.counts) or {}, cancel_requested=row.cancel_requested, created_at=row.created_at,
+                  images=loads(row.counts) or {}, cancel_requested=row.cancel_requested, attempt=row.attempts,
+                  max_attempts=row.max_attempts, worker=row.owner if row.status == "running" else None,
+                  created_at=row.created_at,
                   started_at=row.started_at, finished_at=row.finished_at)
 
 
