@@ -40,6 +40,15 @@ def database_url(request, tmp_path: Path):
         yield url
 
 
+@pytest.fixture
+def postgresql_url(tmp_path: Path):
+    """A fresh PostgreSQL database for one test (the plant-scale tests, which need a shared server)."""
+    from tests.databases import fresh_database
+
+    with fresh_database("postgresql", tmp_path) as url:
+        yield url
+
+
 @pytest.fixture(scope="module", params=DATABASE_KINDS, ids=DATABASE_KINDS)
 def module_database_url(request, tmp_path_factory):
     """:func:`database_url` for a module-scoped fixture: one fresh database per kind for the module."""

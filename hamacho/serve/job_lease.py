@@ -23,11 +23,13 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import and_, select, text, update
 from sqlalchemy.orm import Session
 
 from hamacho.serve.db import JobRow, utcnow
+from hamacho.serve.storage import JOBS
 
 LEASE_SECONDS = 60.0  # a worker's heartbeat renews it every third of this
 LEASE_LOST = "the worker running this job stopped answering (lease expired on {owner})"
@@ -40,6 +42,11 @@ class Claim:
     job_id: int
     attempt: int
     owner: str
+
+
+def job_folder(data_dir: Path, held: Claim) -> Path:
+    """The working folder of one attempt of a job (``jobs/<id>.<attempt>``: attempts never share one)."""
+    return data_dir / JOBS / f"{held.job_id}.{held.attempt}"
 
 
 def new_owner() -> str:

@@ -30,7 +30,17 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hamacho.serve.db import JobRow, utcnow
-from hamacho.serve.job_lease import LEASE_SECONDS, Claim, claim, expire_leases, finish, new_owner, release
+from hamacho.serve.job_lease import (
+    LEASE_SECONDS,
+    Claim,
+    claim,
+    expire_leases,
+    finish,
+    job_folder,
+    new_owner,
+    release,
+    renew,
+)
 from hamacho.serve.storage import JOBS, remove_tree
 
 POLL_SECONDS = 0.5
@@ -38,11 +48,6 @@ STOP_GRACE_SECONDS = 15.0
 JOB_FOLDER_GRACE_SECONDS = 600.0  # a job folder no live attempt holds is removed once this old
 log = logging.getLogger("hamacho.serve")
 Report = Callable[[str], None]
-
-
-def job_folder(data_dir: Path, held: Claim) -> Path:
-    """The working folder of one attempt of a job (``jobs/<id>.<attempt>``: attempts never share one)."""
-    return data_dir / JOBS / f"{held.job_id}.{held.attempt}"
 
 
 class JobRunner:
@@ -69,6 +74,7 @@ class JobRunner:
         self.report = report or (lambda line: log.info("%s", line))
         self.owner = new_owner()
         self.processes: dict[Claim, subprocess.Popen] = {}
+        self._renewed: dict[Claim, float] = {}  # when this loop last renewed each child's lease (monotonic)
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._lock = threading.Lock()
@@ -101,6 +107,7 @@ class JobRunner:
                 with self.factory() as session:
                     expire_leases(session)
                 self._reap()
+                self._renew()
                 self._launch()
             except Exception:  # a database hiccup must not end the queue; try again
                 log.exception("job queue: check failed; trying again")
@@ -162,6 +169,7 @@ class JobRunner:
             ended = {held: p for held, p in self.processes.items() if p.poll() is not None}
             for held in ended:
                 del self.processes[held]
+                self._renewed.pop(held, None)
         for held, process in ended.items():
             with self.factory() as session:
                 finish(session, held, "failed",
@@ -173,6 +181,19 @@ class JobRunner:
             status, error, phase = state
             why = f": {error}" if error else (f" ({phase})" if status == "queued" and phase else "")
             self.report(f"job {held.job_id} attempt {held.attempt}: {status}{why}")
+
+    def _renew(self) -> None:
+        """Renew the leases of live children every third of the lease. Their own heartbeat does too; this one
+        does not stall when a child's Python is busy (matplotlib drawing the report held a child's GIL long
+        enough, on a busy 2-core machine, for a 6 s lease to run out)."""
+        now = time.monotonic()
+        with self._lock:
+            due = [held for held, process in self.processes.items()
+                   if process.poll() is None and now - self._renewed.get(held, 0.0) >= self.lease_seconds / 3]
+        for held in due:
+            with self.factory() as session:
+                renew(session, held, self.lease_seconds)
+            self._renewed[held] = now
 
     def _launch(self) -> None:
         while not self._closing.is_set():
@@ -190,6 +211,7 @@ class JobRunner:
             process = _spawn(self.url, self.data_dir, held, self.lease_seconds, self.device)
             with self._lock:
                 self.processes[held] = process
+                self._renewed[held] = time.monotonic()
 
 
 def _modified(path: Path) -> float:

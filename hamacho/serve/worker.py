@@ -34,8 +34,7 @@ from hamacho.errors import ConfigError, HamachoError, Interrupted, first_line
 from hamacho.extras import training_unavailable
 from hamacho.models.registry import display_name
 from hamacho.serve.db import ImageRow, JobRow, ModelRow, open_database, utcnow
-from hamacho.serve.job_lease import Claim, finish, release, renew
-from hamacho.serve.job_queue import job_folder
+from hamacho.serve.job_lease import Claim, finish, job_folder, release, renew
 from hamacho.serve.schemas import SERVICE_KEYS
 from hamacho.serve.storage import MODELS, new_name, remove_tree
 from hamacho.settings import Settings
