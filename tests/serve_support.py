@@ -41,25 +41,46 @@ def start_service(args: list[str], port: int, log: Path, env: dict[str, str] | N
     Raises:
         AssertionError: When it exits or does not answer within :data:`START_TIMEOUT`.
     """
-    import httpx
-
     env = env if env is not None else {k: v for k, v in os.environ.items() if k != "HAMACHO_TOKEN"}
     with open(log, "ab") as output:
         process = subprocess.Popen(args, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=output,
                                    stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(process, port, log)
+    except AssertionError:
+        stop_service(process)
+        raise
+    return process
+
+
+def wait_healthy(process: subprocess.Popen, port: int, log: Path) -> None:
+    """Return once a started service answers /health on ``port``.
+
+    Raises:
+        AssertionError: When it exits or does not answer within :data:`START_TIMEOUT` (with its log's end).
+    """
+    import httpx
+
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if process.poll() is not None:
             raise AssertionError(f"the service exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}{API}/health", timeout=2).status_code == 200:
-                return process
+                return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            stop_service(process)
             raise AssertionError(f"the service did not answer within {START_TIMEOUT} s:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)  # polling for the start, not a wait for a result
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> None:
+    """Return once ``condition()`` is true; fail after ``timeout`` seconds naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
 
 
 def stop_service(process: subprocess.Popen) -> None:

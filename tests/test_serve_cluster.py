@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -24,10 +23,11 @@ from tests.serve_support import (
     API,
     FAST_PARAMETERS,
     JOB_TIMEOUT,
-    START_TIMEOUT,
     dataset_files,
     free_port,
     upload_dataset,
+    wait_for,
+    wait_healthy,
     wait_job,
 )
 
@@ -57,26 +57,6 @@ def replica(database_url: str, data_dir: Path, port: int, log: Path) -> subproce
 def worker(database_url: str, data_dir: Path, log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     return launch(["worker", "--database-url", database_url, "--data-dir", str(data_dir), "--device", "cpu",
                    "--lease-seconds", LEASE], log, extra_env)
-
-
-def wait_healthy(process: subprocess.Popen, port: int, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        assert process.poll() is None, f"exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{API}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"no answer within {START_TIMEOUT} s:\n{log.read_text()[-3000:]}"
-        time.sleep(0.2)  # polling for the start, not a wait for a result
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def kill_group(process: subprocess.Popen) -> None:

@@ -23,6 +23,7 @@ from tests.serve_support import (
     free_port,
     start_service,
     upload_dataset,
+    wait_for,
     wait_job,
 )
 
@@ -46,13 +47,6 @@ def worker_pids(data_dir: Path) -> list[int]:
             if "hamacho.serve.worker" in command and str(data_dir) in command:
                 pids.append(int(entry.name))
     return pids
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kill -9 and /proc: Linux")
