@@ -32,6 +32,7 @@ from hamacho.serve.db import JobRow, utcnow
 from hamacho.serve.storage import JOBS
 
 LEASE_SECONDS = 60.0  # a worker's heartbeat renews it every third of this
+REQUEUED = "queued again: its worker stopped"  # the phase of a job its worker gave back
 LEASE_LOST = "the worker running this job stopped answering (lease expired on {owner})"
 
 

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from hamacho.serve.db import JobRow, utcnow
 from hamacho.serve.job_lease import (
     LEASE_SECONDS,
+    REQUEUED,
     Claim,
     claim,
     expire_leases,
@@ -41,7 +42,7 @@ from hamacho.serve.job_lease import (
     release,
     renew,
 )
-from hamacho.serve.storage import JOBS, remove_tree
+from hamacho.serve.storage import JOBS, remove_orphans, remove_tree
 
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 15.0
@@ -87,12 +88,7 @@ class JobRunner:
             with session.begin():
                 held = {f"{job_id}.{attempt}" for job_id, attempt in session.execute(
                     select(JobRow.id, JobRow.attempts).where(JobRow.status == "running"))}
-        jobs = self.data_dir / JOBS
-        if jobs.is_dir():
-            cutoff = time.time() - JOB_FOLDER_GRACE_SECONDS
-            for entry in jobs.iterdir():
-                if entry.name not in held and _modified(entry) < cutoff:
-                    remove_tree(entry)
+        remove_orphans(self.data_dir / JOBS, held, JOB_FOLDER_GRACE_SECONDS)
         return expired
 
     def start(self) -> None:
@@ -158,9 +154,10 @@ class JobRunner:
                 process.wait(timeout=10)
         with self._lock:
             self.processes.clear()
+            self._renewed.clear()
         for held in processes:  # a child killed before it could: give its job back here
             with self.factory() as session:
-                if release(session, held, "queued again: its worker stopped"):
+                if release(session, held, REQUEUED):
                     self.report(f"job {held.job_id}: put back in the queue")
             remove_tree(job_folder(self.data_dir, held))
 
@@ -212,13 +209,6 @@ class JobRunner:
             with self._lock:
                 self.processes[held] = process
                 self._renewed[held] = time.monotonic()
-
-
-def _modified(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def device_environment(device: str) -> dict[str, str]:

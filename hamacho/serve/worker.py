@@ -34,7 +34,7 @@ from hamacho.errors import ConfigError, HamachoError, Interrupted, first_line
 from hamacho.extras import training_unavailable
 from hamacho.models.registry import display_name
 from hamacho.serve.db import ImageRow, JobRow, ModelRow, open_database, utcnow
-from hamacho.serve.job_lease import Claim, finish, job_folder, release, renew
+from hamacho.serve.job_lease import REQUEUED, Claim, finish, job_folder, release, renew
 from hamacho.serve.schemas import SERVICE_KEYS
 from hamacho.serve.storage import MODELS, new_name, remove_tree
 from hamacho.settings import Settings
@@ -47,7 +47,6 @@ PHASE_WEIGHTS = {"loading": 2, "feature extraction": 45, "fit": 13, "calibration
                  "report": 12, "saving": 3}
 # What training imports beyond an inference-only install (``hamacho[serve,onnx]``).
 UPDATE_SECONDS = 0.5
-REQUEUED = "queued again: its worker stopped"
 log = logging.getLogger("hamacho.serve")
 EXIT_SECONDS = 10.0
 
