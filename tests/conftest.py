@@ -15,6 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BOTTLE = ROOT.parent / "shared" / "data" / "mvtec" / "bottle"
 SEAMS = Path(__file__).resolve().parent / "seams"
+# Processes the tests start (`python -m hamacho serve`, workers, the CLI) import the checkout under test, not
+# whichever Hamacho pip installed (an editable install of another checkout, or a release).
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def require_component(available: bool, reason: str) -> None:

@@ -19,13 +19,13 @@ LAYERS = [
     ["hamacho.report"],
     ["hamacho.train", "hamacho.inference", "hamacho.export"],
     # the service, bottom up: settings and migrations; tables, files and bodies; leases and the data folder's
-    # marker; one job and model files; a worker's loop; `hamacho worker`; the shared state, its refusals and
+    # marker; one job and model files; a worker's loop and a replica's sync; `hamacho worker`; the shared state, its refusals and
     # the request's dependencies; what requests do (no HTTP); the routers; the app; starting it
     ["hamacho.serve.service_config", "hamacho.serve.schema_upgrade", "hamacho.serve.migrations"],
     ["hamacho.serve.db", "hamacho.serve.storage", "hamacho.serve.schemas"],
     ["hamacho.serve.job_lease", "hamacho.serve.data_marker"],
     ["hamacho.serve.worker", "hamacho.serve.predictors", "hamacho.serve.model_files"],
-    ["hamacho.serve.job_queue"],
+    ["hamacho.serve.job_queue", "hamacho.serve.replicas"],
     ["hamacho.serve.worker_main"],
     ["hamacho.serve.service", "hamacho.serve.deps"],
     ["hamacho.serve.image_catalog", "hamacho.serve.model_catalog", "hamacho.serve.job_catalog",

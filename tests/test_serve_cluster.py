@@ -121,12 +121,22 @@ def test_two_replicas_two_workers_one_postgresql(tmp_path, postgresql_url):
             assert scored[0]["error"] is None
             assert (scored[0]["score"], scored[0]["decision"]) == (scored[1]["score"], scored[1]["decision"])
             assert scored[0]["raw_score"] == scored[1]["raw_score"]
-            # a model B has loaded, deleted through A: B answers 404 at once
+            # a model loaded through B is kept by every replica: A loads it at its next sync
             assert b.post(f"{API}/models/m1/load").status_code == 200
+            id_a, id_b = (client.get(f"{API}/health").json()["replica"] for client in (a, b))
+
+            def holders(tag: str) -> list[list[str]]:
+                return [item["replicas"] for item in a.get(f"{API}/loaded").json()["items"] if item["tag"] == tag]
+
+            wait_for(lambda: holders("m1") == [sorted([id_a, id_b])], 60, "replica A to load the kept model")
+            in_b = b.get(f"{API}/health").json()["models_loaded"]
+            # deleted through A: B answers 404 at once, and frees its memory at its next sync
             assert a.delete(f"{API}/models/m1").status_code == 200
             gone = b.post(f"{API}/models/m1/predict", files=[("files", (image.name, image.read_bytes(), "image/png"))])
             assert gone.status_code == 404 and gone.json() == {"error": "no model with id or tag 'm1'"}
-            assert b.get(f"{API}/models/m1").status_code == 404
+            assert b.get(f"{API}/models/m1").status_code == 404 and holders("m1") == []
+            wait_for(lambda: b.get(f"{API}/health").json()["models_loaded"] == in_b - 1, 60,
+                     "replica B to free the deleted model's memory")
         lines = (logs / "w3.log").read_text() + (logs / "w2.log").read_text()
         assert f"job {killed['id']} attempt 2: running padim -> model " in lines
         assert f"job {killed['id']} attempt 2: succeeded" in lines

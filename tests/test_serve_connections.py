@@ -16,6 +16,7 @@ import httpx
 import uvicorn
 
 from hamacho.serve.app import create_app
+from hamacho.serve.routes import models as model_routes
 from hamacho.serve.service_config import ServiceConfig
 from tests.databases import service_database_url
 from tests.serve_support import API, free_port
@@ -50,15 +51,15 @@ def local_port(response: httpx.Response) -> int:
 
 
 def test_an_unexpected_error_is_one_line_and_keeps_the_connection(served, monkeypatch, caplog):
-    base, service = served
+    base, _service = served
 
-    def broken() -> list:
+    def broken(*_args) -> list:
         raise RuntimeError("the cache broke\nsecond line")
 
     with httpx.Client(base_url=base, timeout=30) as client:
         before = client.get(f"{API}/loaded")
         assert before.status_code == 200 and before.json()["items"] == []
-        monkeypatch.setattr(service.cache, "loaded", broken)
+        monkeypatch.setattr(model_routes, "live_holders", broken)
         failed = client.get(f"{API}/loaded")
         assert failed.status_code == 500
         expected = "unexpected RuntimeError: the cache broke (details in the server log)"  # first line only

@@ -27,7 +27,7 @@ def trained(tmp_path_factory, module_database_url):
     files = dataset_files(base / "parts")
     (base / "import").mkdir()
     config = ServiceConfig(data_dir=base / "data", database_url=service_database_url(module_database_url),
-                           allowed_roots=[base / "import"], max_loaded=2)
+                           allowed_roots=[base / "import"], max_loaded=2, sync_seconds=3600)  # syncs: none
     with TestClient(create_app(config)) as client:
         images = upload_dataset(client, files)
         job = client.post(f"{API}/jobs", json={"model_tag": "m1", "model": "padim", "tag": "parts",

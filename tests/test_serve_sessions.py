@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from hamacho.serve.app import create_app
 from hamacho.serve.db import ImageRow
 from hamacho.serve.deps import get_session
+from hamacho.serve.routes import models as model_routes
 from hamacho.serve.service_config import ServiceConfig
 from tests.databases import service_database_url
 from tests.serve_support import API, png_bytes
@@ -68,10 +69,10 @@ def test_every_request_session_is_closed_raising_or_not(app_and_sessions, monkey
     assert all(session.closed and not session.open_at_close for session in made)
     assert engine.pool.checkedout() == before
 
-    def broken() -> list:
+    def broken(*_args) -> list:
         raise RuntimeError("the cache broke")
 
-    monkeypatch.setattr(service.cache, "loaded", broken)
+    monkeypatch.setattr(model_routes, "live_holders", broken)
     response = client.get(f"{API}/loaded")  # an unexpected error: 500, and the session still closed
     assert response.status_code == 500 and "the cache broke" in response.json()["error"]
     assert len(made) == len(requests) + 1 and made[-1].closed

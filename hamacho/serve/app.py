@@ -167,8 +167,10 @@ def create_app(config: ServiceConfig, start_jobs: bool = True) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if start_jobs:
             service.runner.start()
+        service.replica.start()
         yield
         service.runner.close()
+        service.replica.close()
         service.cache.close()
 
     app = FastAPI(title="Hamacho", version=__version__, lifespan=lifespan,

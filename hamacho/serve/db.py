@@ -82,6 +82,8 @@ class ModelRow(Base):
     job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     summary: Mapped[str] = mapped_column(Text, default="{}")  # JSON: metrics, thresholds, dataset, config
     created_at: Mapped[str] = mapped_column(String(32), default=utcnow)
+    keep_loaded: Mapped[bool] = mapped_column(Boolean, default=False)  # "Load": every replica keeps it in memory
+    memory_epoch: Mapped[int] = mapped_column(Integer, default=0)  # "Unload" counts up: older copies are dropped
 
 
 class JobRow(Base):
@@ -118,6 +120,26 @@ class ResultRow(Base):
     folder: Mapped[str] = mapped_column(String(255))
     data: Mapped[str] = mapped_column(Text)  # JSON: the prediction as the API returns it, without URLs
     created_at: Mapped[str] = mapped_column(String(32), default=utcnow)
+
+
+class ReplicaRow(Base):
+    """A running ``hamacho serve`` process; alive while ``seen_until`` (database clock) is ahead."""
+
+    __tablename__ = "replicas"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[str] = mapped_column(String(32), default=utcnow)
+    seen_until: Mapped[float] = mapped_column(Float)
+
+
+class LoadedModelRow(Base):
+    """A model in a replica's memory (as that replica last published it)."""
+
+    __tablename__ = "loaded_models"
+    replica_id: Mapped[str] = mapped_column(ForeignKey("replicas.id", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True, index=True)
+    last_used: Mapped[float] = mapped_column(Float)  # seconds since the epoch
 
 
 def loads(text_value: str | None) -> Any:
@@ -176,7 +198,9 @@ def _connect(url: str, action: Callable[[Engine], Any]) -> tuple[Engine, Any]:
     is_sqlite = full.startswith("sqlite")
     shown = make_url(full).render_as_string(hide_password=True)
     try:
-        engine = create_engine(full, pool_pre_ping=not is_sqlite,
+        # a prediction holds one connection while it runs (replicas.model_in_use), and the server runs at most
+        # 40 requests at once (anyio's thread pool): 5 kept + 40 more never makes a request wait for the pool
+        engine = create_engine(full, pool_pre_ping=not is_sqlite, pool_size=5, max_overflow=40,
                                connect_args={"timeout": 30, "check_same_thread": False} if is_sqlite
                                else {"connect_timeout": 10})
     except ModuleNotFoundError as exc:

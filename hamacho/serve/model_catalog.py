@@ -10,13 +10,13 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from hamacho.results.summary import RunSummary
-from hamacho.serve.db import ACTIVE_JOB_STATES, JobRow, ModelRow, ResultRow
+from hamacho.serve.db import ACTIVE_JOB_STATES, JobRow, LoadedModelRow, ModelRow, ResultRow
 from hamacho.serve.model_files import (
     MODEL_FILE,
     checked_import,
@@ -25,6 +25,7 @@ from hamacho.serve.model_files import (
     unpack_zip,
     zip_folder,
 )
+from hamacho.serve.replicas import ModelBusy, held_models, lock_for_delete
 from hamacho.serve.service import Conflict, NotFound, Service, check_tag, find_model, paged
 from hamacho.serve.storage import InputError, TooLarge, allowed_path, remove_tree
 
@@ -41,7 +42,7 @@ class ModelView:
         summary: Its run summary (metrics, thresholds, dataset facts, config).
         report: Its folder has a training report to show.
         pictures: Example report pictures, relative to the folder's ``images/`` (trained models only).
-        loaded: It is in memory now.
+        loaded: A live replica holds it in memory (as the replicas last published: ``replicas.py``).
     """
 
     row: ModelRow
@@ -77,13 +78,20 @@ def example_pictures(folder: Path) -> list[str]:
     return chosen
 
 
-def model_view(service: Service, row: ModelRow) -> ModelView:
-    """What a model's answer shows: its summary, report, example pictures and whether it is loaded."""
+def model_view(service: Service, row: ModelRow, loaded: bool) -> ModelView:
+    """What a model's answer shows: its summary, report, example pictures and whether it is ``loaded``."""
     summary = RunSummary.from_json(row.summary)
     folder = service.path(row.folder)
     pictures = example_pictures(folder / "images") if row.source == "trained" else []
     report = bool(summary.report) and (folder / "report.html").is_file()
-    return ModelView(row, summary, report, pictures, service.cache.is_loaded(row.id))
+    return ModelView(row, summary, report, pictures, loaded)
+
+
+def model_views(service: Service, session: Session, rows: list[ModelRow]) -> list[ModelView]:
+    """:func:`model_view` of each row, with whether a live replica holds it (own transaction)."""
+    with session.begin():
+        held = held_models(session, [row.id for row in rows])
+    return [model_view(service, row, row.id in held) for row in rows]
 
 
 def tag_in_use(session: Session, tag: str) -> str | None:
@@ -138,17 +146,26 @@ def models_page(session: Session, offset: int, limit: int) -> tuple[int, list[Mo
 def remove_model(service: Service, session: Session, ref: str) -> None:
     """Delete a model's row and its saved results' rows (one transaction), then unload it and remove its files.
 
+    Every replica stops serving it once this returns (each reads the row first) and frees its memory at its
+    next sync (``replicas.py``).
+
     Raises:
         NotFound: No such model.
-        Conflict: Predictions are using it now.
+        Conflict: Predictions are using it now, on this replica or another (PostgreSQL).
     """
     with session.begin():
         row = find_model(session, ref)
         busy = service.cache.busy(row.id)
         if busy:
             raise Conflict(f"model {row.tag!r} is in use by {busy} prediction request(s); try again")
+        try:
+            lock_for_delete(session, row.id)
+        except ModelBusy:
+            raise Conflict(f"model {row.tag!r} is in use by a prediction request on another replica; "
+                           "try again") from None
         folders = [row.folder, *session.scalars(select(ResultRow.folder).where(ResultRow.model_id == row.id))]
         session.execute(delete(ResultRow).where(ResultRow.model_id == row.id))
+        session.execute(delete(LoadedModelRow).where(LoadedModelRow.model_id == row.id))
         session.delete(row)
         model_id = row.id
     service.cache.unload(model_id)
@@ -236,7 +253,7 @@ def add_imported(service: Service, session: Session, staged: Path, tag: str) -> 
             row = ModelRow(tag=tag, source="imported", folder=folder.as_posix(), summary=summary.to_json(), **values)
             session.add(row)
             session.flush()
-            return model_view(service, row)
+            return model_view(service, row, False)
     except BaseException:
         remove_tree(service.path(folder.as_posix()))
         raise
@@ -268,31 +285,33 @@ def file_of_model(service: Service, row: ModelRow, name: str) -> Path:
 
 
 def load_into_memory(service: Service, session: Session, ref: str) -> None:
-    """Load a model into memory (the least recently used goes when the limit is reached).
+    """Load a model into memory here, and mark it kept: every replica loads it while it has room.
 
     Raises:
         NotFound: No such model.
     """
-    row = model_by_ref(session, ref)
-    service.cache.load(row.id, service.path(row.folder) / row.entry)
+    with session.begin():
+        row = find_model(session, ref)
+        row.keep_loaded = True
+        model_id, path, epoch = row.id, service.path(row.folder) / row.entry, row.memory_epoch
+    service.cache.load(model_id, path, epoch)
+    service.replica.publish()
 
 
 def release_from_memory(service: Service, session: Session, ref: str) -> None:
-    """Release a model from memory.
+    """Release a model from the memory of every replica: here at once, the others at their next sync.
 
     Raises:
         NotFound: No such model.
-        Conflict: It is not loaded.
+        Conflict: No replica holds it and none was asked to keep it.
     """
-    row = model_by_ref(session, ref)
-    if not service.cache.unload(row.id):
-        raise Conflict(f"model {row.tag!r} is not loaded")
-
-
-def loaded_with_tags(service: Service, session: Session) -> list[tuple[dict[str, Any], str]]:
-    """The models in memory, most recently used first: ``({"id", "last_used"}, tag)`` (deleted ones left out)."""
-    entries = service.cache.loaded()
     with session.begin():
-        tags = dict(session.execute(select(ModelRow.id, ModelRow.tag).where(
-            ModelRow.id.in_([e["id"] for e in entries]))).all())
-    return [(entry, tags[entry["id"]]) for entry in entries if entry["id"] in tags]
+        row = find_model(session, ref)
+        held = row.id in held_models(session, [row.id]) or service.cache.is_loaded(row.id) or row.keep_loaded
+        if not held:
+            raise Conflict(f"model {row.tag!r} is not loaded")
+        row.keep_loaded = False
+        row.memory_epoch += 1
+        session.execute(delete(LoadedModelRow).where(LoadedModelRow.model_id == row.id))
+        model_id = row.id
+    service.cache.unload(model_id)

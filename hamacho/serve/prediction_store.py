@@ -24,6 +24,7 @@ from hamacho.files import atomic_write_bytes, atomic_write_text
 from hamacho.post.normalization import raw_threshold
 from hamacho.report.drawing import grey_out, heatmap_overlay, segmentation_overlay
 from hamacho.serve.db import ModelRow, ResultRow, utcnow
+from hamacho.serve.replicas import ModelGone, model_in_use
 from hamacho.serve.schemas import Cut
 from hamacho.serve.service import NotFound, Service, find_model, get_row, paged
 from hamacho.serve.service_config import ServiceConfig
@@ -99,10 +100,17 @@ def predict_and_store(service: Service, session: Session, row: ModelRow, receive
         InputError: An image that does not decode or is over the pixel limit.
     """
     items = [(name, check_image(data, name, service.config.max_pixels)) for name, data in received]
-    with service.cache.using(row.id, service.path(row.folder) / row.entry) as predictor:
-        predictions = predictor.predict([checked.rgb() for _name, checked in items], image_cut, pixel_cut)
-        calibration = predictor.calibration
-        alpha = predictor.settings.visualization.heatmap_alpha
+    try:
+        # the row as it is now, share-locked while the model is loaded and used: a delete on any replica waits
+        with model_in_use(service.factory, row.id) as current, \
+                service.cache.using(row.id, service.path(current.folder) / current.entry,
+                                    current.memory_epoch) as predictor:
+            predictions = predictor.predict([checked.rgb() for _name, checked in items], image_cut, pixel_cut)
+            calibration = predictor.calibration
+            alpha = predictor.settings.visualization.heatmap_alpha
+    except ModelGone:
+        raise NotFound(f"model {row.tag!r} was deleted; nothing was scored") from None
+    service.replica.publish_if_changed()  # the model was loaded for this request (another may have gone)
     cuts = {level: Cut(normalized=cut, raw=raw_threshold(calibration, level, cut)).model_dump()
             for level, cut in (("image", image_cut), ("pixel", pixel_cut))}
     records = []

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +66,23 @@ def load_predictor(path: Path, device: str, slots: threading.Semaphore) -> Predi
                      opened.display_name, opened.valid_area)
 
 
+@dataclass
+class _Entry:
+    """A loaded model: its Predictor, when it was last used, and the file and memory epoch it was loaded at."""
+
+    predictor: Predictor
+    last_used: float
+    path: Path
+    epoch: int
+
+
 class PredictorCache:
     """Loaded models by id, least recently used first.
 
-    Each entry remembers the file it was loaded from, and a request names the file its model row names now:
-    a row that changed (another replica deleted the model and a new one took its id: SQLite reuses ids) is
-    loaded again, never answered with the old model. A deleted row is found missing before the cache is asked.
+    Each entry remembers the file it was loaded from and the model row's ``memory_epoch`` then, and a request
+    names both as its model row has them now: a row that changed (another replica deleted the model and a new
+    one took its id: SQLite reuses ids; or "Unload" counted the epoch up on some replica) is loaded again,
+    never answered with the old copy. A deleted row is found missing before the cache is asked.
 
     Args:
         max_loaded: Models kept at once (at least 1).
@@ -80,43 +92,56 @@ class PredictorCache:
     def __init__(self, max_loaded: int, device: str = "auto") -> None:
         self.max_loaded = max(1, max_loaded)
         self.device = device
-        self._loaded: OrderedDict[int, tuple[Predictor, float, Path]] = OrderedDict()
+        self._loaded: OrderedDict[int, _Entry] = OrderedDict()
         self._users: dict[int, int] = {}
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Lock] = {}
         self._forward = threading.Semaphore(os.cpu_count() or 1)  # forwards at once (module docstring)
+        self.changes = 0  # counts up whenever a model is loaded or released (replicas.py publishes then)
 
-    def load(self, model_id: int, path: Path) -> Predictor:
-        """The model's Predictor, loaded now if it is not in memory (then the least recently used may go)."""
+    def load(self, model_id: int, path: Path, epoch: int = 0) -> Predictor:
+        """The model's Predictor, loaded now if it is not in memory from ``path`` at ``epoch`` (then the least
+        recently used may go)."""
         with self._lock:
-            if self._holds(model_id, path):
+            if self._holds(model_id, path, epoch):
                 return self._touch(model_id)
             gate = self._loading.setdefault(model_id, threading.Lock())
         with gate:
             with self._lock:
-                if self._holds(model_id, path):
+                if self._holds(model_id, path, epoch):
                     return self._touch(model_id)
-            predictor = load_predictor(path, self.device, self._forward)
+            try:
+                predictor = load_predictor(path, self.device, self._forward)
+            finally:
+                with self._lock:
+                    self._loading.pop(model_id, None)
             with self._lock:
-                self._loaded[model_id] = (predictor, time.time(), path)
+                self.changes += 1
+                self._loaded[model_id] = _Entry(predictor, time.time(), path, epoch)
                 self._loaded.move_to_end(model_id)
                 while len(self._loaded) > self.max_loaded:
                     self._loaded.popitem(last=False)
-                self._loading.pop(model_id, None)
                 return predictor
 
     def unload(self, model_id: int) -> bool:
         """Release a model; True if it was loaded."""
         with self._lock:
+            self.changes += 1
             return self._loaded.pop(model_id, None) is not None
 
+    def drop(self, model_ids: set[int]) -> list[int]:
+        """Release the models of ``model_ids`` that are loaded; return those released."""
+        with self._lock:
+            self.changes += 1
+            return [key for key in list(self._loaded) if key in model_ids and self._loaded.pop(key)]
+
     @contextlib.contextmanager
-    def using(self, model_id: int, path: Path) -> Iterator[Predictor]:
-        """The model's Predictor, marked busy while the block runs."""
+    def using(self, model_id: int, path: Path, epoch: int = 0) -> Iterator[Predictor]:
+        """The model's Predictor (see :meth:`load`), marked busy while the block runs."""
         with self._lock:
             self._users[model_id] = self._users.get(model_id, 0) + 1
         try:
-            yield self.load(model_id, path)
+            yield self.load(model_id, path, epoch)
         finally:
             with self._lock:
                 self._users[model_id] -= 1
@@ -129,9 +154,15 @@ class PredictorCache:
             return self._users.get(model_id, 0)
 
     def loaded(self) -> list[dict[str, Any]]:
-        """``[{"id", "last_used"}]`` of the loaded models, most recently used first."""
+        """``[{"id", "last_used", "epoch"}]`` of the loaded models, most recently used first."""
         with self._lock:
-            return [{"id": key, "last_used": stamp} for key, (_r, stamp, _p) in reversed(self._loaded.items())]
+            return [{"id": key, "last_used": entry.last_used, "epoch": entry.epoch}
+                    for key, entry in reversed(self._loaded.items())]
+
+    def has_room(self) -> bool:
+        """True when a model can be loaded without unloading another."""
+        with self._lock:
+            return len(self._loaded) < self.max_loaded
 
     def is_loaded(self, model_id: int) -> bool:
         """True when the model is in memory."""
@@ -141,13 +172,15 @@ class PredictorCache:
     def close(self) -> None:
         """Unload every model (server shutdown)."""
         with self._lock:
+            self.changes += 1
             self._loaded.clear()
 
-    def _holds(self, model_id: int, path: Path) -> bool:
-        return model_id in self._loaded and self._loaded[model_id][2] == path
+    def _holds(self, model_id: int, path: Path, epoch: int) -> bool:
+        entry = self._loaded.get(model_id)
+        return entry is not None and entry.path == path and entry.epoch == epoch
 
     def _touch(self, model_id: int) -> Predictor:
-        predictor, _, path = self._loaded[model_id]
-        self._loaded[model_id] = (predictor, time.time(), path)
+        entry = self._loaded[model_id]
+        entry.last_used = time.time()
         self._loaded.move_to_end(model_id)
-        return predictor
+        return entry.predictor

@@ -187,18 +187,38 @@ class ModelList(BaseModel):
 
 
 class LoadedOut(BaseModel):
-    """One model in memory."""
+    """One model in memory, on one replica or several."""
 
     id: int
     tag: str
-    last_used: float
+    last_used: float = Field(description="Seconds since the epoch, the latest over the replicas holding it")
+    replicas: list[str] = Field(description="Ids of the live replicas holding it")
+    keep_loaded: bool = Field(description="Loaded with /load: every replica keeps it while it has room")
 
 
 class LoadedList(BaseModel):
-    """The models in memory."""
+    """The models in the memory of the live replicas."""
 
     items: list[LoadedOut]
-    max_loaded: int
+    max_loaded: int = Field(description="Models one replica keeps at most")
+    replica: str = Field(description="The id of the replica that answered")
+
+
+class ReplicaOut(BaseModel):
+    """A live ``hamacho serve`` process on this database."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: str
+    models: list[int] = Field(description="Ids of the models it holds in memory")
+
+
+class ReplicaList(BaseModel):
+    """The live replicas, oldest first."""
+
+    items: list[ReplicaOut]
+    replica: str = Field(description="The id of the replica that answered")
 
 
 class Cut(BaseModel):

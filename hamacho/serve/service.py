@@ -25,6 +25,7 @@ from hamacho.serve.data_marker import adopt_data_folder
 from hamacho.serve.db import ImageRow, ModelRow, ResultRow, open_database
 from hamacho.serve.job_queue import JobRunner
 from hamacho.serve.predictors import PredictorCache
+from hamacho.serve.replicas import Replica
 from hamacho.serve.schemas import TAG_PATTERN
 from hamacho.serve.service_config import ServiceConfig
 from hamacho.serve.storage import (
@@ -68,6 +69,7 @@ class Service:
     factory: sessionmaker[Session]
     runner: JobRunner
     cache: PredictorCache
+    replica: Replica
     lock: threading.Lock = field(default_factory=threading.Lock)
     unsaved: deque[str] = field(default_factory=deque)  # folders of unsaved predictions, oldest first
 
@@ -92,9 +94,12 @@ class Service:
             (config.data_dir / sub).mkdir(exist_ok=True)
         runner = JobRunner(factory, config.url, config.data_dir, config.workers, config.lease_seconds,
                            config.device)
-        service = cls(config, factory, runner, PredictorCache(config.max_loaded, config.device))
+        cache = PredictorCache(config.max_loaded, config.device)
+        replica = Replica(factory, cache, config.data_dir, config.sync_seconds)
+        service = cls(config, factory, runner, cache, replica)
         runner.recover()
         service.remove_orphans()
+        replica.register()
         return service
 
     def remove_orphans(self) -> dict[str, int]:

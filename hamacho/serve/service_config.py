@@ -45,6 +45,8 @@ class ServiceConfig:
         orphan_grace_seconds: Files without a row are removed at start-up only once this old (another
             replica may be writing younger ones).
         max_loaded: Models kept in memory; the least recently used is unloaded first.
+        sync_seconds: Between two syncs of this replica with the database (its heartbeat; models unloaded or
+            deleted on another replica leave this one's memory, kept ones are loaded: ``replicas.py``).
         max_file_bytes: Largest uploaded file.
         max_request_bytes: Largest request body.
         max_pixels: Largest image (width x height) accepted; larger ones are refused before decoding.
@@ -61,6 +63,7 @@ class ServiceConfig:
     lease_seconds: float = 60.0
     orphan_grace_seconds: float = 900.0
     max_loaded: int = 2
+    sync_seconds: float = 2.0
     max_file_bytes: int = 50 * MiB
     max_request_bytes: int = 500 * MiB
     max_pixels: int = 50_000_000

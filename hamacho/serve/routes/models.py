@@ -16,15 +16,15 @@ from hamacho.serve.model_catalog import (
     download_of,
     file_of_model,
     load_into_memory,
-    loaded_with_tags,
     model_by_ref,
-    model_view,
+    model_views,
     models_page,
     release_from_memory,
     remove_model,
     stage_server_model,
     stage_upload,
 )
+from hamacho.serve.replicas import live_holders, live_replicas
 from hamacho.serve.schemas import (
     Deleted,
     ImportPathIn,
@@ -34,6 +34,8 @@ from hamacho.serve.schemas import (
     ModelList,
     ModelOut,
     Offset,
+    ReplicaList,
+    ReplicaOut,
 )
 from hamacho.serve.service import API, thresholds_out
 from hamacho.serve.storage import remove_tree
@@ -59,14 +61,14 @@ def model_out(shown: ModelView) -> ModelOut:
 def list_models(service: ServiceDep, session: SessionDep, offset: Offset = 0, limit: Limit = 50) -> ModelList:
     """Models, newest first."""
     total, rows = models_page(session, offset, limit)
-    return ModelList(items=[model_out(model_view(service, row)) for row in rows], total=total, offset=offset,
-                     limit=limit)
+    return ModelList(items=[model_out(view) for view in model_views(service, session, rows)], total=total,
+                     offset=offset, limit=limit)
 
 
 @router.get("/models/{ref}", response_model=ModelOut)
 def get_model(ref: str, service: ServiceDep, session: SessionDep) -> ModelOut:
     """One model: metrics, thresholds, config, dataset counts, report and picture links."""
-    return model_out(model_view(service, model_by_ref(session, ref)))
+    return model_out(model_views(service, session, [model_by_ref(session, ref)])[0])
 
 
 @router.delete("/models/{ref}", response_model=Deleted)
@@ -130,7 +132,16 @@ def unload_model(ref: str, service: ServiceDep, session: SessionDep) -> LoadedLi
 
 @router.get("/loaded", response_model=LoadedList)
 def loaded_models(service: ServiceDep, session: SessionDep) -> LoadedList:
-    """The models in memory, most recently used first."""
-    return LoadedList(items=[LoadedOut(id=entry["id"], tag=tag, last_used=entry["last_used"])
-                             for entry, tag in loaded_with_tags(service, session)],
-                      max_loaded=service.cache.max_loaded)
+    """The models in the memory of the live replicas, most recently used first (the same on every replica)."""
+    return LoadedList(items=[LoadedOut(id=held.model_id, tag=held.tag, last_used=held.last_used,
+                                       replicas=held.replicas, keep_loaded=held.keep_loaded)
+                             for held in live_holders(session)],
+                      max_loaded=service.cache.max_loaded, replica=service.replica.id)
+
+
+@router.get("/replicas", response_model=ReplicaList)
+def replicas(service: ServiceDep, session: SessionDep) -> ReplicaList:
+    """The live ``hamacho serve`` replicas on this database, oldest first, with the models each holds."""
+    return ReplicaList(items=[ReplicaOut(id=row.id, host=row.host, pid=row.pid, started_at=row.started_at,
+                                         models=held) for row, held in live_replicas(session)],
+                       replica=service.replica.id)

@@ -18,9 +18,10 @@ router = APIRouter(tags=["system"])
 
 @open_router.get("/health")
 def health(service: ServiceDep, session: SessionDep) -> dict[str, Any]:
-    """Liveness and readiness: the database answers, jobs queued and running, models loaded (no token needed)."""
+    """Liveness and readiness: the database answers, jobs queued and running, the models this replica holds
+    in memory and its id (no token needed)."""
     return {"status": "ok", "database": "ok", "jobs": active_counts(session),
-            "models_loaded": len(service.cache.loaded())}
+            "models_loaded": len(service.cache.loaded()), "replica": service.replica.id}
 
 
 @open_router.get("/auth")

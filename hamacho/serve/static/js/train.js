@@ -244,6 +244,17 @@ function phaseText(job) {
   return PHASES[phase] || phase.charAt(0).toUpperCase() + phase.slice(1);
 }
 
+/** "Attempt 2 of 3 · on worker gpu-box (pid 4242)": which run of the job this is, and the machine running it. */
+function whereText(job) {
+  const parts = [];
+  if ((job.attempt || 0) > 1) parts.push(`Attempt ${job.attempt} of ${job.max_attempts}`);
+  if (job.worker && job.status === "running") {
+    const [host, pid] = String(job.worker).split(":");
+    parts.push(`on worker ${host}${pid ? ` (pid ${pid})` : ""}`);
+  }
+  return parts.join(" · ");
+}
+
 function renderJob(job) {
   const pct = percentOf(job);
   const status = job.status || "queued";
@@ -257,6 +268,9 @@ function renderJob(job) {
   $(".progress-bar", bar).style.width = `${pct}%`;
   $("#job-phase").textContent = phaseText(job);
   $("#job-percent").textContent = `${Math.round(pct)} %`;
+  const where = whereText(job);
+  $("#job-where").hidden = !where;
+  $("#job-where").textContent = where;
   const err = $("#job-error");
   err.hidden = !job.error;
   err.textContent = job.error || "";
@@ -309,7 +323,8 @@ async function loadJobs() {
         { class: j.id === watching ? "selected" : "" },
         h("th", { scope: "row" }, j.model_tag),
         h("td", {}, j.model || ""),
-        h("td", {}, h("span", { class: "status-pill", dataset: { status: j.status } }, j.status)),
+        h("td", {}, h("span", { class: "status-pill", dataset: { status: j.status } }, j.status),
+          (j.attempt || 0) > 1 ? h("span", { class: "muted small-text", title: `Attempt ${j.attempt} of ${j.max_attempts}` }, ` attempt ${j.attempt}`) : null),
         h("td", {}, fmtDate(j.started_at || j.created_at)),
         h("td", { class: "row-actions" }, h("button", { type: "button", class: "secondary small", "aria-label": `Show job ${j.model_tag}`, onclick: () => showJob(j) }, "Show")),
       ),
