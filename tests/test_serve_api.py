@@ -120,18 +120,53 @@ def test_explicit_mask_link_and_its_errors(client, env):
     ("big.png", png_bytes(np.random.default_rng(0).integers(0, 255, (290, 290, 3), dtype=np.uint8)), 413,
      "over the limit of 200000 bytes"),
 ])
-def test_bad_uploads_are_one_line_4xx_and_store_nothing(client, env, name, data, status, words):
-    before = sorted(p.name for p in (env["config"].data_dir / "images").iterdir())
+def test_a_bad_file_is_skipped_with_its_reason_and_the_good_ones_kept(client, env, name, data, status, words):
+    images = env["config"].data_dir / "images"
+    before = sorted(p.name for p in images.iterdir())
     good = env["files"]["good"][0]
     response = client.post(f"{API}/images", data={"group": "good", "tag": "bad-input"},
                            files=[("files", (good.name, good.read_bytes(), "image/png")),
                                   ("files", (name, data, "image/png"))])
-    assert response.status_code == status
-    message = error_of(response)
-    assert words in message and name in message
-    # all or nothing: the good file of the same request is not registered either
-    assert client.get(f"{API}/images", params={"tag": "bad-input"}).json()["total"] == 0
-    assert sorted(p.name for p in (env["config"].data_dir / "images").iterdir()) == before
+    assert response.status_code == 201, response.text
+    assert [item["name"] for item in response.json()["items"]] == [good.name]
+    (skipped,) = response.json()["skipped"]
+    assert skipped["name"] == name and words in skipped["reason"] and name not in skipped["reason"]
+    assert client.get(f"{API}/images", params={"tag": "bad-input"}).json()["total"] == 1
+    assert len(list(images.iterdir())) == len(before) + 1
+    # the bad file alone: nothing added, one line naming it, with its status
+    alone = client.post(f"{API}/images", data={"group": "good", "tag": "bad-input"},
+                        files=[("files", (name, data, "image/png"))])
+    assert alone.status_code == status
+    assert error_of(alone) == f"nothing added: 1 skipped: {name}: {skipped['reason']}"
+    client.delete(f"{API}/images", params={"tag": "bad-input"})
+    assert sorted(p.name for p in images.iterdir()) == before
+
+
+def test_duplicates_in_a_tag_are_skipped(client, env):
+    first, second = env["files"]["good"][:2]
+    sent = [("files", (first.name, first.read_bytes(), "image/png")),
+            ("files", ("copy-in-request.png", first.read_bytes(), "image/png")),
+            ("files", (second.name, second.read_bytes(), "image/png"))]
+    response = client.post(f"{API}/images", data={"group": "good", "tag": "dups"}, files=sent)
+    assert response.status_code == 201
+    assert [item["name"] for item in response.json()["items"]] == [first.name, second.name]
+    assert response.json()["skipped"] == [{"name": "copy-in-request.png",
+                                           "reason": f"the same content as {first.name}, already in tag 'dups'"}]
+    # the same file as a defective image of the tag: a label conflict, skipped too; another tag takes it
+    again = client.post(f"{API}/images", data={"group": "bad", "tag": "dups"},
+                        files=[("files", ("again.png", second.read_bytes(), "image/png"))])
+    assert again.status_code == 400
+    assert error_of(again) == f"nothing added: 1 skipped: again.png: the same content as {second.name}, already in tag 'dups'"
+    other = client.post(f"{API}/images", data={"group": "good", "tag": "dups-2"},
+                        files=[("files", (second.name, second.read_bytes(), "image/png"))])
+    assert other.status_code == 201 and other.json()["skipped"] == []
+    # masks are not compared: two images may share a mask's content
+    mask = env["files"]["mask"][0].read_bytes()
+    masks = client.post(f"{API}/images", data={"group": "mask", "tag": "dups"},
+                        files=[("files", ("a_mask.png", mask, "image/png")), ("files", ("b_mask.png", mask, "image/png"))])
+    assert masks.status_code == 201 and len(masks.json()["items"]) == 2
+    for tag in ("dups", "dups-2"):
+        client.delete(f"{API}/images", params={"tag": tag})
 
 
 def test_request_over_the_limit_is_413(client):
@@ -142,10 +177,10 @@ def test_request_over_the_limit_is_413(client):
 
 
 def test_unsafe_file_names_are_labels_only(client, env):
-    good = env["files"]["good"][0]
+    good, other = env["files"]["good"][:2]
     response = client.post(f"{API}/images", data={"group": "good", "tag": "names"},
                            files=[("files", ("../../etc/passwd.png", good.read_bytes(), "image/png")),
-                                  ("files", ("C:\\temp\\..\\x.png", good.read_bytes(), "image/png"))])
+                                  ("files", ("C:\\temp\\..\\x.png", other.read_bytes(), "image/png"))])
     assert [item["name"] for item in response.json()["items"]] == ["passwd.png", "x.png"]
     assert (env["config"].data_dir / "images").is_dir() and not (env["config"].data_dir.parent / "etc").exists()
     client.delete(f"{API}/images", params={"tag": "names"})
@@ -184,8 +219,13 @@ def test_server_side_paths_stay_inside_the_allowed_roots(client, env):
         client.post(f"{API}/images/paths", json={"paths": [str(link)], "group": "good"}))
     assert "no such file" in error_of(
         client.post(f"{API}/images/paths", json={"paths": [str(base / "import" / "nope.png")], "group": "good"}))
-    assert "not a readable image" in error_of(
-        client.post(f"{API}/images/paths", json={"paths": [str(inside / "notes.txt")], "group": "good"}))
+    assert error_of(client.post(f"{API}/images/paths", json={"paths": [str(inside / "notes.txt")], "group": "good"})) \
+        == "nothing added: 1 skipped: notes.txt: not a readable image (PNG, JPEG, BMP or TIFF)"
+    (inside / "broken.png").write_bytes(b"not a png")  # in a folder: skipped, the rest registered
+    response = client.post(f"{API}/images/paths", json={"paths": [str(inside)], "group": "good", "tag": "mounted-2"})
+    assert response.status_code == 201 and len(response.json()["items"]) == 3
+    assert [s["name"] for s in response.json()["skipped"]] == ["broken.png"]
+    client.delete(f"{API}/images", params={"tag": "mounted-2"})
     client.delete(f"{API}/images", params={"tag": "mounted"})
 
 

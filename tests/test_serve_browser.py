@@ -97,6 +97,12 @@ def images(tmp_path: Path) -> dict[str, list[Path]]:
     write_png(root / "check" / "check_defective.png", image)
     write_png(root / "check" / "check_good.png", _texture(rng, SIZE))
     out["check"] = [root / "check" / "check_defective.png", root / "check" / "check_good.png"]
+    # a careless drop: a text file, a renamed copy of a good image, and one new good image
+    (root / "drop").mkdir()
+    (root / "drop" / "notes.txt").write_text("not an image")
+    (root / "drop" / "copy_of_good.png").write_bytes(out["good"][0].read_bytes())
+    write_png(root / "drop" / "good_new.png", _texture(rng, SIZE))
+    out["drop"] = [root / "drop" / "notes.txt", root / "drop" / "copy_of_good.png", root / "drop" / "good_new.png"]
     return out
 
 
@@ -171,6 +177,22 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     chooser.value.set_files(str(images["good"][7]))
     expect(page.locator('.group[data-group="good"] [data-count]')).to_have_text("8")
 
+    # A mixed drop: the good file is kept, the others are listed with their reasons until closed.
+    with page.expect_file_chooser() as chooser:
+        page.locator('.group[data-group="good"] .dropzone').click()
+    chooser.value.set_files([str(f) for f in images["drop"]])
+    expect(page.locator('.group[data-group="good"] [data-count]')).to_have_text("9")
+    skipped = page.locator("#errors .skipped-files")
+    expect(skipped).to_have_count(1)
+    expect(skipped.locator("p")).to_have_text("parts: 1 added, 2 skipped")
+    expect(skipped.locator("li")).to_have_text([
+        "notes.txt: not a readable image (PNG, JPEG, BMP or TIFF)",
+        "copy_of_good.png: the same content as good_000.png, already in tag 'parts'"])
+    skipped.get_by_role("button", name="Close this message").click()
+    expect(skipped).to_have_count(0)
+    page.get_by_role("button", name="Remove good_new.png").click()
+    expect(page.locator('.group[data-group="good"] [data-count]')).to_have_text("8")
+
     # Train: small settings through the form; the progress card shows at once.
     page.get_by_role("tab", name="Train").click()
     page.select_option("#tr-tag", "parts")
@@ -221,9 +243,11 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     expect(page.locator("#pr-model")).to_have_value("parts-padim")
     with page.expect_file_chooser() as chooser:
         page.locator("#pr-drop").click()
-    chooser.value.set_files([str(f) for f in images["check"]])
+    chooser.value.set_files([str(f) for f in images["check"]] + [str(images["drop"][0])])  # and the text file
     results = page.locator("#pr-results .pred:not(.pending)")
     expect(results).to_have_count(2, timeout=PREDICT_TIMEOUT)
+    expect(page.locator("#errors .skipped-files p")).to_have_text("2 scored, 1 skipped")
+    expect(page.locator("#errors .skipped-files li")).to_have_text(["notes.txt: not a readable image (PNG, JPEG, BMP or TIFF)"])
     all_loaded(page, '#pr-results img[data-kind="heatmap"]', 2)
     all_loaded(page, '#pr-results img[data-kind="segmentation"]', 2)
     scores = {}

@@ -7,6 +7,7 @@ those with their statuses (tests/test_serve_api.py checks the answers).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -63,14 +64,17 @@ def session(factory) -> Session:
         yield session
 
 
+DISTINCT = itertools.count(1)  # grey levels of pictures that must differ (a tag refuses the same content twice)
+
+
 def picture(value: int = 0) -> bytes:
     return png_bytes(np.full((8, 8, 3), value, np.uint8))
 
 
 def add_images(session: Session, data_dir: Path, group: str, names: list[str], tag: str | None = "parts",
                link_to: int | None = None) -> list[ImageRow]:
-    items = [(name, check_image(picture(), name, 10_000)) for name in names]
-    return [row for row, _mask in register(session, data_dir, items, group, tag, link_to)]
+    items = [(name, check_image(picture(next(DISTINCT) % 256), name, 10_000)) for name in names]  # no duplicates
+    return [row for row, _mask in register(session, data_dir, items, group, tag, link_to).rows]
 
 
 def mask_targets(session: Session) -> dict[str, str | None]:
@@ -126,12 +130,17 @@ def test_link_to_links_one_mask_and_refuses_the_rest(session, tmp_path):
     assert len(list((tmp_path / "images").iterdir())) == 2
 
 
-def test_register_is_all_or_nothing_and_delete_removes_files(session, tmp_path):
+def test_register_keeps_what_decodes_and_delete_removes_files(session, tmp_path):
     config = ServiceConfig(data_dir=tmp_path, max_pixels=10_000)
-    with pytest.raises(InputError, match="bad.png: not a readable image"):
-        check_and_register(session, config, [("ok.png", picture()), ("bad.png", b"not an image")], "good", "t")
+    with pytest.raises(InputError, match="nothing added: 1 skipped: bad.png: not a readable image"):
+        check_and_register(session, config, [("bad.png", b"not an image")], "good", "t")
     assert not (tmp_path / "images").exists() or not list((tmp_path / "images").iterdir())
-    rows = [row for row, _ in check_and_register(session, config, [("ok.png", picture())] * 2, "good", "t")]
+    registered = check_and_register(session, config, [("ok.png", picture()), ("bad.png", b"not an image"),
+                                                      ("ok2.png", picture(1))], "good", "t")
+    assert [row.name for row, _ in registered.rows] == ["ok.png", "ok2.png"]
+    assert [(s.name, s.reason) for s in registered.skipped] == [
+        ("bad.png", "not a readable image (PNG, JPEG, BMP or TIFF)")]
+    rows = [row for row, _ in registered.rows]
     assert remove_images(session, tmp_path, [rows[0].id], None, missing_is_error=True) == 1
     assert remove_images(session, tmp_path, [], "t") == 1
     assert not list((tmp_path / "images").iterdir())
@@ -249,7 +258,7 @@ class FakePredictor:
 
 def test_predictions_use_the_predictors_decisions_at_the_requested_cuts(service, monkeypatch):
     fake = FakePredictor()
-    monkeypatch.setattr(service.cache, "using", lambda _id, _path: contextlib.nullcontext(fake))
+    monkeypatch.setattr(service.cache, "using", lambda _id, _path, _epoch: contextlib.nullcontext(fake))
     with service.factory(autobegin=False) as session:
         with session.begin():
             row = ModelRow(tag="m", model="padim", display_name="PaDiM", backbone="resnet18", image_size="64",

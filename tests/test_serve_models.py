@@ -142,7 +142,16 @@ def test_predict_errors(client, trained):
     response = client.post(f"{API}/models/m1/predict", data={"save": "true"})
     assert response.status_code == 400 and "send images" in response.json()["error"]
     response = client.post(f"{API}/models/m1/predict", files=[("files", ("x.png", b"junk", "image/png"))])
-    assert response.status_code == 400 and "x.png: not a readable image" in response.json()["error"]
+    assert response.status_code == 400
+    assert response.json()["error"] == "nothing scored: 1 skipped: x.png: not a readable image (PNG, JPEG, BMP or TIFF)"
+    # in a drop with good files: those are scored, the bad one listed with its reason, nothing saved for it
+    response = client.post(f"{API}/models/m1/predict", data={"save": "true"},
+                           files=[("files", ("x.png", b"junk", "image/png")),
+                                  ("files", (good.name, good.read_bytes(), "image/png"))])
+    assert response.status_code == 200, response.text
+    assert [item["name"] for item in response.json()["items"]] == [good.name]
+    assert response.json()["skipped"] == [{"name": "x.png", "reason": "not a readable image (PNG, JPEG, BMP or TIFF)"}]
+    client.delete(f"{API}/results/{response.json()['items'][0]['result_id']}")
     response = client.post(f"{API}/models/m1/predict", data={"paths": "/etc/hostname"})
     assert response.status_code == 400 and "outside the allowed folders" in response.json()["error"]
     assert client.get(f"{API}/predictions/{'0' * 32}/heatmap.png").status_code == 404

@@ -29,7 +29,7 @@ from hamacho.errors import HamachoError, first_line
 from hamacho.serve.routes import images, jobs, models, predict, system
 from hamacho.serve.service import API, Conflict, NotFound, Refusal, Service, Unavailable
 from hamacho.serve.service_config import ServiceConfig
-from hamacho.serve.storage import TooLarge
+from hamacho.serve.storage import NothingTaken, TooLarge
 
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "hamacho_token"
@@ -143,7 +143,10 @@ def _install_errors(app: FastAPI) -> None:
     async def library_error(_request: Request, exc: HamachoError) -> JSONResponse:
         status = next((code for kind, code in STATUS if isinstance(exc, kind)), 400)
         # a refusal is one line the service wrote (a path parameter in it is not cut); anything else, its first
-        return JSONResponse({"error": str(exc) if isinstance(exc, Refusal) else first_line(exc)}, status_code=status)
+        body: dict[str, Any] = {"error": str(exc) if isinstance(exc, Refusal) else first_line(exc)}
+        if isinstance(exc, NothingTaken):  # every file of the request skipped: each one's reason too
+            body["skipped"] = [{"name": s.name, "reason": s.reason} for s in exc.skipped]
+        return JSONResponse(body, status_code=status)
 
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]

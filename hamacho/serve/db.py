@@ -63,6 +63,7 @@ class ImageRow(Base):
     bytes: Mapped[int] = mapped_column(Integer)
     image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[str] = mapped_column(String(32), default=utcnow)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)  # of the file; None: not yet
 
 
 class ModelRow(Base):

@@ -1,5 +1,9 @@
 """Images and masks: registering them with their files, linking masks to images, listing, deleting, tags.
 
+A request registers file by file: every file that decodes is kept, every other one is skipped with its reason,
+and so is an image whose content (SHA-256) the tag already has, or the request had before (masks are not
+checked: two images may share a mask's content). Only a request that keeps nothing is refused.
+
 A mask belongs to one image (``ImageRow.image_id``): the one named by ``link_to`` when it is uploaded, or
 else the image of the same tag whose name stem it carries (``003_mask.png`` -> ``003.*``, a bad image
 before a good one), looked for whenever images or masks of that tag are registered (:func:`link_masks`).
@@ -7,6 +11,8 @@ before a good one), looked for whenever images or masks of that tag are register
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -22,10 +28,12 @@ from hamacho.serve.storage import (
     IMAGES,
     CheckedImage,
     InputError,
+    Skipped,
     allowed_path,
-    check_image,
+    check_each,
     display_name,
     read_limited,
+    refuse_all,
     remove_tree,
     store_bytes,
 )
@@ -92,9 +100,32 @@ def check_link_to(group: str, files: int, link_to: int | None) -> None:
         raise InputError("link_to is for one mask file at a time (group mask)")
 
 
+@dataclass
+class Registered:
+    """What a registration kept (rows with their masks' ids, in the order received) and what it skipped."""
+
+    rows: list[ImageAndMask]
+    skipped: list[Skipped]
+
+
+def file_hash(data: bytes) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def known_hashes(session: Session, data_dir: Path, tag: str | None) -> dict[str, str]:
+    """``{sha256: name}`` of the tag's images (not masks), hashing the files of rows from before hashes were
+    kept (caller's transaction)."""
+    rows = list(session.scalars(select(ImageRow).where(ImageRow.group.in_(("good", "bad")), _tag_is(tag))))
+    for row in rows:
+        if row.sha256 is None and (data_dir / row.stored).is_file():
+            row.sha256 = file_hash((data_dir / row.stored).read_bytes())
+    return {row.sha256: row.name for row in rows if row.sha256}
+
+
 def register(session: Session, data_dir: Path, items: list[tuple[str, CheckedImage]], group: str,
-             tag: str | None, link_to: int | None = None) -> list[ImageAndMask]:
-    """Store the files and add their rows, all or none, then link the tag's masks.
+             tag: str | None, link_to: int | None = None, skipped: list[Skipped] | None = None) -> Registered:
+    """Store the files and add their rows, skipping images the tag already has, then link the tag's masks.
 
     The files are written first, then the rows added in one transaction; when anything fails, the
     transaction rolls back and the files written are removed.
@@ -106,14 +137,33 @@ def register(session: Session, data_dir: Path, items: list[tuple[str, CheckedIma
         group: ``good``, ``bad`` or ``mask``.
         tag: The images' tag, or None.
         link_to: The image a single mask belongs to (see :func:`check_link_to`).
+        skipped: Files of the request already skipped (not readable, too large): reported with the rest.
 
     Returns:
-        The new rows with the ids of the masks linked to them, in the order of ``items``.
+        The new rows with the ids of the masks linked to them, in the order of ``items``, and the skipped files.
 
     Raises:
         NotFound: ``link_to`` is not an image (missing, or a mask).
+        InputError: Nothing is left to register (:func:`~hamacho.serve.storage.refuse_all`).
     """
-    stored = [store_bytes(data_dir, IMAGES, checked.data, checked.extension) for _name, checked in items]
+    skipped = list(skipped or [])
+    hashes = [file_hash(checked.data) for _name, checked in items]
+    if group != "mask" and items:
+        with session.begin():
+            seen = known_hashes(session, data_dir, tag)
+        kept = []
+        for (name, checked), digest in zip(items, hashes):
+            if digest in seen:
+                where = f"in tag {tag!r}" if tag is not None else "among the untagged images"
+                skipped.append(Skipped(name, f"the same content as {seen[digest]}, already {where}"))
+            else:
+                seen[digest] = name
+                kept.append((name, checked, digest))
+    else:
+        kept = [(name, checked, digest) for (name, checked), digest in zip(items, hashes)]
+    if not kept:
+        raise refuse_all(skipped)
+    stored = [store_bytes(data_dir, IMAGES, checked.data, checked.extension) for _name, checked, _d in kept]
     try:
         with session.begin():
             if link_to is not None:
@@ -121,14 +171,14 @@ def register(session: Session, data_dir: Path, items: list[tuple[str, CheckedIma
                 if target is None or target.group == "mask":
                     raise NotFound(f"link_to: no image with id {link_to}")
             rows = [ImageRow(name=name, stored=path, group=group, tag=tag, width=checked.width,
-                             height=checked.height, bytes=len(checked.data), image_id=link_to)
-                    for (name, checked), path in zip(items, stored)]
+                             height=checked.height, bytes=len(checked.data), image_id=link_to, sha256=digest)
+                    for (name, checked, digest), path in zip(kept, stored)]
             session.add_all(rows)
             session.flush()
             link_masks(session, tag)
             session.flush()
             masks = mask_ids(session, [row.id for row in rows])
-            return [(row, masks.get(row.id)) for row in rows]
+            return Registered([(row, masks.get(row.id)) for row in rows], skipped)
     except BaseException:
         for path in stored:
             remove_tree(data_dir / path)
@@ -136,10 +186,11 @@ def register(session: Session, data_dir: Path, items: list[tuple[str, CheckedIma
 
 
 def check_and_register(session: Session, config: ServiceConfig, received: list[tuple[str, bytes]], group: str,
-                       tag: str | None, link_to: int | None = None) -> list[ImageAndMask]:
-    """Decode-check every received file (refusing the lot at the first bad one), then :func:`register` them."""
-    items = [(name, check_image(data, name, config.max_pixels)) for name, data in received]
-    return register(session, config.data_dir, items, group, tag, link_to)
+                       tag: str | None, link_to: int | None = None,
+                       skipped: list[Skipped] | None = None) -> Registered:
+    """Decode-check each received file (skipping those that fail), then :func:`register` the rest."""
+    items, refused = check_each(received, config.max_pixels)
+    return register(session, config.data_dir, items, group, tag, link_to, [*(skipped or []), *refused])
 
 
 def server_files(paths: list[str], roots: list[Path]) -> list[Path]:
@@ -164,11 +215,15 @@ def server_files(paths: list[str], roots: list[Path]) -> list[Path]:
 
 
 def register_server_files(session: Session, config: ServiceConfig, paths: list[str], group: str,
-                          tag: str | None) -> list[ImageAndMask]:
-    """Check and :func:`register` the images under server-side paths (inside the allowed roots)."""
-    items = [(display_name(p.name), check_image(read_limited(p, config.max_file_bytes), p.name, config.max_pixels))
-             for p in server_files(paths, config.allowed_roots)]
-    return register(session, config.data_dir, items, group, tag)
+                          tag: str | None) -> Registered:
+    """Check and :func:`register` the images under server-side paths (inside the allowed roots), file by file."""
+    received, skipped = [], []
+    for path in server_files(paths, config.allowed_roots):
+        try:
+            received.append((display_name(path.name), read_limited(path, config.max_file_bytes)))
+        except InputError as exc:
+            skipped.append(Skipped.of(display_name(path.name), exc))
+    return check_and_register(session, config, received, group, tag, skipped=skipped)
 
 
 def images_page(session: Session, group: str | None, tag: str | None, offset: int,

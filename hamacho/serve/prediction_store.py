@@ -30,11 +30,13 @@ from hamacho.serve.service import NotFound, Service, find_model, get_row, paged
 from hamacho.serve.service_config import ServiceConfig
 from hamacho.serve.storage import (
     PREDICTIONS,
+    Skipped,
     allowed_path,
-    check_image,
+    check_each,
     display_name,
     new_name,
     read_limited,
+    refuse_all,
     remove_tree,
 )
 
@@ -50,11 +52,13 @@ class Stored:
         records: Per image, what its ``prediction.json`` holds (the API's answer without URLs), in order.
         result_ids: Per image, its results row (None when not saved).
         dropped: Folders of older unsaved predictions beyond ``keep_unsaved``, to remove once answered.
+        skipped: Files not scored, with the reason.
     """
 
     records: list[dict[str, Any]]
     result_ids: list[int | None]
     dropped: list[str]
+    skipped: list[Skipped]
 
 
 def png(array: np.ndarray) -> bytes:
@@ -81,8 +85,9 @@ def read_server_images(config: ServiceConfig, paths: list[str]) -> list[tuple[st
 
 
 def predict_and_store(service: Service, session: Session, row: ModelRow, received: list[tuple[str, bytes]],
-                      image_cut: float, pixel_cut: float, save: bool) -> Stored:
-    """Check, score and store images with a model (loaded first if it is not in memory).
+                      image_cut: float, pixel_cut: float, save: bool, skipped: list[Skipped] | None = None) -> Stored:
+    """Check, score and store images with a model (loaded first if it is not in memory), file by file: the files
+    that do not decode are skipped with their reason.
 
     The decisions and masks are the Predictor's, at the cuts given; with ``save`` the results rows are
     added in one transaction, otherwise the folders join the unsaved cache.
@@ -92,14 +97,19 @@ def predict_and_store(service: Service, session: Session, row: ModelRow, receive
         session: The request's session, outside a transaction.
         row: The model.
         received: ``(display name, bytes)`` per image; all are decode-checked before any is scored.
+        skipped: Files of the request already skipped (over the size limit), reported with the rest.
         image_cut: Normalized OK/NG cut (0..1, checked).
         pixel_cut: Normalized cut of the masks (0..1, checked).
         save: Keep them as results.
 
     Raises:
-        InputError: An image that does not decode or is over the pixel limit.
+        InputError: No image decodes (each file's reason in the message).
     """
-    items = [(name, check_image(data, name, service.config.max_pixels)) for name, data in received]
+    skipped = list(skipped or [])
+    items, refused = check_each(received, service.config.max_pixels)
+    skipped = [*skipped, *refused]
+    if not items:
+        raise refuse_all(skipped, "scored")
     try:
         # the row as it is now, share-locked while the model is loaded and used: a delete on any replica waits
         with model_in_use(service.factory, row.id) as current, \
@@ -129,7 +139,8 @@ def predict_and_store(service: Service, session: Session, row: ModelRow, receive
         atomic_write_text(path / "prediction.json", json.dumps(record))
         records.append(record)
     if not save:
-        return Stored(records, [None] * len(records), service.forget_old_unsaved([r["folder"] for r in records]))
+        return Stored(records, [None] * len(records), service.forget_old_unsaved([r["folder"] for r in records]),
+                      skipped)
     with session.begin():
         # the model's row, locked until the results are in: a delete (on any replica) waits, or came first
         if session.scalar(select(ModelRow.id).where(ModelRow.id == row.id).with_for_update()) is None:
@@ -144,7 +155,7 @@ def predict_and_store(service: Service, session: Session, row: ModelRow, receive
     if gone:
         remove_predictions(service.config.data_dir, [r["folder"] for r in records])
         raise NotFound(f"model {row.tag!r} was deleted while the images were scored; nothing was saved")
-    return Stored(records, ids, [])
+    return Stored(records, ids, [], skipped)
 
 
 def remove_predictions(data_dir: Path, folders: list[str]) -> None:

@@ -35,13 +35,21 @@ class ImageOut(BaseModel):
     thumbnail_url: str
 
 
+class SkippedOut(BaseModel):
+    """A file of a request that was not taken."""
+
+    name: str
+    reason: str = Field(description="Why, in one line: not a readable image, over a limit, a duplicate")
+
+
 class ImageList(BaseModel):
-    """A page of images."""
+    """A page of images; for a registration, the images it added and the files it skipped."""
 
     items: list[ImageOut]
     total: int = 0
     offset: int = 0
     limit: int = 0
+    skipped: list[SkippedOut] = Field(default_factory=list, description="Registrations only: files not added")
 
 
 class PathsIn(BaseModel):
@@ -250,11 +258,12 @@ class PredictionOut(BaseModel):
 
 
 class PredictOut(BaseModel):
-    """Predictions of one request."""
+    """Predictions of one request, and the files it could not score."""
 
     model_id: int
     model_tag: str
     items: list[PredictionOut]
+    skipped: list[SkippedOut] = Field(default_factory=list, description="Files not scored, with the reason")
 
 
 class ResultList(BaseModel):

@@ -34,6 +34,7 @@ from hamacho.serve.storage import (
     PREDICTIONS,
     TMP,
     InputError,
+    Skipped,
     TooLarge,
     display_name,
     remove_orphans,
@@ -191,6 +192,17 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
     if len(data) > limit:
         raise TooLarge(f"{name}: over the limit of {limit} bytes per file")
     return data
+
+
+async def read_uploads(uploads: list[UploadFile], limit: int) -> tuple[list[tuple[str, bytes]], list[Skipped]]:
+    """``(display name, bytes)`` of each upload within ``limit``, and the others skipped (over the limit)."""
+    received, skipped = [], []
+    for upload in uploads:
+        try:
+            received.append((display_name(upload.filename), await read_upload(upload, limit)))
+        except TooLarge as exc:
+            skipped.append(Skipped.of(display_name(upload.filename), exc))
+    return received, skipped
 
 
 def thresholds_out(summary: RunSummary) -> dict:

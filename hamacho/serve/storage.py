@@ -56,6 +56,55 @@ class CheckedImage:
         return as_rgb_uint8(self.decoded, bgr=True)
 
 
+@dataclass
+class Skipped:
+    """A file of a request that was not taken, and why (one line, without the file's name)."""
+
+    name: str
+    reason: str
+    too_large: bool = False
+
+    @classmethod
+    def of(cls, name: str, error: InputError) -> Skipped:
+        """The skip an :class:`InputError` about the file ``name`` stands for."""
+        text = str(error)
+        return cls(name, text[len(name) + 2:] if text.startswith(f"{name}: ") else text, isinstance(error, TooLarge))
+
+
+def check_each(received: list[tuple[str, bytes]], max_pixels: int) -> tuple[list[tuple[str, CheckedImage]],
+                                                                             list[Skipped]]:
+    """:func:`check_image` of each file: ``(display name, checked image)`` of those that pass, and the others
+    with their reasons, each in the order received."""
+    checked, skipped = [], []
+    for name, data in received:
+        try:
+            checked.append((name, check_image(data, name, max_pixels)))
+        except InputError as exc:
+            skipped.append(Skipped.of(name, exc))
+    return checked, skipped
+
+
+class NothingTaken(InputError):
+    """A request whose every file was skipped; the answer lists them (``{"error", "skipped"}``)."""
+
+    def __init__(self, message: str, skipped: list[Skipped]) -> None:
+        super().__init__(message)
+        self.skipped = skipped
+
+
+class NothingTakenTooLarge(NothingTaken, TooLarge):
+    """:class:`NothingTaken` where every file was over a size limit (413)."""
+
+
+def refuse_all(skipped: list[Skipped], done: str = "added") -> NothingTaken:
+    """The error of a request whose every file was skipped (``nothing <done>: N skipped: name: reason; ...``,
+    the first five): 413 when each was over a size limit, else 400."""
+    listed = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:5]) + ("; ..." if len(skipped) > 5 else "")
+    message = f"nothing {done}: {len(skipped)} skipped: {listed}"
+    kind = NothingTakenTooLarge if all(s.too_large for s in skipped) else NothingTaken
+    return kind(message, skipped)
+
+
 def display_name(name: str | None, fallback: str = "image") -> str:
     """A client's file name made safe to show and store as a label: the last path part, no control characters."""
     text = unicodedata.normalize("NFC", str(name or ""))

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from hamacho.serve.db import ImageRow
 from hamacho.serve.deps import ServiceDep, SessionDep
 from hamacho.serve.image_catalog import (
-    ImageAndMask,
+    Registered,
     check_and_register,
     check_link_to,
     image_and_mask,
@@ -29,11 +29,11 @@ from hamacho.serve.schemas import (
     Offset,
     PathId,
     PathsIn,
+    SkippedOut,
     TagList,
     TagOut,
 )
-from hamacho.serve.service import API, check_tag, read_upload
-from hamacho.serve.storage import display_name
+from hamacho.serve.service import API, check_tag, read_uploads
 
 router = APIRouter(tags=["images"])
 CACHED = {"Cache-Control": "private, max-age=3600"}
@@ -46,8 +46,10 @@ def image_out(row: ImageRow, mask_id: int | None = None) -> ImageOut:
                     file_url=f"{API}/images/{row.id}/file", thumbnail_url=f"{API}/images/{row.id}/thumbnail")
 
 
-def _listed(rows: list[ImageAndMask]) -> ImageList:
-    return ImageList(items=[image_out(row, mask_id) for row, mask_id in rows], total=len(rows), limit=len(rows))
+def _listed(registered: Registered) -> ImageList:
+    rows = registered.rows
+    return ImageList(items=[image_out(row, mask_id) for row, mask_id in rows], total=len(rows), limit=len(rows),
+                     skipped=[SkippedOut(name=s.name, reason=s.reason) for s in registered.skipped])
 
 
 @router.post("/images", status_code=201, response_model=ImageList)
@@ -55,20 +57,22 @@ async def upload_images(service: ServiceDep, session: SessionDep,
                         files: list[UploadFile] = File(..., description="Image files (repeat the field)"),
                         group: Group = Form(...), tag: str | None = Form(None),
                         link_to: int | None = Form(None, ge=1, le=MAX_ID, description="A mask's image id")) -> ImageList:
-    """Register uploaded images (checked by decoding) in a group, with an optional tag."""
+    """Register uploaded images (checked by decoding) in a group, with an optional tag, file by file: every file
+    that decodes is added, the others (and images the tag already has) are listed in ``skipped`` with their
+    reason; 400 (413 when every file was too large) only when nothing was added."""
     tag = check_tag(tag)
     check_link_to(group, len(files), link_to)
-    received = [(display_name(upload.filename), await read_upload(upload, service.config.max_file_bytes))
-                for upload in files]
+    received, skipped = await read_uploads(files, service.config.max_file_bytes)
     # decoding and the database, off the event loop
-    rows = await run_in_threadpool(check_and_register, session, service.config, received, group, tag,
-                                   link_to)
-    return _listed(rows)
+    registered = await run_in_threadpool(check_and_register, session, service.config, received, group, tag,
+                                         link_to, skipped)
+    return _listed(registered)
 
 
 @router.post("/images/paths", status_code=201, response_model=ImageList)
 def register_paths(body: PathsIn, service: ServiceDep, session: SessionDep) -> ImageList:
-    """Register server-side image files, or every image in server-side folders (inside the allowed roots)."""
+    """Register server-side image files, or every image in server-side folders (inside the allowed roots), file
+    by file as uploads are."""
     return _listed(register_server_files(session, service.config, body.paths, body.group, body.tag))
 
 

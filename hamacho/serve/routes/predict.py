@@ -25,9 +25,18 @@ from hamacho.serve.prediction_store import (
     results_page,
     saved_result,
 )
-from hamacho.serve.schemas import Deleted, Limit, Offset, PathId, PredictionOut, PredictOut, ResultList
-from hamacho.serve.service import API, Service, read_upload
-from hamacho.serve.storage import display_name
+from hamacho.serve.schemas import (
+    Deleted,
+    Limit,
+    Offset,
+    PathId,
+    PredictionOut,
+    PredictOut,
+    ResultList,
+    SkippedOut,
+)
+from hamacho.serve.service import API, Service, read_uploads
+from hamacho.serve.storage import Skipped
 
 router = APIRouter(tags=["predict"])
 MAX_IMAGES = 100
@@ -45,13 +54,14 @@ def prediction_out(data: dict[str, Any], result_id: int | None) -> PredictionOut
 
 
 def _predict(service: Service, session: Session, row: ModelRow, received: list[tuple[str, bytes]], paths: list[str],
-             image_cut: float, pixel_cut: float, save: bool) -> tuple[PredictOut, list[str]]:
-    """Read the server-side images, score and store them all (on a worker thread); also return unsaved folders
-    to drop."""
+             image_cut: float, pixel_cut: float, save: bool, skipped: list[Skipped]) -> tuple[PredictOut, list[str]]:
+    """Read the server-side images, score and store those that decode (on a worker thread); also return unsaved
+    folders to drop."""
     received = received + read_server_images(service.config, paths)
-    stored = predict_and_store(service, session, row, received, image_cut, pixel_cut, save)
+    stored = predict_and_store(service, session, row, received, image_cut, pixel_cut, save, skipped)
     items = [prediction_out(record, result_id) for record, result_id in zip(stored.records, stored.result_ids)]
-    return PredictOut(model_id=row.id, model_tag=row.tag, items=items), stored.dropped
+    return PredictOut(model_id=row.id, model_tag=row.tag, items=items,
+                      skipped=[SkippedOut(name=s.name, reason=s.reason) for s in stored.skipped]), stored.dropped
 
 
 @router.post("/models/{ref}/predict", response_model=PredictOut)
@@ -60,7 +70,8 @@ async def predict(ref: str, background: BackgroundTasks, service: ServiceDep, se
                   paths: list[str] = Form(default=[], description="Server-side image files (repeat the field)"),
                   image_threshold: float = Form(0.5), pixel_threshold: float = Form(0.5),
                   save: bool = Form(False)) -> PredictOut:
-    """Score images with a model (loaded first if it is not in memory); ``save`` keeps them as results."""
+    """Score images with a model (loaded first if it is not in memory); ``save`` keeps them as results. File by
+    file: files that do not decode are listed in ``skipped``; 400 only when none could be scored."""
     try:
         image_cut = check_cut("image_threshold", image_threshold)
         pixel_cut = check_cut("pixel_threshold", pixel_threshold)
@@ -72,10 +83,9 @@ async def predict(ref: str, background: BackgroundTasks, service: ServiceDep, se
     if len(files) + len(paths) > MAX_IMAGES:
         raise HTTPException(400, f"at most {MAX_IMAGES} images per request")
     row = model_by_ref(session, ref)
-    received = [(display_name(upload.filename), await read_upload(upload, service.config.max_file_bytes))
-                for upload in files]
+    received, skipped = await read_uploads(files, service.config.max_file_bytes)
     result, dropped = await run_in_threadpool(_predict, service, session, row, received, paths, image_cut, pixel_cut,
-                                              save)
+                                              save, skipped)
     if dropped:
         background.add_task(remove_predictions, service.config.data_dir, dropped)
     return result

@@ -6,10 +6,11 @@ let token = sessionStorage.getItem(TOKEN_KEY) || "";
 let unauthorizedHandler = null;
 
 export class ApiError extends Error {
-  constructor(message, status) {
+  constructor(message, status, skipped = []) {
     super(message);
     this.name = "ApiError";
     this.status = status;
+    this.skipped = skipped; // files of an upload or prediction that were all refused: [{name, reason}]
   }
 }
 
@@ -57,18 +58,19 @@ function headers(extra = {}) {
   return h;
 }
 
-async function errorMessage(res) {
+async function errorOf(res) {
   let text = "";
   try {
     text = await res.text();
     const data = JSON.parse(text);
-    if (data && typeof data.error === "string" && data.error) return data.error;
-    if (data && data.detail) return typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail);
+    const skipped = data && Array.isArray(data.skipped) ? data.skipped : [];
+    if (data && typeof data.error === "string" && data.error) return { message: data.error, skipped };
+    if (data && data.detail) return { message: typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail), skipped };
   } catch {
     // not JSON: fall through to the status line
   }
   const status = `${res.status} ${res.statusText || ""}`.trim();
-  return text && text.length < 200 ? `${status}: ${text}` : `The server answered ${status}`;
+  return { message: text && text.length < 200 ? `${status}: ${text}` : `The server answered ${status}`, skipped: [] };
 }
 
 /** Low level: fetch and throw ApiError on network failures and non-2xx answers. */
@@ -88,9 +90,9 @@ export async function send(path, { method = "GET", json, form, signal } = {}) {
     throw new ApiError("Cannot reach the server. Check that hamacho serve is running and the network is up.", 0);
   }
   if (!res.ok) {
-    const message = await errorMessage(res);
+    const { message, skipped } = await errorOf(res);
     if (res.status === 401 && unauthorizedHandler) unauthorizedHandler(message);
-    throw new ApiError(message, res.status);
+    throw new ApiError(message, res.status, skipped);
   }
   return res;
 }

@@ -1,6 +1,6 @@
 // Dataset screen: a tag, three drop zones (good, defective, mask), thumbnails with counts and remove.
 import { api, loadImage, releaseImage, releaseWithin } from "./api.js";
-import { $, $$, h, setupDropzone, showError, showStatus, guard, confirmAction, plural, fmtBytes, showTab } from "./ui.js";
+import { $, $$, h, setupDropzone, showError, showSkipped, showStatus, guard, confirmAction, plural, fmtBytes, showTab } from "./ui.js";
 import { state, on, emit, refreshTags } from "./state.js";
 
 const PAGE = 60;
@@ -186,7 +186,7 @@ async function upload(group, files) {
   zone.classList.add("busy");
   zone.setAttribute("aria-busy", "true");
   let done = 0;
-  let failed = 0;
+  const skipped = [];
   try {
     for (let i = 0; i < files.length; i += UPLOAD_CHUNK) {
       const chunk = files.slice(i, i + UPLOAD_CHUNK);
@@ -198,8 +198,12 @@ async function upload(group, files) {
       try {
         const data = await api("api/v1/images", { method: "POST", form });
         done += ((data && data.items) || []).length;
+        skipped.push(...((data && data.skipped) || []));
       } catch (err) {
-        failed += chunk.length;
+        if (err.skipped && err.skipped.length) {
+          skipped.push(...err.skipped); // every file of this chunk refused, each with its reason
+          continue;
+        }
         const what = chunk.length === 1 ? chunk[0].name : `${chunk.length} files`;
         showError(chunk.some((f) => err.message.includes(f.name)) ? err.message : `${what}: ${err.message}`);
         if (err.status === 0 || err.status === 401) break;
@@ -210,8 +214,10 @@ async function upload(group, files) {
     zone.removeAttribute("aria-busy");
     label.innerHTML = original;
   }
-  if (done) showStatus(`Added ${plural(done, GROUP_NAMES[group] === "mask" ? "mask" : `${GROUP_NAMES[group]} image`)} to ${tag}.`);
-  if (failed && !done) return;
+  const noun = GROUP_NAMES[group] === "mask" ? "mask" : `${GROUP_NAMES[group]} image`;
+  showSkipped(`${tag}: ${done} added, ${skipped.length} skipped`, skipped);
+  if (done) showStatus(`Added ${plural(done, noun)} to ${tag}${skipped.length ? `; ${skipped.length} skipped (listed above)` : ""}.`);
+  if (!done) return;
   await guard(async () => {
     await Promise.all(Object.keys(groups).map((x) => loadGroup(x)));
     await refreshTags();

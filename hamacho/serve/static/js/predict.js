@@ -1,7 +1,7 @@
 // Predict screen: choose a model, drop images, see OK/NG, score, heatmap and defect area; the sliders
 // re-decide and redraw without running the model again.
 import { api, releaseWithin } from "./api.js";
-import { $, $$, h, setupDropzone, showError, showStatus, showTab, plural, fmt } from "./ui.js";
+import { $, $$, h, setupDropzone, showError, showSkipped, showStatus, showTab, plural, fmt } from "./ui.js";
 import { state, on, emit } from "./state.js";
 import { predictionCard, redecide, resegment } from "./prediction.js";
 
@@ -119,6 +119,8 @@ async function predict(files) {
   const save = $("#pr-save").checked;
   const box = $("#pr-results");
   let saved = 0;
+  let scored = 0;
+  const skipped = [];
   for (let i = 0; i < files.length; i += CHUNK) {
     const chunk = files.slice(i, i + CHUNK);
     const placeholders = chunk.map((f) =>
@@ -138,15 +140,22 @@ async function predict(files) {
       placeholders.forEach((ph, k) => (made[k] ? ph.replaceWith(made[k]) : ph.remove()));
       made.slice(placeholders.length).forEach((c) => box.prepend(c));
       saved += items.filter((p) => p.result_id).length;
+      scored += items.length;
+      skipped.push(...((data && data.skipped) || []));
       for (const p of items) if (p.error) showError(`${p.name}: ${p.error}`);
     } catch (err) {
       placeholders.forEach((ph) => ph.remove());
+      if (err.skipped && err.skipped.length) {
+        skipped.push(...err.skipped); // no file of this chunk could be scored, each with its reason
+        continue;
+      }
       showError(err);
       if (err.status === 0 || err.status === 401 || err.status === 404) break;
     } finally {
       renderSummary();
     }
   }
+  showSkipped(`${scored} scored, ${skipped.length} skipped`, skipped);
   if (saved) {
     showStatus(`Saved ${plural(saved, "result")} to the history.`);
     emit("results-saved", ref);

@@ -48,6 +48,26 @@ export function showError(message) {
   $$(".error", area).slice(MAX_ERRORS).forEach((e) => e.remove());
 }
 
+/**
+ * What a drop of files did, kept on screen until closed: "2 added, 1 skipped" and, for each skipped file,
+ * its name and the server's reason. Nothing is shown when nothing was skipped.
+ */
+export function showSkipped(summary, skipped) {
+  if (!skipped.length) return;
+  const area = $("#errors");
+  const item = h(
+    "div",
+    { class: "error skipped-files", role: "alert" },
+    h("span", { class: "error-icon", "aria-hidden": "true" }, "!"),
+    h("div", { class: "skipped-body" },
+      h("p", {}, summary),
+      h("ul", {}, ...skipped.map((s) => h("li", {}, h("strong", {}, s.name), `: ${s.reason}`)))),
+    h("button", { type: "button", class: "icon-button", "aria-label": "Close this message", onclick: () => item.remove() }, "×"),
+  );
+  area.prepend(item);
+  $$(".error", area).slice(MAX_ERRORS).forEach((e) => e.remove());
+}
+
 export function clearErrors() {
   $("#errors").replaceChildren();
 }
