@@ -1,4 +1,9 @@
-"""`hamacho inference` as a library call: score images with a model file through the Predictor, write results."""
+"""`hamacho inference` as a library call: score images with a model file through the Predictor, write results.
+
+:func:`run_inference` is the local engine: one process, batches in order. The Ray engine
+(:mod:`hamacho.ray_engine`, ``--engine ray``) spreads the same scoring over a cluster; both start with
+:func:`prepare_inference` and end with :func:`finish_inference`, so their rows, files and report are the same.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hamacho.config import settings_to_dict
-from hamacho.data.discovery import discover_inference_inputs
+from hamacho.data.discovery import Sample, discover_inference_inputs
 from hamacho.errors import ConfigError, DatasetError
 from hamacho.files import check_writable_dir
 from hamacho.predictor import Predictor, check_cut
@@ -18,7 +23,8 @@ from hamacho.report.pictures import PictureWriter
 from hamacho.report.results import write_metrics_json, write_results_csv
 from hamacho.resources import peak_rss_mb
 from hamacho.results.collector import ResultsCollector
-from hamacho.results.types import ImageResult
+from hamacho.results.types import ImageResult, ReportData
+from hamacho.settings import VisualizationSettings
 
 STOP_NOTE = "results.csv was not written"
 
@@ -34,6 +40,80 @@ class InferenceResult:
     report_path: Path | None = None
 
 
+@dataclass
+class InferenceSetup:
+    """What every engine starts from: the model, the images in order, where results go, the cuts.
+
+    Attributes:
+        predictor: The model, opened (its settings, calibration and batch size travel with it).
+        samples: The images, in the order of results.csv.
+        image_path: What ``--image-path`` named.
+        output_dir: The results folder (not created yet).
+        visualization: Which pictures to write.
+        image_threshold: Normalized OK/NG cut.
+        pixel_threshold: Normalized mask cut.
+    """
+
+    predictor: Predictor
+    samples: list[Sample]
+    image_path: str | Path
+    output_dir: Path
+    visualization: VisualizationSettings
+    image_threshold: float
+    pixel_threshold: float
+
+    def collector(self, report: bool) -> ResultsCollector:
+        """A collector of rows and metrics for these images (``report``: also the report's examples)."""
+        settings = self.predictor.settings
+        return ResultsCollector(self.samples, self.predictor.calibration, report=report,
+                                examples=settings.report.examples, pixel_sample=settings.report.pixel_sample,
+                                seed=settings.project.seed, image_cut=self.image_threshold,
+                                pixel_cut=self.pixel_threshold)
+
+    def pictures(self) -> PictureWriter:
+        """The writer of the per-image pictures (a context manager)."""
+        return PictureWriter(self.output_dir, self.samples, self.visualization, self.pixel_threshold)
+
+
+def prepare_inference(
+    model_path: str | Path,
+    image_path: str | Path,
+    save_path: str | Path | None = None,
+    image_threshold: float = 0.5,
+    pixel_threshold: float = 0.5,
+    batch_size: int | None = None,
+    visualization: dict[str, Any] | None = None,
+    device: str = "auto",
+) -> InferenceSetup:
+    """Check the cuts, open the model, find the images and check the output folder (see :func:`run_inference`).
+
+    Args:
+        model_path: File written by ``hamacho train`` (or its results folder), or an export folder.
+        image_path: Image file, folder, dataset root or file list.
+        save_path: Output folder; default ``inference/`` beside the model file.
+        image_threshold: Normalized cut for OK/NG.
+        pixel_threshold: Normalized cut for predicted masks.
+        batch_size: Images per forward pass; default from the model's configuration.
+        visualization: Overrides of the model's ``visualization`` settings.
+        device: Where this process runs the model (``auto``, ``cpu``, ...).
+
+    Returns:
+        The setup every engine scores from.
+
+    Raises:
+        ConfigError: A cut outside 0..1 or a batch size below 1.
+    """
+    check_cut("--image-threshold", image_threshold)
+    check_cut("--pixel-threshold", pixel_threshold)
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    predictor = Predictor.load(model_path, device=device, batch_size=batch_size)
+    samples, _ = discover_inference_inputs(image_path)
+    output_dir = check_writable_dir(save_path or predictor.path.parent / "inference", "save path")
+    vis = dataclasses.replace(predictor.settings.visualization, **(visualization or {}))
+    return InferenceSetup(predictor, samples, image_path, output_dir, vis, image_threshold, pixel_threshold)
+
+
 def run_inference(
     model_path: str | Path,
     image_path: str | Path,
@@ -46,11 +126,12 @@ def run_inference(
     log: Callable[[str], None] = print,
     report: bool = True,
 ) -> InferenceResult:
-    """Score an image, a folder or a dataset root's test images.
+    """Score an image, a folder, a dataset root's test images or a file list's images, in this process.
 
     Args:
         model_path: File written by ``hamacho train`` (or its results folder).
-        image_path: Image file, folder (searched recursively) or dataset root (its ``test/`` with labels).
+        image_path: Image file, folder (searched recursively), dataset root (its ``test/`` with labels), or a
+            file list (``.csv`` with path and label columns, or ``.txt`` with one path a line).
         save_path: Output folder; default ``inference/`` beside the model file.
         image_threshold: Normalized cut for OK/NG (0.5 = the trained threshold).
         pixel_threshold: Normalized cut for predicted masks.
@@ -67,48 +148,69 @@ def run_inference(
         DatasetError: When no image at all could be processed.
     """
     control = control or RunControl(stop_note=STOP_NOTE)
-    check_cut("--image-threshold", image_threshold)
-    check_cut("--pixel-threshold", pixel_threshold)
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     with control.phase("loading", total=1, unit="steps", bar=False) as phase:
-        predictor = Predictor.load(model_path, batch_size=batch_size)
-        settings = predictor.settings
-        samples, _ = discover_inference_inputs(image_path)
-        output_dir = check_writable_dir(save_path or predictor.path.parent / "inference", "save path")
-        vis = dataclasses.replace(settings.visualization, **(visualization or {}))
+        setup = prepare_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
+                                  visualization)
         phase.advance()
 
-    collector = ResultsCollector(samples, predictor.calibration, report=report, examples=settings.report.examples,
-                                 pixel_sample=settings.report.pixel_sample, seed=settings.project.seed,
-                                 image_cut=image_threshold, pixel_cut=pixel_threshold)
-    with control.phase("inference", total=len(samples)) as phase, \
-            PictureWriter(output_dir, samples, vis, pixel_threshold) as pictures:
-        for scored in predictor.score_samples(samples, image_threshold, pixel_threshold):
+    collector = setup.collector(report)
+    with control.phase("inference", total=len(setup.samples)) as phase, setup.pictures() as pictures:
+        for scored in setup.predictor.score_samples(setup.samples, image_threshold, pixel_threshold):
             collector.add(scored)
             pictures.add(scored)
             phase.advance(len(scored))
         pictures.finish()
         collector.finish()
-    seconds = control.seconds["inference"]
+    write_results_csv(setup.output_dir / "results.csv", collector.rows)
+    return finish_inference(setup, collector.rows, collector.metrics, collector.report_data,
+                            control.seconds["inference"], control, log, report)
 
-    rows = collector.rows
-    write_results_csv(output_dir / "results.csv", rows)
+
+def finish_inference(
+    setup: InferenceSetup,
+    rows: list[ImageResult],
+    metrics: dict[str, float | None],
+    report_data: ReportData | None,
+    seconds: float,
+    control: RunControl,
+    log: Callable[[str], None],
+    report: bool,
+    extra: dict[str, Any] | None = None,
+) -> InferenceResult:
+    """After results.csv is written: metrics.json, the unreadable-image warning, the report.
+
+    Args:
+        setup: What the run scored.
+        rows: Every image's row, in order.
+        metrics: Image and pixel metrics (empty without labels).
+        report_data: The report's examples and pixel data, or None.
+        seconds: Wall time of the scoring.
+        control: The run's progress and stop state.
+        log: Where one-line messages go.
+        report: Write report.html.
+        extra: More summary entries (an engine's own facts); ``timings`` are merged.
+
+    Raises:
+        DatasetError: When none of the images could be read.
+    """
+    predictor, output_dir = setup.predictor, setup.output_dir
+    extra = dict(extra or {})
     unreadable = [r for r in rows if not r.decision]
     summary = {
         "model_file": str(predictor.path),
-        "image_path": str(image_path),
-        "image_threshold": image_threshold,
-        "pixel_threshold": pixel_threshold,
+        "image_path": str(setup.image_path),
+        "image_threshold": setup.image_threshold,
+        "pixel_threshold": setup.pixel_threshold,
         "calibration": predictor.calibration,
         "thresholds": predictor.metadata.get("thresholds"),
         "images": len(rows),
         "unreadable": len(unreadable),
-        "metrics": collector.metrics,
+        "metrics": metrics,
         "timings": {"inference_seconds": seconds, "images_per_second": len(rows) / seconds if seconds else 0.0,
-                    "peak_rss_mb": peak_rss_mb()},
+                    "peak_rss_mb": peak_rss_mb(), **extra.pop("timings", {})},
+        **extra,
     }
-    if collector.metrics:
+    if metrics:
         write_metrics_json(output_dir / "metrics.json", summary)
     if unreadable:
         log(f"warning: {len(unreadable)} of {len(rows)} image(s) could not be read; see status in "
@@ -122,10 +224,9 @@ def run_inference(
             from hamacho.report.html import write_report_or_warn  # matplotlib: loaded only for a report
 
             report_path = write_report_or_warn(log, output_dir=output_dir, summary=summary, rows=rows,
-                                               config=settings_to_dict(settings), data=collector.report_data,
-                                               image_cut=image_threshold, pixel_cut=pixel_threshold,
+                                               config=settings_to_dict(predictor.settings), data=report_data,
+                                               image_cut=setup.image_threshold, pixel_cut=setup.pixel_threshold,
                                                kind="inference", step=phase.advance,
                                                model_title=predictor.display_name)
-    return InferenceResult(output_dir=output_dir, rows=rows, metrics=collector.metrics, summary=summary,
+    return InferenceResult(output_dir=output_dir, rows=rows, metrics=metrics, summary=summary,
                            report_path=report_path)
-

@@ -29,6 +29,7 @@ LAYERS = [
     ["hamacho.serve.worker_main"],
     ["hamacho.serve.service", "hamacho.serve.deps"],
     ["hamacho.serve.image_catalog", "hamacho.serve.model_catalog", "hamacho.serve.job_catalog",
+     "hamacho.serve.threshold_versions",
      "hamacho.serve.prediction_store"],
     ["hamacho.serve.routes"],
     ["hamacho.serve.app"],

@@ -283,6 +283,7 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     set_slider(page, "#pr-pixel", 0.3)
     expect(page.locator("#pr-results .seg canvas:not([hidden])")).to_have_count(2)
 
+
     # History: both were saved; delete one.
     page.get_by_role("tab", name="History").click()
     saved = page.locator("#hi-results .pred")
@@ -307,3 +308,24 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     assert wide[0]["parameters"]["model.backbone_weights"] == "none"  # the form's other fields still count
     request = urllib.request.Request(f"{server}api/v1/jobs/{wide[0]['id']}/cancel", method="POST")
     urllib.request.urlopen(request, timeout=10).close()  # no need to train it
+
+    # The sliders saved as the model's thresholds (version 1) are where a reload starts; then back to training's.
+    page.get_by_role("tab", name="Predict").click()
+    page.select_option("#pr-model", "parts-padim")
+    set_slider(page, "#pr-pixel", 0.3)
+    set_slider(page, "#pr-threshold", 0.7)
+    page.fill("#pr-by", "ana")
+    page.click("#pr-save-cuts")
+    expect(page.locator("#pr-version")).to_contain_text(
+        "parts-padim uses threshold version 1: image 0.70, pixel 0.30, saved by ana")
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    page.get_by_role("tab", name="Predict").click()
+    expect(page.locator("#pr-threshold-out")).to_have_text("0.70")
+    expect(page.locator("#pr-pixel-out")).to_have_text("0.30")
+    expect(page.locator("#pr-by")).to_have_value("ana")
+    page.locator("#pr-versions summary").click()
+    expect(page.locator("#pr-versions-list tr")).to_have_count(2)
+    page.get_by_role("button", name="Use threshold version 0").click()
+    expect(page.locator("#pr-threshold-out")).to_have_text("0.50")
+    expect(page.locator("#pr-version")).to_contain_text("uses the thresholds set in training (version 0)")

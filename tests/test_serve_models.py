@@ -279,3 +279,42 @@ def test_unsaved_predictions_are_a_bounded_cache(client, trained, monkeypatch):
     predict(client, "m1", probe)
     predict(client, "m1", probe)
     assert client.get(saved).status_code == 200  # saved results are not part of the cache
+
+
+def test_threshold_versions_are_saved_rolled_back_and_recorded(client, trained):
+    probe = trained["files"]["bad"][0]
+    listed = client.get(f"{API}/models/m1/thresholds").json()
+    assert listed["current"] == 0 and [(v["version"], v["image"], v["pixel"]) for v in listed["items"]] == [
+        (0, 0.5, 0.5)]
+    before = predict(client, "m1", [probe]).json()["items"][0]
+    assert before["threshold_version"] == 0 and before["image_threshold"]["normalized"] == 0.5
+    try:
+        saved = client.post(f"{API}/models/m1/thresholds", json={"image": 0.7, "pixel": 0.4, "by": "ana",
+                                                                "note": "fewer false alarms on line 3"})
+        assert saved.status_code == 201, saved.text
+        assert saved.json()["version"] == 1 and saved.json()["created_by"] == "ana" and saved.json()["created_at"]
+        card = client.get(f"{API}/models/m1").json()["thresholds"]
+        assert card["version"] == 1 and card["image"]["normalized"] == 0.7 and card["pixel"]["normalized"] == 0.4
+        # a prediction without cuts uses version 1 and says so; the raw cut is the card's
+        now = predict(client, "m1", [probe], save=True).json()["items"][0]
+        assert now["threshold_version"] == 1 and now["image_threshold"]["raw"] == pytest.approx(card["image"]["raw"])
+        assert now["image_threshold"]["normalized"] == 0.7 and now["pixel_threshold"]["normalized"] == 0.4
+        assert now["score"] == before["score"] and now["decision"] == ("NG" if now["score"] >= 0.7 else "OK")
+        assert client.get(f"{API}/results/{now['result_id']}").json()["threshold_version"] == 1
+        client.delete(f"{API}/results/{now['result_id']}")
+        # cuts of the request's own: no version recorded
+        own = predict(client, "m1", [probe], image_threshold=0.3).json()["items"][0]
+        assert own["threshold_version"] is None and own["image_threshold"]["normalized"] == 0.3
+        # a second version, then back to the first: every version is kept
+        assert client.post(f"{API}/models/m1/thresholds", json={"image": 0.6, "pixel": 0.5}).json()["version"] == 2
+        assert client.post(f"{API}/models/m1/thresholds/1/activate").json()["image"] == 0.7
+        listed = client.get(f"{API}/models/m1/thresholds").json()
+        assert listed["current"] == 1 and [v["version"] for v in listed["items"]] == [0, 1, 2]
+        assert listed["items"][1]["note"] == "fewer false alarms on line 3" and listed["items"][2]["created_by"] is None
+        missing = client.post(f"{API}/models/m1/thresholds/9/activate")
+        assert missing.status_code == 404 and missing.json() == {"error": "model 'm1' has no threshold version 9"}
+        bad = client.post(f"{API}/models/m1/thresholds", json={"image": 1.5, "pixel": 0.5})
+        assert bad.status_code == 422 and bad.json()["error"].startswith("image:")
+    finally:
+        assert client.post(f"{API}/models/m1/thresholds/0/activate").status_code == 200  # the other tests' cuts
+    assert predict(client, "m1", [probe]).json()["items"][0]["threshold_version"] == 0

@@ -17,6 +17,7 @@ from pathlib import Path
 from hamacho.errors import DatasetError, summarize
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+LIST_EXTENSIONS = (".csv", ".txt")  # file lists (hamacho.data.file_list)
 GOOD = "good"
 UNKNOWN = "unknown"
 
@@ -141,13 +142,14 @@ def _find_masks(gt_dir: Path) -> dict[tuple[str, str], Path]:
 
 
 def discover_inference_inputs(path: str | Path) -> tuple[list[Sample], Path]:
-    """Samples for ``hamacho inference``: a single image, a folder (recursive) or a dataset root.
+    """Samples for ``hamacho inference``: a single image, a folder (recursive), a dataset root or a file list.
 
     A dataset root contributes its ``test/`` images with labels and masks; any other folder gives
-    every image below it with an unknown label.
+    every image below it with an unknown label; a ``.csv`` or ``.txt`` file list the images it names
+    (:func:`hamacho.data.file_list.discover_listed_images`).
 
     Args:
-        path: Image file, folder or dataset root.
+        path: Image file, folder, dataset root or file list.
 
     Returns:
         The samples and the folder their names are relative to.
@@ -156,6 +158,10 @@ def discover_inference_inputs(path: str | Path) -> tuple[list[Sample], Path]:
     if not path.exists():
         raise DatasetError(f"image path not found: {path}")
     if path.is_file():
+        if path.suffix.lower() in LIST_EXTENSIONS:
+            from hamacho.data.file_list import discover_listed_images  # it builds on this module
+
+            return discover_listed_images(path), path.parent
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise DatasetError(f"not an image file (supported: {' '.join(IMAGE_EXTENSIONS)}): {path}")
         return [Sample(path, path.stem, None, UNKNOWN)], path.parent

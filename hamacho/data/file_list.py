@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from hamacho.data.discovery import GOOD, DatasetLayout, Sample, unique_names
+from hamacho.data.discovery import GOOD, UNKNOWN, DatasetLayout, Sample, unique_names
 from hamacho.data.folder_layout import BAD, hold_out, match_masks, relative_text
 from hamacho.errors import DatasetError, summarize
 
@@ -150,3 +150,25 @@ def discover_text_lists(good_list: str | Path, bad_list: str | Path | None, mask
         bads, warnings = match_masks(bads, read_text_list(mask_path), mask_path.parent, None, mask_suffix)
     return DatasetLayout(root=base, train=fitted, test=unique_names(held + bads), warnings=warnings,
                          name=name or good_path.stem, data_format="filelist")
+
+
+def discover_listed_images(list_path: str | Path) -> list[Sample]:
+    """The images a file list names, for ``hamacho inference``: every row of a CSV list (``path``, ``label``,
+    optional ``mask``; the split is ignored) with its label, or every line of a text list, label unknown.
+
+    Args:
+        list_path: A ``.csv`` file list or a ``.txt`` list of paths (see the module docstring).
+
+    Returns:
+        The samples in the list's order, named by their path relative to the list's folder.
+    """
+    list_path = Path(list_path)
+    base = list_path.parent
+    if list_path.suffix.lower() == ".csv":
+        rows = read_csv_list(list_path)
+        return unique_names([Sample(path, _name(path, base), label, BAD if label else GOOD, mask if label else None)
+                             for path, label, mask, _ in rows])
+    paths = read_text_list(list_path)
+    if not paths:
+        raise DatasetError(f"file list {list_path} lists no images")
+    return unique_names([Sample(p, _name(p, base), None, UNKNOWN) for p in paths])

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     make_url,
@@ -85,6 +86,7 @@ class ModelRow(Base):
     created_at: Mapped[str] = mapped_column(String(32), default=utcnow)
     keep_loaded: Mapped[bool] = mapped_column(Boolean, default=False)  # "Load": every replica keeps it in memory
     memory_epoch: Mapped[int] = mapped_column(Integer, default=0)  # "Unload" counts up: older copies are dropped
+    threshold_version: Mapped[int] = mapped_column(Integer, default=0)  # the cuts predictions use; 0: trained
 
 
 class JobRow(Base):
@@ -121,6 +123,21 @@ class ResultRow(Base):
     folder: Mapped[str] = mapped_column(String(255))
     data: Mapped[str] = mapped_column(Text)  # JSON: the prediction as the API returns it, without URLs
     created_at: Mapped[str] = mapped_column(String(32), default=utcnow)
+
+
+class ThresholdRow(Base):
+    """A saved version of a model's cuts (normalized, 0..1); version 0, the trained 0.5 and 0.5, has no row."""
+
+    __tablename__ = "model_thresholds"
+    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_thresholds_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    image: Mapped[float] = mapped_column(Float)
+    pixel: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[str] = mapped_column(String(32), default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ReplicaRow(Base):

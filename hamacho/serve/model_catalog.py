@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from hamacho.results.summary import RunSummary
-from hamacho.serve.db import ACTIVE_JOB_STATES, JobRow, LoadedModelRow, ModelRow, ResultRow
+from hamacho.serve.db import ACTIVE_JOB_STATES, JobRow, LoadedModelRow, ModelRow, ResultRow, ThresholdRow
 from hamacho.serve.model_files import (
     MODEL_FILE,
     checked_import,
@@ -43,6 +43,7 @@ class ModelView:
         report: Its folder has a training report to show.
         pictures: Example report pictures, relative to the folder's ``images/`` (trained models only).
         loaded: A live replica holds it in memory (as the replicas last published: ``replicas.py``).
+        cuts: Its current threshold version's normalized (image, pixel) cuts.
     """
 
     row: ModelRow
@@ -50,6 +51,7 @@ class ModelView:
     report: bool
     pictures: list[str]
     loaded: bool
+    cuts: tuple[float, float] = (0.5, 0.5)
 
 
 @dataclass
@@ -78,20 +80,26 @@ def example_pictures(folder: Path) -> list[str]:
     return chosen
 
 
-def model_view(service: Service, row: ModelRow, loaded: bool) -> ModelView:
-    """What a model's answer shows: its summary, report, example pictures and whether it is ``loaded``."""
+def model_view(service: Service, row: ModelRow, loaded: bool, cuts: tuple[float, float] = (0.5, 0.5)) -> ModelView:
+    """What a model's answer shows: its summary, report, example pictures, whether it is ``loaded`` and its
+    current ``cuts``."""
     summary = RunSummary.from_json(row.summary)
     folder = service.path(row.folder)
     pictures = example_pictures(folder / "images") if row.source == "trained" else []
     report = bool(summary.report) and (folder / "report.html").is_file()
-    return ModelView(row, summary, report, pictures, loaded)
+    return ModelView(row, summary, report, pictures, loaded, cuts)
 
 
 def model_views(service: Service, session: Session, rows: list[ModelRow]) -> list[ModelView]:
-    """:func:`model_view` of each row, with whether a live replica holds it (own transaction)."""
+    """:func:`model_view` of each row, with whether a live replica holds it and its current threshold version's
+    cuts (own transaction)."""
     with session.begin():
         held = held_models(session, [row.id for row in rows])
-    return [model_view(service, row, row.id in held) for row in rows]
+        saved = {(t.model_id, t.version): (t.image, t.pixel) for t in session.scalars(select(ThresholdRow).where(
+            ThresholdRow.model_id.in_([row.id for row in rows if row.threshold_version]),
+            ThresholdRow.version > 0))}
+    return [model_view(service, row, row.id in held, saved.get((row.id, row.threshold_version), (0.5, 0.5)))
+            for row in rows]
 
 
 def tag_in_use(session: Session, tag: str) -> str | None:

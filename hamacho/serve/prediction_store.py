@@ -85,7 +85,8 @@ def read_server_images(config: ServiceConfig, paths: list[str]) -> list[tuple[st
 
 
 def predict_and_store(service: Service, session: Session, row: ModelRow, received: list[tuple[str, bytes]],
-                      image_cut: float, pixel_cut: float, save: bool, skipped: list[Skipped] | None = None) -> Stored:
+                      image_cut: float, pixel_cut: float, save: bool, skipped: list[Skipped] | None = None,
+                      threshold_version: int | None = None) -> Stored:
     """Check, score and store images with a model (loaded first if it is not in memory), file by file: the files
     that do not decode are skipped with their reason.
 
@@ -98,6 +99,8 @@ def predict_and_store(service: Service, session: Session, row: ModelRow, receive
         row: The model.
         received: ``(display name, bytes)`` per image; all are decode-checked before any is scored.
         skipped: Files of the request already skipped (over the size limit), reported with the rest.
+        threshold_version: The model's threshold version the cuts are, recorded with each prediction (None: the
+            request's own cuts).
         image_cut: Normalized OK/NG cut (0..1, checked).
         pixel_cut: Normalized cut of the masks (0..1, checked).
         save: Keep them as results.
@@ -135,7 +138,8 @@ def predict_and_store(service: Service, session: Session, row: ModelRow, receive
         record = {"name": name, "width": checked.width, "height": checked.height, "raw_score": prediction.raw_score,
                   "score": prediction.score, "decision": prediction.decision, "image_threshold": cuts["image"],
                   "pixel_threshold": cuts["pixel"], "model_id": row.id, "created_at": utcnow(),
-                  "error": prediction.error, "folder": folder, "image": f"image{checked.extension}", "alpha": alpha}
+                  "error": prediction.error, "folder": folder, "image": f"image{checked.extension}", "alpha": alpha,
+                  "threshold_version": threshold_version}
         atomic_write_text(path / "prediction.json", json.dumps(record))
         records.append(record)
     if not save:

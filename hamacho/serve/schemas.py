@@ -255,6 +255,36 @@ class PredictionOut(BaseModel):
     model_id: int
     created_at: str
     error: str | None
+    threshold_version: int | None = Field(
+        None, description="The model's threshold version whose cuts decided, None for cuts of the request's own")
+
+
+class ThresholdIn(BaseModel):
+    """Cuts to save as a model's next threshold version."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: float = Field(ge=0, le=1, description="Normalized OK/NG cut: a score at or above it is NG")
+    pixel: float = Field(ge=0, le=1, description="Normalized cut of the defect masks")
+    by: str | None = Field(None, max_length=128, description="Who saves it (shown in the history)")
+    note: str | None = Field(None, max_length=500, description="Why, e.g. 'fewer false alarms on line 3'")
+
+
+class ThresholdOut(BaseModel):
+    """One threshold version of a model (0: the trained thresholds)."""
+
+    version: int
+    image: float
+    pixel: float
+    created_at: str | None
+    created_by: str | None
+    note: str | None
+
+
+class ThresholdList(BaseModel):
+    """A model's threshold versions, oldest first, and the one predictions use."""
+
+    current: int
+    items: list[ThresholdOut]
 
 
 class PredictOut(BaseModel):

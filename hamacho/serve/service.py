@@ -20,6 +20,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hamacho.errors import HamachoError
+from hamacho.post.normalization import raw_threshold
 from hamacho.results.summary import RunSummary
 from hamacho.serve.data_marker import adopt_data_folder
 from hamacho.serve.db import ImageRow, ModelRow, ResultRow, open_database
@@ -205,14 +206,20 @@ async def read_uploads(uploads: list[UploadFile], limit: int) -> tuple[list[tupl
     return received, skipped
 
 
-def thresholds_out(summary: RunSummary) -> dict:
-    """``{"method", "image": {"raw", "normalized", "source"}, "pixel": {...}, "false_alarms"}`` from a model's
-    summary; ``false_alarms`` (None unless the good-image rule set the threshold) holds the good images it used
-    and the expected false-alarm rate with its 95 % range."""
+def thresholds_out(summary: RunSummary, version: int = 0, cuts: tuple[float, float] = (0.5, 0.5)) -> dict:
+    """``{"method", "version", "image": {"raw", "normalized", "source"}, "pixel": {...}, "false_alarms"}`` from a
+    model's summary and its current threshold version (number and normalized cuts; 0: the trained 0.5 and 0.5);
+    ``false_alarms`` (None unless the good-image rule set the threshold) holds the good images it used and the
+    expected false-alarm rate with its 95 % range (of the trained thresholds)."""
     calibration, given = summary.calibration, summary.thresholds
-    out: dict = {"method": given.get("method")}
-    for level in ("image", "pixel"):
-        out[level] = {"raw": calibration.get(f"{level}_threshold"), "normalized": 0.5, "source": given.get(level)}
+    out: dict = {"method": given.get("method"), "version": version}
+    for level, cut in zip(("image", "pixel"), cuts):
+        trained = calibration.get(f"{level}_threshold")
+        try:
+            raw = raw_threshold(calibration, level, cut) if cut != 0.5 else trained
+        except KeyError:  # an old summary without the level's min and max
+            raw = trained if cut == 0.5 else None
+        out[level] = {"raw": raw, "normalized": cut, "source": given.get(level)}
     keys = ("good_images", "target_fpr", "expected_fpr", "expected_fpr_low", "expected_fpr_high", "good_images_above")
     out["false_alarms"] = {key: given[key] for key in keys} if all(key in given for key in keys) else None
     return out

@@ -49,7 +49,8 @@ def model_out(shown: ModelView) -> ModelOut:
     base = f"{API}/models/{row.id}"
     return ModelOut(id=row.id, tag=row.tag, model=row.model, display_name=row.display_name, backbone=row.backbone,
                     image_size=json.loads(str(row.image_size)), format=row.format, source=row.source, job_id=row.job_id,
-                    created_at=row.created_at, metrics=summary.metrics, thresholds=thresholds_out(summary),
+                    created_at=row.created_at, metrics=summary.metrics,
+                    thresholds=thresholds_out(summary, row.threshold_version, shown.cuts),
                     dataset={"counts": summary.counts, "images_fitted": summary.images_fitted,
                              "images_calibrated": summary.images_calibrated, "notes": summary.notes},
                     config=summary.config, loaded=shown.loaded,

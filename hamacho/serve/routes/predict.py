@@ -37,6 +37,7 @@ from hamacho.serve.schemas import (
 )
 from hamacho.serve.service import API, Service, read_uploads
 from hamacho.serve.storage import Skipped
+from hamacho.serve.threshold_versions import current_cuts
 
 router = APIRouter(tags=["predict"])
 MAX_IMAGES = 100
@@ -54,11 +55,12 @@ def prediction_out(data: dict[str, Any], result_id: int | None) -> PredictionOut
 
 
 def _predict(service: Service, session: Session, row: ModelRow, received: list[tuple[str, bytes]], paths: list[str],
-             image_cut: float, pixel_cut: float, save: bool, skipped: list[Skipped]) -> tuple[PredictOut, list[str]]:
+             image_cut: float, pixel_cut: float, save: bool, skipped: list[Skipped],
+             version: int | None) -> tuple[PredictOut, list[str]]:
     """Read the server-side images, score and store those that decode (on a worker thread); also return unsaved
     folders to drop."""
     received = received + read_server_images(service.config, paths)
-    stored = predict_and_store(service, session, row, received, image_cut, pixel_cut, save, skipped)
+    stored = predict_and_store(service, session, row, received, image_cut, pixel_cut, save, skipped, version)
     items = [prediction_out(record, result_id) for record, result_id in zip(stored.records, stored.result_ids)]
     return PredictOut(model_id=row.id, model_tag=row.tag, items=items,
                       skipped=[SkippedOut(name=s.name, reason=s.reason) for s in stored.skipped]), stored.dropped
@@ -68,13 +70,15 @@ def _predict(service: Service, session: Session, row: ModelRow, received: list[t
 async def predict(ref: str, background: BackgroundTasks, service: ServiceDep, session: SessionDep,
                   files: list[UploadFile] = File(default=[], description="Images (repeat the field)"),
                   paths: list[str] = Form(default=[], description="Server-side image files (repeat the field)"),
-                  image_threshold: float = Form(0.5), pixel_threshold: float = Form(0.5),
+                  image_threshold: float | None = Form(None, description="0..1; default: the model's current version"),
+                  pixel_threshold: float | None = Form(None, description="0..1; default: the model's current version"),
                   save: bool = Form(False)) -> PredictOut:
     """Score images with a model (loaded first if it is not in memory); ``save`` keeps them as results. File by
-    file: files that do not decode are listed in ``skipped``; 400 only when none could be scored."""
+    file: files that do not decode are listed in ``skipped``; 400 only when none could be scored. Cuts not given
+    are the model's current threshold version's, whose number each prediction records."""
     try:
-        image_cut = check_cut("image_threshold", image_threshold)
-        pixel_cut = check_cut("pixel_threshold", pixel_threshold)
+        given = {level: None if cut is None else check_cut(f"{level}_threshold", cut)
+                 for level, cut in (("image", image_threshold), ("pixel", pixel_threshold))}
     except ConfigError as exc:
         raise HTTPException(400, str(exc)) from exc
     files = [f for f in files if isinstance(f, StarletteUpload)]
@@ -83,9 +87,13 @@ async def predict(ref: str, background: BackgroundTasks, service: ServiceDep, se
     if len(files) + len(paths) > MAX_IMAGES:
         raise HTTPException(400, f"at most {MAX_IMAGES} images per request")
     row = model_by_ref(session, ref)
+    current = current_cuts(session, row)
+    image_cut = current.image if given["image"] is None else given["image"]
+    pixel_cut = current.pixel if given["pixel"] is None else given["pixel"]
+    version = current.version if (image_cut, pixel_cut) == (current.image, current.pixel) else None
     received, skipped = await read_uploads(files, service.config.max_file_bytes)
     result, dropped = await run_in_threadpool(_predict, service, session, row, received, paths, image_cut, pixel_cut,
-                                              save, skipped)
+                                              save, skipped, version)
     if dropped:
         background.add_task(remove_predictions, service.config.data_dir, dropped)
     return result

@@ -220,6 +220,7 @@ function thresholdsBlock(thresholds) {
   }
   const rows = [];
   if (thresholds.method) rows.push(["Method", String(thresholds.method)]);
+  if (thresholds.version) rows.push(["Version", `${thresholds.version}, saved on the Predict screen (training: 0.50)`]);
   for (const [key, label] of [["image", "Image (OK/NG)"], ["pixel", "Pixel (defect area)"]]) {
     const t = thresholds[key];
     if (t === undefined || t === null) continue;

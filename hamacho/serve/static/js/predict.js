@@ -1,13 +1,16 @@
 // Predict screen: choose a model, drop images, see OK/NG, score, heatmap and defect area; the sliders
 // re-decide and redraw without running the model again.
 import { api, releaseWithin } from "./api.js";
-import { $, $$, h, setupDropzone, showError, showSkipped, showStatus, showTab, plural, fmt } from "./ui.js";
+import { $, $$, h, setupDropzone, showError, showSkipped, showStatus, showTab, plural, fmt, fmtDate, guard } from "./ui.js";
 import { state, on, emit } from "./state.js";
 import { predictionCard, redecide, resegment } from "./prediction.js";
 
 const CHUNK = 8;
 const MODEL_KEY = "hamacho.predictModel";
+const BY_KEY = "hamacho.reviewer";
 let wanted = localStorage.getItem(MODEL_KEY) || "";
+let current = null; // the chosen model's current threshold version: {version, image, pixel, ...}
+let updateSliders = () => {};
 
 export function initPredict() {
   on("models", fillModels);
@@ -20,7 +23,11 @@ export function initPredict() {
   $("#pr-model").addEventListener("change", () => {
     wanted = $("#pr-model").value;
     localStorage.setItem(MODEL_KEY, wanted);
+    guard(() => loadVersions({ apply: true }))();
   });
+  $("#pr-by").value = localStorage.getItem(BY_KEY) || "";
+  $("#pr-by").addEventListener("change", () => localStorage.setItem(BY_KEY, $("#pr-by").value.trim()));
+  $("#pr-save-cuts").addEventListener("click", guard(saveCuts, $("#pr-save-cuts")));
   setupDropzone($("#pr-drop"), $("#pr-input"), predict);
 
   let frame = 0;
@@ -37,10 +44,12 @@ export function initPredict() {
   slider.addEventListener("input", update);
   pixel.addEventListener("input", update);
   $("#pr-reset").addEventListener("click", () => {
-    slider.value = "0.5";
-    pixel.value = "0.5";
+    const cuts = current || { image: 0.5, pixel: 0.5 };
+    slider.value = String(cuts.image);
+    pixel.value = String(cuts.pixel);
     update();
   });
+  updateSliders = update;
   renderSummary();
 }
 
@@ -63,6 +72,58 @@ function fillModels(models) {
   );
   const match = models.find((m) => m.tag === wanted || String(m.id) === wanted);
   if (match) select.value = match.tag;
+  const shown = select.value;
+  if (shown && (!current || current.model !== shown)) guard(() => loadVersions({ apply: true }))();
+}
+
+/** The chosen model's threshold versions: the list, the line naming the current one, and (apply) the sliders
+ * set to its cuts. */
+async function loadVersions({ apply = false } = {}) {
+  const ref = $("#pr-model").value;
+  if (!ref) return;
+  const data = await api(`api/v1/models/${encodeURIComponent(ref)}/thresholds`);
+  const items = (data && data.items) || [];
+  const now = items.find((v) => v.version === data.current) || { version: 0, image: 0.5, pixel: 0.5 };
+  current = { ...now, model: ref };
+  $("#pr-version").textContent = now.version
+    ? `${ref} uses threshold version ${now.version}: image ${fmt(now.image, 2)}, pixel ${fmt(now.pixel, 2)}` +
+      `${now.created_by ? `, saved by ${now.created_by}` : ""} on ${fmtDate(now.created_at)}.`
+    : `${ref} uses the thresholds set in training (version 0).`;
+  $("#pr-versions-list").replaceChildren(
+    ...items.slice().reverse().map((v) =>
+      h("tr", { class: v.version === data.current ? "current" : "" },
+        h("td", {}, v.version ? String(v.version) : "0 (training)"),
+        h("td", {}, fmt(v.image, 2)),
+        h("td", {}, fmt(v.pixel, 2)),
+        h("td", {}, v.version ? `${v.created_by || "—"}, ${fmtDate(v.created_at)}${v.note ? ` · ${v.note}` : ""}` : "—"),
+        h("td", { class: "row-actions" }, v.version === data.current
+          ? h("span", { class: "muted" }, "in use")
+          : h("button", { type: "button", class: "secondary small", "aria-label": `Use threshold version ${v.version}`,
+            onclick: guard(() => useVersion(v.version)) }, "Use")))),
+  );
+  if (apply) {
+    $("#pr-threshold").value = String(now.image);
+    $("#pr-pixel").value = String(now.pixel);
+    updateSliders();
+  }
+}
+
+async function saveCuts() {
+  const ref = $("#pr-model").value;
+  if (!ref) throw new Error("Choose a model first.");
+  const by = $("#pr-by").value.trim();
+  localStorage.setItem(BY_KEY, by);
+  const saved = await api(`api/v1/models/${encodeURIComponent(ref)}/thresholds`, {
+    method: "POST", json: { image: threshold(), pixel: pixelThreshold(), by: by || null } });
+  showStatus(`Saved image ${fmt(saved.image, 2)} and pixel ${fmt(saved.pixel, 2)} as version ${saved.version} of ${ref}; predictions use it from now on.`);
+  await loadVersions();
+}
+
+async function useVersion(version) {
+  const ref = $("#pr-model").value;
+  const cuts = await api(`api/v1/models/${encodeURIComponent(ref)}/thresholds/${version}/activate`, { method: "POST" });
+  showStatus(`${ref} uses threshold version ${cuts.version} again.`);
+  await loadVersions({ apply: true });
 }
 
 function cards() {

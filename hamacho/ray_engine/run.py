@@ -1,0 +1,189 @@
+"""``hamacho inference --engine ray`` as a library call: the local engine's run, with the scoring on Ray."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hamacho.errors import HamachoError, first_line
+from hamacho.inference import InferenceResult, InferenceSetup, finish_inference, prepare_inference
+from hamacho.post.metrics import image_metrics
+from hamacho.progress import RunControl
+from hamacho.ray_engine.checkpoint import Checkpoint
+from hamacho.ray_engine.connection import (
+    RayEngineError,
+    check_nodes_read,
+    pool_size,
+    ray_session,
+    require_ray,
+)
+from hamacho.ray_engine.options import RayOptions
+from hamacho.ray_engine.parquet import write_results_parquet
+from hamacho.ray_engine.pipeline import ScoringJob, stream_scored
+from hamacho.report.results import write_results_csv
+from hamacho.results.collector import ResultsCollector
+from hamacho.results.types import PIXEL_METRICS, ImageResult
+
+STOP_NOTE = "results.csv was not written"
+RESUME_NOTE = "the images scored so far are saved in {folder}; the same command with --resume scores the rest"
+
+
+def run_ray_inference(
+    model_path: str | Path,
+    image_path: str | Path,
+    save_path: str | Path | None = None,
+    image_threshold: float = 0.5,
+    pixel_threshold: float = 0.5,
+    batch_size: int | None = None,
+    visualization: dict[str, Any] | None = None,
+    control: RunControl | None = None,
+    log: Callable[[str], None] = print,
+    report: bool = True,
+    options: RayOptions | None = None,
+    resume: bool = False,
+) -> InferenceResult:
+    """Score images on a pool of Ray actors; the same rows, files and report as :func:`hamacho.inference.run_inference`.
+
+    Args:
+        model_path: ``model.pt`` or an export folder, at a path every node of the cluster reads.
+        image_path: Image file, folder, dataset root or file list (every node reads the images at these paths).
+        save_path: Output folder (on the driver's machine); default ``inference/`` beside the model file.
+        image_threshold: Normalized cut for OK/NG.
+        pixel_threshold: Normalized cut for predicted masks.
+        batch_size: Images per forward pass; default from the model's configuration.
+        visualization: Overrides of the model's ``visualization`` settings.
+        control: Progress bar and stop requests (default: none).
+        log: Where one-line messages go.
+        report: Write report.html and its figures.
+        options: Where Ray is and the size of the actor pool (default: a local Ray, one actor per CPU).
+        resume: Continue the unfinished run saved in the output folder, scoring only what it lacks.
+
+    Returns:
+        As :func:`~hamacho.inference.run_inference`; ``summary["ray"]`` tells the actors, and the images
+        resumed and scored.
+
+    Raises:
+        RayEngineError: No Ray installed, a cluster out of reach, nodes that cannot read the files, or a
+            failure inside Ray (what was scored stays saved for ``--resume``).
+    """
+    options = options or RayOptions()
+    control = control or RunControl(stop_note=STOP_NOTE)
+    require_ray()
+    with control.phase("loading", total=1, unit="steps", bar=False) as phase:
+        setup = prepare_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
+                                  visualization, device="cpu")
+        checkpoint = Checkpoint.open(setup, resume, log)
+        phase.advance()
+    todo = checkpoint.todo()
+    collector = setup.collector(report)
+    arrays = report or setup.pictures().active or any(s.mask_path is not None for s in setup.samples)
+    facts: dict[str, Any] = {"address": options.address or os.environ.get("RAY_ADDRESS") or "local",
+                             "resumed_images": len(checkpoint.done), "scored_images": 0}
+    peaks: dict[int, float] = {}
+    first_result = None
+    with ray_session(options.address) if todo else contextlib.nullcontext():
+        actors = 0
+        if todo:
+            with control.phase("cluster", total=1, unit="steps", bar=False) as phase:
+                actors = pool_size(options.actors, options.cpus_per_actor, options.gpus_per_actor, log)
+                check_nodes_read(_probe_paths(setup), options.cpus_per_actor, options.gpus_per_actor)
+                phase.advance()
+        facts["actors"] = actors
+        checkpoint.start()
+        control.stop_note = RESUME_NOTE.format(folder=checkpoint.folder)
+        job = ScoringJob(os.path.abspath(str(setup.predictor.path)), setup.predictor.batch_size, image_threshold,
+                         pixel_threshold, arrays)
+        with control.phase("inference", total=len(setup.samples)) as phase, setup.pictures() as pictures:
+            started = time.perf_counter()
+            if len(checkpoint.done):
+                phase.advance(len(checkpoint.done))
+            stream = stream_scored(job, setup.samples, todo, options, actors) if todo else iter(())
+            try:
+                for scored, pids, rss in stream:
+                    first_result = first_result or time.perf_counter() - started
+                    _take(collector, scored, checkpoint)
+                    pictures.add(scored)
+                    for pid, peak in zip(pids.tolist(), rss.tolist()):
+                        peaks[pid] = max(peak, peaks.get(pid, 0.0))
+                    facts["scored_images"] += len(scored)
+                    phase.advance(len(scored))
+                pictures.finish()
+            except (HamachoError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # Ray's errors, as one line (a HamachoError inside an actor as itself)
+                raise _failure(exc, checkpoint) from exc
+            finally:
+                getattr(stream, "close", lambda: None)()
+                checkpoint.flush()
+    collector.finish()
+    seconds = control.seconds["inference"]
+    rows = checkpoint.merged_rows()
+    write_results_csv(setup.output_dir / "results.csv", rows)
+    write_results_parquet(setup.output_dir / "results.parquet", rows)
+    checkpoint.remove()
+    metrics = _all_metrics(rows, collector, setup, log) if len(checkpoint.done) else collector.metrics
+    timings = {"images_per_second": facts["scored_images"] / seconds if seconds else 0.0,
+               "first_result_seconds": first_result, "actor_peak_rss_mb": sorted(peaks.values())}
+    return finish_inference(setup, rows, metrics, collector.report_data, seconds, control, log, report,
+                            extra={"engine": "ray", "ray": facts, "timings": timings})
+
+
+def _probe_paths(setup: InferenceSetup) -> list[str]:
+    """What every actor's node must read: the model, and the first and last image."""
+    assert setup.predictor.path is not None
+    images = {os.path.abspath(setup.samples[0].path), os.path.abspath(setup.samples[-1].path)}
+    return [os.path.abspath(setup.predictor.path), *sorted(images)]
+
+
+def _take(collector: ResultsCollector, scored: Any, checkpoint: Checkpoint) -> None:
+    """The rows of one scored block into the checkpoint, through the collector (which keeps no rows: the
+    checkpoint holds them, and results.csv is written from it)."""
+    collector.add(scored)
+    checkpoint.add(scored.batch.indices.tolist(), collector.rows)
+    collector.rows.clear()
+
+
+def _all_metrics(rows: list[ImageResult], collector: ResultsCollector, setup: InferenceSetup,
+                 log: Callable[[str], None]) -> dict[str, float | None]:
+    """Metrics of a resumed run: image metrics over every row (the same numbers as one uninterrupted run);
+    pixel metrics need every map, which the earlier runs did not keep."""
+    labelled = [r for r in rows if r.label and r.decision]
+    if not labelled:
+        return collector.metrics
+    metrics = image_metrics(np.array([r.raw_score for r in labelled], dtype=np.float32),
+                            np.array([r.label == "defective" for r in labelled], dtype=np.int64),
+                            np.array([r.decision == "NG" for r in labelled], dtype=bool))
+    metrics.update({name: None for name in PIXEL_METRICS})
+    if any(s.mask_path is not None for s in setup.samples):
+        log("note: pixel metrics are not computed after --resume (they need every image's map); image metrics "
+            "cover every image")
+    return metrics
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack += [current.__context__, current.__cause__, getattr(current, "cause", None)]
+
+
+def _failure(exc: BaseException, checkpoint: Checkpoint) -> HamachoError:
+    """A Ray failure as one line: the Hamacho error an actor raised, else the deepest cause's first line."""
+    causes = list(_chain(exc))
+    for cause in causes:
+        if isinstance(cause, HamachoError) and type(cause).__module__.startswith("hamacho"):
+            return cause
+    root = causes[-1]
+    return RayEngineError(f"the Ray pipeline failed: {type(root).__name__}: {first_line(root)} "
+                          f"({RESUME_NOTE.format(folder=checkpoint.folder)})")
