@@ -19,7 +19,14 @@ import click
 
 from hamacho import __version__
 from hamacho.cli_cluster import db, worker
-from hamacho.cli_options import ModelChoice, TrainCommand, option_values, setting_options
+from hamacho.cli_options import (
+    ModelChoice,
+    TrainCommand,
+    engine_options,
+    option_values,
+    ray_options,
+    setting_options,
+)
 from hamacho.errors import HamachoError, Interrupted, first_line
 from hamacho.extras import TRAINING_PACKAGES
 from hamacho.models.registry import DEFAULT_MODEL
@@ -101,25 +108,44 @@ def train(model_name: str | None, config_file: str | None, quiet: bool, override
 @click.option("--only-wrong", is_flag=True, help="Write pictures only for wrongly decided labelled images.")
 @click.option("--no-images", is_flag=True, help="Write no report pictures (results.csv only).")
 @click.option("--no-report", is_flag=True, help="Skip report.html and its figures.")
+@click.option("--no-pictures", is_flag=True,
+              help="Results files only: no pictures and no report (archive runs; same as --no-images --no-report).")
+@engine_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size, save_heatmap,
-              save_segmentation, only_wrong, no_images, no_report, quiet) -> None:
+              save_segmentation, only_wrong, no_images, no_report, no_pictures, engine, quiet, **engine_values) -> None:
     """Score images with a trained model: OK/NG per image, heatmaps and results.csv.
 
     A folder is searched recursively. A dataset root contributes its test/ images with their labels,
-    and then metrics are printed too. Unreadable images are listed in results.csv; the command fails
-    only when no image could be processed.
+    and then metrics are printed too; a file list (.csv with path and label, .txt with one path a line)
+    its images. Unreadable images are listed in results.csv; the command fails only when no image could
+    be processed. With --engine ray, Ray actors score on this machine or a cluster, and results.parquet is
+    written too.
     """
     from hamacho.inference import STOP_NOTE, run_inference
     from hamacho.progress import stop_on_signals
 
+    ray, resume = ray_options(engine, engine_values)
+    if no_pictures:
+        drawn = [name for name, on in (("--save-heatmap", save_heatmap), ("--save-segmentation", save_segmentation))
+                 if on]
+        if drawn:
+            raise click.UsageError(f"--no-pictures writes no pictures; drop {' and '.join(drawn)}")
+        no_images = no_report = True
     vis = {"report_images": not no_images}
     vis.update({k: True for k, on in (("save_heatmap", save_heatmap), ("save_segmentation", save_segmentation),
                                        ("only_wrong", only_wrong)) if on})
     control = _control(quiet, STOP_NOTE)
     with stop_on_signals(control):
-        result = run_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
-                               visualization=vis, control=control, log=_echo_err, report=not no_report)
+        if ray is None:
+            result = run_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
+                                   visualization=vis, control=control, log=_echo_err, report=not no_report)
+        else:
+            from hamacho.ray_engine.run import run_ray_inference
+
+            result = run_ray_inference(model_path, image_path, save_path, image_threshold, pixel_threshold,
+                                       batch_size, visualization=vis, control=control, log=_echo_err,
+                                       report=not no_report, options=ray, resume=resume)
     _echo_outcome(result)
 
 

@@ -116,3 +116,57 @@ class TrainCommand(click.Command):
                 formatter.write_text(f"{name} ({get_spec(name).display_name}):")
                 with formatter.indentation():
                     formatter.write_dl([(f"{info.key}={yaml_value(info.default)}", info.summary) for info in own])
+
+
+ENGINES = ("local", "ray")
+RAY_ONLY = {"ray_address": "--ray-address", "actors": "--actors", "cpus_per_actor": "--cpus-per-actor",
+            "gpus_per_actor": "--gpus-per-actor", "resume": "--resume"}
+
+
+def engine_options(command: Any) -> Any:
+    """``hamacho inference``'s engine options: this process, or a pool of Ray actors (docs/inference.md)."""
+    options = [
+        click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+                     help="local: score in this process; ray: on a pool of Ray actors, on this machine or a "
+                          "cluster (pip install 'hamacho[ray]'; docs/inference.md, \"On a cluster\")."),
+        click.option("--ray-address", metavar="ADDRESS",
+                     help="With --engine ray: auto (the cluster `ray start` runs here), HOST:PORT of a head node, "
+                          "or ray://HOST:10001 (Ray Client) [a new local Ray; RAY_ADDRESS when set]."),
+        click.option("--actors", type=click.IntRange(1), metavar="N",
+                     help="With --engine ray: scoring actors, each holding the model once [as many as the "
+                          "cluster's CPUs, or GPUs, hold]."),
+        click.option("--cpus-per-actor", type=click.FloatRange(0, min_open=True), metavar="C",
+                     help="With --engine ray: CPUs reserved for each actor [1]."),
+        click.option("--gpus-per-actor", type=click.FloatRange(0), metavar="G",
+                     help="With --engine ray: GPUs reserved for each actor; the model then runs on it [0]."),
+        click.option("--resume", is_flag=True, default=None,
+                     help="With --engine ray: continue the unfinished run in the output folder, scoring only "
+                          "the images it lacks."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def ray_options(engine: str, values: dict[str, Any]) -> tuple[Any, bool]:
+    """The :class:`~hamacho.ray_engine.options.RayOptions` of ``--engine ray`` (None for the local engine), and
+    whether to resume.
+
+    Args:
+        engine: ``local`` or ``ray``.
+        values: The engine options' values by parameter name (None where not given); they are removed.
+
+    Raises:
+        click.UsageError: A Ray option given with the local engine.
+    """
+    from hamacho.ray_engine.options import RayOptions
+
+    given = {name: values.pop(name) for name in RAY_ONLY}
+    if engine != "ray":
+        named = [RAY_ONLY[name] for name, value in given.items() if value is not None]
+        if named:
+            raise click.UsageError(f"{', '.join(named)} need(s) --engine ray")
+        return None, False
+    return RayOptions(address=given["ray_address"], actors=given["actors"],
+                      cpus_per_actor=1.0 if given["cpus_per_actor"] is None else given["cpus_per_actor"],
+                      gpus_per_actor=given["gpus_per_actor"] or 0.0), bool(given["resume"])

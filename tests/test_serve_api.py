@@ -324,3 +324,15 @@ def test_cancel_a_running_job(client, env, monkeypatch, tmp_path):
     assert done["status"] == "cancelled" and "Interrupted during feature extraction" in done["error"]
     assert client.get(f"{API}/models/stopped").status_code == 404
     assert not (env["config"].data_dir / "jobs" / str(job["id"])).exists()
+
+
+def test_weight_files_in_the_allowed_folders_are_listed(client, env):
+    root = env["base"] / "import"
+    for relative in ("weights/resnet18-f37072fd.pth", "weights/old.pt", ".hidden/x.pth", "models/model.pt",
+                     "weights/notes.txt"):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(b"0" * 10)
+    listed = client.get(f"{API}/weights").json()
+    assert listed["roots"] == [str(root.resolve())]
+    assert [(item["name"], item["bytes"]) for item in listed["items"]] == [("old.pt", 10), ("resnet18-f37072fd.pth", 10)]
+    assert listed["items"][1]["path"] == str((root / "weights" / "resnet18-f37072fd.pth").resolve())

@@ -329,3 +329,10 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     page.get_by_role("button", name="Use threshold version 0").click()
     expect(page.locator("#pr-threshold-out")).to_have_text("0.50")
     expect(page.locator("#pr-version")).to_contain_text("uses the thresholds set in training (version 0)")
+
+    # The Train form after the reload: the settings of the last job started in this browser, and where the
+    # server looks for weight files
+    page.get_by_role("tab", name="Train").click()
+    expect(page.locator("#tr-model-backbone-weights")).to_have_value("none")
+    expect(page.locator("#tr-dataset-image-size")).to_have_value("")
+    expect(page.locator("#tr-weights-files")).to_contain_text("No weight files in the server's allowed folders")

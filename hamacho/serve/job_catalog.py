@@ -24,6 +24,8 @@ from hamacho.serve.worker import job_settings
 from hamacho.settings import Settings
 
 WEIGHT_WORDS = ("imagenet", "none")
+WEIGHT_SUFFIXES = (".pth", ".pt")  # torchvision's state-dict files
+MAX_SCANNED = 20_000  # files looked at per root when listing weight files (an import folder may hold images)
 JobAndModel = tuple[JobRow, ModelRow | None]  # a job and the model it made (None until it succeeded)
 
 
@@ -41,6 +43,27 @@ def check_server_paths(settings: Settings, roots: list[Path]) -> None:
         allowed_path(weights, roots)
     if settings.dataset.valid_area_mask:
         allowed_path(settings.dataset.valid_area_mask, roots)
+
+
+def weight_files(roots: list[Path], limit: int = 200) -> list[Path]:
+    """Backbone weight files (``*.pth``, ``*.pt``; not Hamacho's own ``model.pt``) inside the allowed roots, for a
+    job's ``model.backbone_weights``: sorted, at most ``limit``, hidden folders and files skipped, at most
+    :data:`MAX_SCANNED` files looked at per root."""
+    found: list[Path] = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for seen, path in enumerate(sorted(root.rglob("*"))):
+            if seen >= MAX_SCANNED or len(found) >= limit:
+                break
+            hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
+            if (not hidden and path.suffix.lower() in WEIGHT_SUFFIXES and path.name != "model.pt"
+                    and path.is_file()):
+                try:
+                    found.append(allowed_path(str(path), roots))
+                except InputError:  # a link out of the roots
+                    continue
+    return sorted(set(found))[:limit]
 
 
 def queue_job(service: Service, session: Session, order: JobIn) -> JobRow:

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from hamacho.results.summary import RunSummary
 from hamacho.serve.db import JobRow, ModelRow, loads
 from hamacho.serve.deps import ServiceDep, SessionDep
-from hamacho.serve.job_catalog import job_and_model, jobs_page, queue_job, request_cancel
+from hamacho.serve.job_catalog import job_and_model, jobs_page, queue_job, request_cancel, weight_files
 from hamacho.serve.schemas import JobIn, JobList, JobOut, Limit, Offset, PathId
 from hamacho.serve.service import API, thresholds_out
 
@@ -58,3 +58,12 @@ def get_job(job_id: PathId, session: SessionDep) -> JobOut:
 def cancel_job(job_id: PathId, service: ServiceDep, session: SessionDep) -> JobOut:
     """Cancel a queued job, or ask a running one to stop at its next step (409 for a finished job)."""
     return job_out(*request_cancel(service, session, job_id))
+
+
+@router.get("/weights")
+def list_weight_files(service: ServiceDep) -> dict:
+    """Backbone weight files a job may name (``model.backbone_weights``): ``*.pth`` and ``*.pt`` files inside the
+    allowed folders (``hamacho serve --allow-path``), with the folders themselves."""
+    files = weight_files(service.config.allowed_roots)
+    return {"items": [{"path": str(path), "name": path.name, "bytes": path.stat().st_size} for path in files],
+            "roots": [str(root) for root in service.config.allowed_roots]}

@@ -20,6 +20,9 @@ const PHASES = {
   done: "Done",
 };
 
+const SETTINGS_KEY = "hamacho.trainSettings"; // {model: {key: text}}: the form as the last job started with it
+const WEIGHTS_KEY = "model.backbone_weights";
+let weightFiles = null; // {items: [{path, name, bytes}], roots: [...]} from the server, once
 let watching = null; // id of the job shown in the progress card
 let pollTimer = 0;
 let modelTagEdited = false;
@@ -51,6 +54,42 @@ export function initTrain() {
   $("#job-cancel").addEventListener("click", guard(cancelJob, $("#job-cancel")));
   $("#jobs-refresh").addEventListener("click", guard(loadJobs, $("#jobs-refresh")));
   fillOptions(state.options);
+  api("api/v1/weights")
+    .then((data) => {
+      weightFiles = data;
+      renderSettings();
+    })
+    .catch(() => {}); // an older server: the field stays free text
+}
+
+function remembered() {
+  try {
+    return JSON.parse(localStorage.getItem(SETTINGS_KEY) || "{}") || {};
+  } catch {
+    return {};
+  }
+}
+
+function remember(model, fields) {
+  const all = remembered();
+  all[model] = Object.fromEntries([...fields].map((f) => [f.name, f.value]));
+  localStorage.setItem(SETTINGS_KEY, JSON.stringify(all));
+}
+
+/** The backbone-weights field's choices: imagenet, none and the weight files in the server's allowed folders. */
+function weightsNote(input, summary) {
+  const list = h("datalist", { id: "tr-weights-list" },
+    h("option", { value: "imagenet" }, "torchvision's download (needs a network once)"),
+    h("option", { value: "none" }, "random weights (tests only)"),
+    ...((weightFiles && weightFiles.items) || []).map((f) => h("option", { value: f.path }, f.name)));
+  input.setAttribute("list", "tr-weights-list");
+  if (!weightFiles) return [list, h("p", { class: "field-note" }, summary)];
+  const files = weightFiles.items.length;
+  const where = weightFiles.roots.join(", ");
+  const text = files
+    ? `${files} weight file${files === 1 ? "" : "s"} on the server (in ${where}): pick one from the list.`
+    : `No weight files in the server's allowed folders (${where}). Without a network, copy torchvision's .pth file there and pick it here.`;
+  return [list, h("p", { class: "field-note" }, summary), h("p", { class: "field-note", id: "tr-weights-files" }, text)];
 }
 
 export async function resumeJobs() {
@@ -87,12 +126,21 @@ function renderSettings() {
           ? h("select", { id, name: s.key }, ...s.choices.map((c) => h("option", { value: c }, c)))
           : h("input", { id, name: s.key, type: "text", autocomplete: "off", spellcheck: "false" });
         const old = previous.get(s.key);
-        input.value = old && old.dataset.touched ? old.value : fieldText(s.default);
-        if (old && old.dataset.touched) input.dataset.touched = "1";
+        const last = (remembered()[$("#tr-model").value] || {})[s.key];
+        if (old && old.dataset.touched) {
+          input.value = old.value;
+          input.dataset.touched = "1";
+        } else if (last !== undefined && (!s.choices || s.choices.includes(last))) {
+          input.value = last; // as the last job of this model started with it, in this browser
+          if (last !== fieldText(s.default)) input.dataset.touched = "1";
+        } else {
+          input.value = fieldText(s.default);
+        }
         input.addEventListener(s.choices ? "change" : "input", () => {
           input.dataset.touched = "1";
         });
-        return [h("label", { for: id }, s.label), h("div", {}, input, h("p", { class: "field-note" }, s.summary))];
+        const notes = s.key === WEIGHTS_KEY ? weightsNote(input, s.summary) : [h("p", { class: "field-note" }, s.summary)];
+        return [h("label", { for: id }, s.label), h("div", {}, input, ...notes)];
       }),
   );
 }
@@ -189,6 +237,7 @@ async function startJob() {
     method: "POST",
     json: { model_tag: modelTag, model: $("#tr-model").value, tag, parameters },
   });
+  remember($("#tr-model").value, $("#tr-settings").querySelectorAll("[name]"));
   clearErrors();
   showStatus(`Training ${job.model_tag || modelTag} started.`);
   modelTagEdited = false;
