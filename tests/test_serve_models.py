@@ -318,3 +318,71 @@ def test_threshold_versions_are_saved_rolled_back_and_recorded(client, trained):
     finally:
         assert client.post(f"{API}/models/m1/thresholds/0/activate").status_code == 200  # the other tests' cuts
     assert predict(client, "m1", [probe]).json()["items"][0]["threshold_version"] == 0
+
+
+def test_the_inspection_log_filters_sorts_exports_and_reviews(client, trained):
+    import csv
+    import datetime as dt
+
+    files = trained["files"]
+    sent = [files["bad"][0], files["bad"][1], files["good"][0]]
+    names = ["cam1-bad-a.png", "cam1-bad-b.png", "cam2-good.png"]
+    items = client.post(f"{API}/models/m1/predict", data={"save": "true", "image_threshold": "0.5"},
+                        files=[("files", (n, p.read_bytes(), "image/png")) for n, p in zip(names, sent)]).json()["items"]
+    mine = {item["result_id"]: item for item in items}
+    assert len(mine) == 3
+
+    def log(**params) -> list[dict]:
+        listed = client.get(f"{API}/results", params={"model": "m1", "limit": 1000, **params})
+        assert listed.status_code == 200, listed.text
+        return [r for r in listed.json()["items"] if r["result_id"] in mine]
+
+    try:
+        by_decision = {d: {i for i, r in mine.items() if r["decision"] == d} for d in ("OK", "NG")}
+        for decision, ids in by_decision.items():
+            assert {r["result_id"] for r in log(decision=decision)} == ids
+        scores = [r["score"] for r in log(sort="score")]
+        assert scores == sorted(scores, reverse=True) and len(scores) == 3
+        assert [r["score"] for r in log(sort="-score")] == sorted(scores)
+        assert [r["name"] for r in log(q="CAM2")] == ["cam2-good.png"]  # part of the name, any case
+        assert {r["name"] for r in log(q="bad-")} == set(names[:2])
+        today = dt.datetime.now(dt.timezone.utc).date()
+        assert len(log(since=today.isoformat(), until=today.isoformat())) == 3
+        assert log(until=(today - dt.timedelta(days=1)).isoformat()) == []
+        for params, words in (({"since": "yesterday"}, "since: 'yesterday' is not a date (YYYY-MM-DD)"),
+                              ({"decision": "BAD"}, "decision: 'BAD' is not OK or NG"),
+                              ({"sort": "name"}, "sort: 'name' is not one of newest, oldest, score, -score")):
+            refused = client.get(f"{API}/results", params=params)
+            assert refused.status_code == 400 and refused.json() == {"error": words}
+        # a review: an NG marked a false alarm, by whom, when and why; an OK cannot be a false alarm
+        ng = max(mine, key=lambda i: mine[i]["score"])
+        ok = min(mine, key=lambda i: mine[i]["score"])
+        client.put(f"{API}/results/{ng}/review", json={"verdict": None})  # a clean start for the NG one
+        assert mine[ng]["decision"] == "NG" and mine[ok]["decision"] == "OK", "the probes need one NG and one OK"
+        marked = client.put(f"{API}/results/{ng}/review", json={"verdict": "false_alarm", "by": "ana", "note": "dust"})
+        assert marked.status_code == 200, marked.text
+        assert (marked.json()["verdict"], marked.json()["reviewed_by"], marked.json()["review_note"]) == (
+            "false_alarm", "ana", "dust") and marked.json()["reviewed_at"]
+        wrong = client.put(f"{API}/results/{ok}/review", json={"verdict": "false_alarm"})
+        assert wrong.status_code == 400
+        assert wrong.json() == {"error": f"result {ok} is OK: only an NG result can be a false alarm"}
+        assert client.put(f"{API}/results/{ok}/review", json={"verdict": "missed_defect", "by": "ben"}).status_code == 200
+        assert {r["result_id"] for r in log(verdict="any")} == {ng, ok}
+        assert {r["result_id"] for r in log(verdict="none")} == set(mine) - {ng, ok}
+        assert [r["result_id"] for r in log(verdict="false_alarm")] == [ng]
+        assert client.get(f"{API}/results/{ng}").json()["verdict"] == "false_alarm"
+        # the same log as CSV: every column, one row per result
+        exported = client.get(f"{API}/results.csv", params={"model": "m1", "verdict": "any", "sort": "score"})
+        assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+        rows = [row for row in csv.DictReader(io.StringIO(exported.text)) if int(row["result_id"]) in mine]
+        assert [int(row["result_id"]) for row in rows] == [ng, ok]
+        assert rows[0]["verdict"] == "false_alarm" and rows[0]["reviewed_by"] == "ana" and rows[0]["model_tag"] == "m1"
+        assert float(rows[0]["score"]) == mine[ng]["score"] and rows[0]["decision"] == "NG"
+        assert rows[0]["threshold_version"] == "0" and rows[0]["image_threshold"] == "0.5"  # 0.5, 0.5: version 0
+        bad_export = client.get(f"{API}/results.csv", params={"verdict": "maybe"})
+        assert bad_export.status_code == 400 and "verdict: 'maybe' is not one of" in bad_export.json()["error"]
+        # cleared
+        assert client.put(f"{API}/results/{ng}/review", json={"verdict": None}).json()["verdict"] is None
+    finally:
+        for result_id in mine:
+            client.delete(f"{API}/results/{result_id}")

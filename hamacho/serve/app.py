@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hamacho import __version__
 from hamacho.errors import HamachoError, first_line
-from hamacho.serve.routes import images, jobs, models, predict, system, thresholds
+from hamacho.serve.routes import images, jobs, models, predict, results, system, thresholds
 from hamacho.serve.service import API, Conflict, NotFound, Refusal, Service, Unavailable
 from hamacho.serve.service_config import ServiceConfig
 from hamacho.serve.storage import NothingTaken, TooLarge
@@ -186,7 +186,7 @@ def create_app(config: ServiceConfig, start_jobs: bool = True) -> FastAPI:
     app.add_middleware(UnexpectedErrors)  # added last: the outermost of ours, around BodyLimit too
     protected: list[Any] = [Depends(require_token)]
     app.include_router(system.open_router, prefix=API)
-    for module in (system, images, jobs, models, thresholds, predict):
+    for module in (system, images, jobs, models, thresholds, predict, results):
         app.include_router(module.router, prefix=API, dependencies=protected)
 
     @app.get("/", include_in_schema=False)

@@ -122,7 +122,14 @@ class ResultRow(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
     folder: Mapped[str] = mapped_column(String(255))
     data: Mapped[str] = mapped_column(Text)  # JSON: the prediction as the API returns it, without URLs
-    created_at: Mapped[str] = mapped_column(String(32), default=utcnow)
+    created_at: Mapped[str] = mapped_column(String(32), default=utcnow, index=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)  # from data: what the log searches
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    decision: Mapped[str | None] = mapped_column(String(4), index=True, nullable=True)
+    verdict: Mapped[str | None] = mapped_column(String(16), index=True, nullable=True)  # a reviewer's; None: not yet
+    reviewed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    reviewed_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    review_note: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ThresholdRow(Base):

@@ -26,7 +26,7 @@ from hamacho.report.drawing import grey_out, heatmap_overlay, segmentation_overl
 from hamacho.serve.db import ModelRow, ResultRow, utcnow
 from hamacho.serve.replicas import ModelGone, model_in_use
 from hamacho.serve.schemas import Cut
-from hamacho.serve.service import NotFound, Service, find_model, get_row, paged
+from hamacho.serve.service import NotFound, Service, get_row
 from hamacho.serve.service_config import ServiceConfig
 from hamacho.serve.storage import (
     PREDICTIONS,
@@ -151,8 +151,9 @@ def predict_and_store(service: Service, session: Session, row: ModelRow, receive
             gone = True
         else:
             gone = False
-            rows = [ResultRow(model_id=row.id, folder=f"{PREDICTIONS}/{r['folder']}", data=json.dumps(r))
-                    for r in records]
+            rows = [ResultRow(model_id=row.id, folder=f"{PREDICTIONS}/{r['folder']}", data=json.dumps(r),
+                              name=r["name"][:255], score=r["score"], decision=r["decision"] or None,
+                              created_at=r["created_at"]) for r in records]
             session.add_all(rows)
             session.flush()
             ids: list[int | None] = [result.id for result in rows]
@@ -203,19 +204,6 @@ def draw(path: Path, record: dict[str, Any], name: str) -> None:
     if inspected.is_file():
         picture = grey_out(picture, cv2.imread(str(inspected), cv2.IMREAD_GRAYSCALE) > 0)
     atomic_write_bytes(path / name, png(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)))
-
-
-def results_page(session: Session, model_ref: str | None, offset: int, limit: int) -> tuple[int, list[ResultRow]]:
-    """``(total, one page)`` of saved results, newest first, of one model (id or tag) or of all.
-
-    Raises:
-        NotFound: No such model.
-    """
-    query = select(ResultRow)
-    with session.begin():
-        if model_ref is not None:
-            query = query.where(ResultRow.model_id == find_model(session, model_ref).id)
-        return paged(session, query, ResultRow.id.desc(), offset, limit)
 
 
 def saved_result(session: Session, result_id: int) -> ResultRow:

@@ -257,6 +257,21 @@ class PredictionOut(BaseModel):
     error: str | None
     threshold_version: int | None = Field(
         None, description="The model's threshold version whose cuts decided, None for cuts of the request's own")
+    verdict: Literal["correct", "false_alarm", "missed_defect"] | None = Field(
+        None, description="A reviewer's verdict on a saved result (None: not reviewed)")
+    reviewed_by: str | None = None
+    reviewed_at: str | None = None
+    review_note: str | None = None
+
+
+class ReviewIn(BaseModel):
+    """A reviewer's verdict on a saved result."""
+
+    model_config = ConfigDict(extra="forbid")
+    verdict: Literal["correct", "false_alarm", "missed_defect"] | None = Field(
+        description="correct; false_alarm: an NG that is good; missed_defect: an OK that is defective; null clears")
+    by: str | None = Field(None, max_length=128, description="Who reviewed it")
+    note: str | None = Field(None, max_length=500)
 
 
 class ThresholdIn(BaseModel):

@@ -179,9 +179,11 @@ def find_model(session: Session, ref: str) -> ModelRow:
 
 
 def paged(session: Session, query: Select, order: Any, offset: int, limit: int) -> tuple[int, list[Any]]:
-    """``(total rows, one page of rows)`` of a query, in ``order`` (in the caller's transaction)."""
+    """``(total rows, one page of rows)`` of a query, in ``order`` (one expression or a tuple of them; in the
+    caller's transaction)."""
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    return total, list(session.scalars(query.order_by(order).offset(offset).limit(limit)))
+    ordered = query.order_by(*order) if isinstance(order, tuple) else query.order_by(order)
+    return total, list(session.scalars(ordered.offset(offset).limit(limit)))
 
 
 async def read_upload(upload: UploadFile, limit: int) -> bytes:

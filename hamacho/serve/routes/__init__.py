@@ -1,1 +1,1 @@
-"""One router per resource: system, images, jobs, models, thresholds, predict (and results)."""
+"""One router per resource: system, images, jobs, models, thresholds, predict, results (the inspection log)."""

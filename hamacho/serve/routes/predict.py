@@ -1,5 +1,5 @@
-"""Predictions with a model (uploads or server-side paths), their pictures, and saved results
-(stored by :mod:`hamacho.serve.prediction_store`)."""
+"""Predictions with a model (uploads or server-side paths) and their pictures (stored by
+:mod:`hamacho.serve.prediction_store`); saved results are in :mod:`.results`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from hamacho.errors import ConfigError
 from hamacho.predictor import check_cut
-from hamacho.serve.db import ModelRow, loads
+from hamacho.serve.db import ModelRow
 from hamacho.serve.deps import ServiceDep, SessionDep
 from hamacho.serve.model_catalog import model_by_ref
 from hamacho.serve.prediction_store import (
@@ -21,18 +21,10 @@ from hamacho.serve.prediction_store import (
     predict_and_store,
     read_server_images,
     remove_predictions,
-    remove_result,
-    results_page,
-    saved_result,
 )
 from hamacho.serve.schemas import (
-    Deleted,
-    Limit,
-    Offset,
-    PathId,
     PredictionOut,
     PredictOut,
-    ResultList,
     SkippedOut,
 )
 from hamacho.serve.service import API, Service, read_uploads
@@ -104,25 +96,3 @@ def prediction_file(folder: str, name: str, service: ServiceDep) -> FileResponse
     """A prediction's picture: image, heatmap.png, segmentation.png, map.png (normalized map) or mask.png."""
     path = picture_path(service.config.data_dir, folder, name)
     return FileResponse(path) if name == "image" else FileResponse(path, media_type="image/png")
-
-
-@router.get("/results", response_model=ResultList)
-def list_results(session: SessionDep, model: str | None = None, offset: Offset = 0, limit: Limit = 50) -> ResultList:
-    """Saved results, newest first, of one model (id or tag) or of all."""
-    total, rows = results_page(session, model, offset, limit)
-    return ResultList(items=[prediction_out(loads(r.data), r.id) for r in rows], total=total, offset=offset,
-                      limit=limit)
-
-
-@router.get("/results/{result_id}", response_model=PredictionOut)
-def get_result(result_id: PathId, session: SessionDep) -> PredictionOut:
-    """One saved result."""
-    row = saved_result(session, result_id)
-    return prediction_out(loads(row.data), row.id)
-
-
-@router.delete("/results/{result_id}", response_model=Deleted)
-def delete_result(result_id: PathId, service: ServiceDep, session: SessionDep) -> Deleted:
-    """Delete a saved result and its pictures."""
-    remove_result(session, service.config.data_dir, result_id)
-    return Deleted(deleted=1)

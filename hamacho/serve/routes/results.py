@@ -1,0 +1,85 @@
+"""The inspection log: saved results listed with filters, exported as CSV, reviewed, shown, deleted
+(:mod:`hamacho.serve.inspection_log`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from hamacho.serve.db import ResultRow, loads
+from hamacho.serve.deps import ServiceDep, SessionDep
+from hamacho.serve.inspection_log import LogFilter, log_csv, log_page, review
+from hamacho.serve.prediction_store import remove_result, saved_result
+from hamacho.serve.routes.predict import prediction_out
+from hamacho.serve.schemas import Deleted, Limit, Offset, PathId, PredictionOut, ResultList, ReviewIn
+
+router = APIRouter(tags=["results"])
+
+
+def result_out(row: ResultRow) -> PredictionOut:
+    """The API's view of a saved result: its prediction and its review."""
+    out = prediction_out(loads(row.data), row.id)
+    out.verdict, out.reviewed_by, out.reviewed_at, out.review_note = (row.verdict, row.reviewed_by, row.reviewed_at,
+                                                                      row.review_note)
+    return out
+
+
+
+def _wanted(model: str | None, decision: str | None, verdict: str | None, since: str | None, until: str | None,
+            q: str | None, sort: str) -> LogFilter:
+    return LogFilter(model=model, decision=decision, verdict=verdict, since=since, until=until, search=q or None,
+                     sort=sort)
+
+
+FILTERS = {"model": "A model's id or tag", "decision": "OK or NG",
+           "verdict": "none (not reviewed), any (reviewed), correct, false_alarm or missed_defect",
+           "since": "First day, YYYY-MM-DD (UTC)", "until": "Last day, YYYY-MM-DD (UTC)",
+           "q": "Part of the image's name", "sort": "newest (default), oldest, score (highest first) or -score"}
+
+
+@router.get("/results", response_model=ResultList)
+def list_results(session: SessionDep, model: str | None = Query(None, description=FILTERS["model"]),
+                 decision: str | None = Query(None, description=FILTERS["decision"]),
+                 verdict: str | None = Query(None, description=FILTERS["verdict"]),
+                 since: str | None = Query(None, description=FILTERS["since"]),
+                 until: str | None = Query(None, description=FILTERS["until"]),
+                 q: str | None = Query(None, max_length=255, description=FILTERS["q"]),
+                 sort: str = Query("newest", description=FILTERS["sort"]),
+                 offset: Offset = 0, limit: Limit = 50) -> ResultList:
+    """The inspection log: saved results, filtered, searched and sorted, a page at a time."""
+    total, rows = log_page(session, _wanted(model, decision, verdict, since, until, q, sort), offset, limit)
+    return ResultList(items=[result_out(r) for r in rows], total=total, offset=offset, limit=limit)
+
+
+@router.get("/results.csv")
+def export_results(service: ServiceDep, model: str | None = Query(None, description=FILTERS["model"]),
+                   decision: str | None = Query(None, description=FILTERS["decision"]),
+                   verdict: str | None = Query(None, description=FILTERS["verdict"]),
+                   since: str | None = Query(None, description=FILTERS["since"]),
+                   until: str | None = Query(None, description=FILTERS["until"]),
+                   q: str | None = Query(None, max_length=255, description=FILTERS["q"]),
+                   sort: str = Query("newest", description=FILTERS["sort"])) -> StreamingResponse:
+    """The inspection log as CSV (the same filters as ``/results``, every page), streamed."""
+    pieces = log_csv(service.factory, _wanted(model, decision, verdict, since, until, q, sort))
+    return StreamingResponse(pieces, media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": 'attachment; filename="inspection-log.csv"'})
+
+
+@router.put("/results/{result_id}/review", response_model=PredictionOut)
+def review_result(result_id: PathId, body: ReviewIn, session: SessionDep) -> PredictionOut:
+    """A reviewer's verdict on a saved result: correct, false_alarm (an NG that is good) or missed_defect (an OK
+    that is defective); null clears it."""
+    return result_out(review(session, result_id, body.verdict, body.by or None, body.note or None))
+
+
+@router.get("/results/{result_id}", response_model=PredictionOut)
+def get_result(result_id: PathId, session: SessionDep) -> PredictionOut:
+    """One saved result."""
+    return result_out(saved_result(session, result_id))
+
+
+@router.delete("/results/{result_id}", response_model=Deleted)
+def delete_result(result_id: PathId, service: ServiceDep, session: SessionDep) -> Deleted:
+    """Delete a saved result and its pictures."""
+    remove_result(session, service.config.data_dir, result_id)
+    return Deleted(deleted=1)
