@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from hamacho.serve.db import ResultRow, loads
@@ -24,44 +26,34 @@ def result_out(row: ResultRow) -> PredictionOut:
     return out
 
 
-
-def _wanted(model: str | None, decision: str | None, verdict: str | None, since: str | None, until: str | None,
-            q: str | None, sort: str) -> LogFilter:
+def log_filter(model: str | None = Query(None, description="A model's id or tag"),
+               decision: str | None = Query(None, description="OK or NG"),
+               verdict: str | None = Query(None, description="none (not reviewed), any (reviewed), correct, "
+                                                             "false_alarm or missed_defect"),
+               since: str | None = Query(None, description="First day, YYYY-MM-DD (UTC)"),
+               until: str | None = Query(None, description="Last day, YYYY-MM-DD (UTC)"),
+               q: str | None = Query(None, max_length=255, description="Part of the image's name"),
+               sort: str = Query("newest", description="newest (default), oldest, score (highest first) or -score"),
+               ) -> LogFilter:
+    """The log's filters from the query string (one dependency for the page and the CSV export)."""
     return LogFilter(model=model, decision=decision, verdict=verdict, since=since, until=until, search=q or None,
                      sort=sort)
 
 
-FILTERS = {"model": "A model's id or tag", "decision": "OK or NG",
-           "verdict": "none (not reviewed), any (reviewed), correct, false_alarm or missed_defect",
-           "since": "First day, YYYY-MM-DD (UTC)", "until": "Last day, YYYY-MM-DD (UTC)",
-           "q": "Part of the image's name", "sort": "newest (default), oldest, score (highest first) or -score"}
+LogFilterDep = Annotated[LogFilter, Depends(log_filter)]
 
 
 @router.get("/results", response_model=ResultList)
-def list_results(session: SessionDep, model: str | None = Query(None, description=FILTERS["model"]),
-                 decision: str | None = Query(None, description=FILTERS["decision"]),
-                 verdict: str | None = Query(None, description=FILTERS["verdict"]),
-                 since: str | None = Query(None, description=FILTERS["since"]),
-                 until: str | None = Query(None, description=FILTERS["until"]),
-                 q: str | None = Query(None, max_length=255, description=FILTERS["q"]),
-                 sort: str = Query("newest", description=FILTERS["sort"]),
-                 offset: Offset = 0, limit: Limit = 50) -> ResultList:
+def list_results(session: SessionDep, wanted: LogFilterDep, offset: Offset = 0, limit: Limit = 50) -> ResultList:
     """The inspection log: saved results, filtered, searched and sorted, a page at a time."""
-    total, rows = log_page(session, _wanted(model, decision, verdict, since, until, q, sort), offset, limit)
+    total, rows = log_page(session, wanted, offset, limit)
     return ResultList(items=[result_out(r) for r in rows], total=total, offset=offset, limit=limit)
 
 
 @router.get("/results.csv")
-def export_results(service: ServiceDep, model: str | None = Query(None, description=FILTERS["model"]),
-                   decision: str | None = Query(None, description=FILTERS["decision"]),
-                   verdict: str | None = Query(None, description=FILTERS["verdict"]),
-                   since: str | None = Query(None, description=FILTERS["since"]),
-                   until: str | None = Query(None, description=FILTERS["until"]),
-                   q: str | None = Query(None, max_length=255, description=FILTERS["q"]),
-                   sort: str = Query("newest", description=FILTERS["sort"])) -> StreamingResponse:
+def export_results(service: ServiceDep, wanted: LogFilterDep) -> StreamingResponse:
     """The inspection log as CSV (the same filters as ``/results``, every page), streamed."""
-    pieces = log_csv(service.factory, _wanted(model, decision, verdict, since, until, q, sort))
-    return StreamingResponse(pieces, media_type="text/csv; charset=utf-8",
+    return StreamingResponse(log_csv(service.factory, wanted), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": 'attachment; filename="inspection-log.csv"'})
 
 
