@@ -155,7 +155,7 @@ def _inference_cases(tmp: Path, root: Path, model: Path) -> list:
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
     tampered.write_bytes(bytes(data))
-    text = tmp / "notes.txt"
+    text = tmp / "notes.doc"  # .txt and .csv are file lists (docs/inference.md)
     text.write_text("x")
     empty = tmp / "empty_dir"
     empty.mkdir()

@@ -18,6 +18,9 @@ LAYERS = [
     ["hamacho.results"],
     ["hamacho.report"],
     ["hamacho.train", "hamacho.inference", "hamacho.export"],
+    # the Ray engine of `hamacho inference --engine ray`: over the inference run (options.py alone is torch- and
+    # Ray-free, for the CLI)
+    ["hamacho.ray_engine"],
     # the service, bottom up: settings and migrations; tables, files and bodies; leases and the data folder's
     # marker; one job and model files; a worker's loop and a replica's sync; `hamacho worker`; the shared state, its refusals and
     # the request's dependencies; what requests do (no HTTP); the routers; the app; starting it
@@ -29,7 +32,7 @@ LAYERS = [
     ["hamacho.serve.worker_main"],
     ["hamacho.serve.service", "hamacho.serve.deps"],
     ["hamacho.serve.image_catalog", "hamacho.serve.model_catalog", "hamacho.serve.job_catalog",
-     "hamacho.serve.threshold_versions",
+     "hamacho.serve.threshold_versions", "hamacho.serve.inspection_log",
      "hamacho.serve.prediction_store"],
     ["hamacho.serve.routes"],
     ["hamacho.serve.app"],
