@@ -76,7 +76,7 @@ def test_inference_inputs_image_folder_and_dataset_root(tmp_path):
     single, _ = discover_inference_inputs(folder / "a.png")
     assert single[0].name == "a"
     with pytest.raises(DatasetError, match="not an image file"):
-        discover_inference_inputs(_touch(tmp_path / "x.doc")  # .txt and .csv are file lists)
+        discover_inference_inputs(_touch(tmp_path / "x.doc"))  # .txt and .csv are file lists
     with pytest.raises(DatasetError, match="no images found"):
         discover_inference_inputs(_mkdir(tmp_path / "empty"))
 
