@@ -311,7 +311,9 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
 
     # The sliders saved as the model's thresholds (version 1) are where a reload starts; then back to training's.
     page.get_by_role("tab", name="Predict").click()
-    page.select_option("#pr-model", "parts-padim")
+    expect(page.locator("#pr-model")).to_have_value("parts-padim")
+    # the model's versions are loaded (they set the sliders) before the sliders are moved
+    expect(page.locator("#pr-version")).to_contain_text("parts-padim uses the thresholds set in training")
     set_slider(page, "#pr-pixel", 0.3)
     set_slider(page, "#pr-threshold", 0.7)
     page.fill("#pr-by", "ana")
