@@ -165,7 +165,7 @@ def ray_options(engine: str, values: dict[str, Any]) -> tuple[Any, bool]:
     if engine != "ray":
         named = [RAY_ONLY[name] for name, value in given.items() if value is not None]
         if named:
-            raise click.UsageError(f"{', '.join(named)} need(s) --engine ray")
+            raise click.UsageError(f"{' and '.join(named)} need{'s' if len(named) == 1 else ''} --engine ray")
         return None, False
     return RayOptions(address=given["ray_address"], actors=given["actors"],
                       cpus_per_actor=1.0 if given["cpus_per_actor"] is None else given["cpus_per_actor"],

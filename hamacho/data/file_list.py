@@ -166,8 +166,8 @@ def discover_listed_images(list_path: str | Path) -> list[Sample]:
     base = list_path.parent
     if list_path.suffix.lower() == ".csv":
         rows = read_csv_list(list_path)
-        return unique_names([Sample(path, _name(path, base), label, BAD if label else GOOD, mask if label else None)
-                             for path, label, mask, _ in rows])
+        return unique_names([Sample(path, _name(path, base), label, BAD if label else GOOD,
+                                    mask if label else None) for path, label, mask, _ in rows])
     paths = read_text_list(list_path)
     if not paths:
         raise DatasetError(f"file list {list_path} lists no images")

@@ -15,6 +15,9 @@ How a run goes (docs/inference.md, "On a cluster"):
    local engine would, and at the end writes results.csv (the local engine's rows, in its order),
    results.parquet and, as today, metrics.json and the report.
 
+Through Ray Client (``ray://``), :mod:`.client` runs all of this as one task on the head node, since Ray Data's
+executor cannot run in a client.
+
 Nothing here imports Ray at module level except the modules that run only with ``--engine ray``;
 :mod:`.options` is what the CLI reads, and it imports nothing heavy.
 """

@@ -35,15 +35,15 @@ FLUSH_SECONDS = 30.0
 
 
 def run_identity(setup: InferenceSetup) -> dict[str, Any]:
-    """What a resumed run must share with the run it continues (the model's bytes, the images, batches, cuts)."""
+    """What a resumed run must share with the one it continues: the model's bytes, the images, batches, cuts."""
     path = setup.predictor.path
     assert path is not None
-    model_file = path / "metadata.json" if path.is_dir() else path  # an export's metadata holds its files' digests
+    model_file = path / "metadata.json" if path.is_dir() else path  # an export's metadata: its files' digests
     images = hashlib.sha256()
     for sample in setup.samples:
         images.update(f"{sample.path}\0{sample.label}\0{sample.mask_path}\n".encode())
-    return {"model": str(path.resolve()), "model_sha256": sha256_file(model_file), "images": len(setup.samples),
-            "images_sha256": images.hexdigest(), "batch_size": setup.predictor.batch_size,
+    return {"model": str(path.resolve()), "model_sha256": sha256_file(model_file),
+            "images": len(setup.samples), "images_sha256": images.hexdigest(), "batch_size": setup.predictor.batch_size,
             "image_threshold": setup.image_threshold, "pixel_threshold": setup.pixel_threshold}
 
 
@@ -58,7 +58,8 @@ class Checkpoint:
         done: Indices of the images already saved.
     """
 
-    def __init__(self, folder: Path, identity: dict[str, Any], batch_size: int, total: int, done: np.ndarray) -> None:
+    def __init__(self, folder: Path, identity: dict[str, Any], batch_size: int, total: int,
+                 done: np.ndarray) -> None:
         self.folder = folder
         self.identity = identity
         self.batch_size = batch_size
@@ -90,7 +91,8 @@ class Checkpoint:
                                   "it with what it had, or delete that folder to start again")
             done = np.unique(np.concatenate([_read_part(p, rows=False)[0] for p in _parts(folder)] or [done]))
             if len(done) and (done[0] < 0 or done[-1] >= len(setup.samples)):
-                raise ConfigError(f"--resume: {folder} holds images this run does not have; delete it to start again")
+                raise ConfigError(f"--resume: {folder} holds images this run does not have; delete it to start "
+                                  "again")
             log(f"resuming: {len(done)} of {len(setup.samples)} image(s) already scored in {folder}")
         elif resume:
             log(f"nothing to resume in {setup.output_dir}; scoring every image")
@@ -123,8 +125,15 @@ class Checkpoint:
         self._last_flush = time.monotonic()
         if not self._rows:
             return
-        write_table(self.folder / f"part-{self._indices[0]:012d}.parquet", rows_table(self._rows, self._indices))
+        part = self.folder / f"part-{self._indices[0]:012d}.parquet"
+        write_table(part, rows_table(self._rows, self._indices))
         self._rows, self._indices = [], []
+
+    def close(self) -> None:
+        """Save what is kept; a folder that holds no part then is removed (there is nothing to resume)."""
+        self.flush()
+        if not _parts(self.folder):
+            self.remove()
 
     def merged_rows(self) -> list[ImageResult]:
         """Every image's row from the parts, in the run's order, each once.
@@ -159,7 +168,8 @@ def _read_identity(folder: Path) -> dict[str, Any]:
     try:
         return json.loads((folder / IDENTITY).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"--resume: cannot read {folder / IDENTITY} ({exc}); delete {folder} to start again") from exc
+        raise ConfigError(f"--resume: cannot read {folder / IDENTITY} ({exc}); delete {folder} to start "
+                          "again") from exc
 
 
 def _read_part(path: Path, rows: bool = True) -> tuple[np.ndarray, list[ImageResult]]:
@@ -169,5 +179,6 @@ def _read_part(path: Path, rows: bool = True) -> tuple[np.ndarray, list[ImageRes
     try:
         table = pq.read_table(path, columns=None if rows else ["index"])
     except Exception as exc:  # a damaged part: pyarrow's errors have no common base beyond Exception
-        raise ConfigError(f"--resume: cannot read {path} ({exc}); delete {path.parent} to start again") from exc
+        raise ConfigError(f"--resume: cannot read {path} ({exc}); delete {path.parent} to start "
+                          "again") from exc
     return table.column("index").to_numpy().astype(np.int64), table_rows(table) if rows else []

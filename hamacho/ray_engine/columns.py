@@ -32,8 +32,8 @@ def _placement(row: np.ndarray) -> Placement | None:
         return None
     ints = [int(v) for v in row[:10]]
     circle = None if math.isnan(row[10]) else (float(row[10]), float(row[11]), float(row[12]))
-    return Placement((ints[0], ints[1]), (ints[2], ints[3], ints[4], ints[5]), (ints[6], ints[7], ints[8], ints[9]),
-                     circle)
+    return Placement((ints[0], ints[1]), (ints[2], ints[3], ints[4], ints[5]),
+                     (ints[6], ints[7], ints[8], ints[9]), circle)
 
 
 def to_columns(scored: ScoredBatch, arrays: bool) -> dict[str, np.ndarray]:
@@ -86,8 +86,8 @@ def from_columns(columns: dict[str, np.ndarray]) -> ScoredBatch:
         maps = raw_maps = np.zeros((n, 0, 0), np.float32)
         pred_masks = np.zeros((n, 0, 0), bool)
         sizes, placements, inspected = [(0, 0)] * n, [None] * n, None
-    batch = Batch(images=images, masks=masks, has_mask=has_mask, labels=np.asarray(columns["label"], np.int64),
-                  valid=np.asarray(columns["valid"], bool), indices=np.asarray(columns["index"], np.int64),
+    batch = Batch(images=images, masks=masks, has_mask=has_mask,
+                  labels=np.asarray(columns["label"], np.int64), valid=np.asarray(columns["valid"], bool), indices=np.asarray(columns["index"], np.int64),
                   errors=[str(e) for e in columns["error"]], original_sizes=sizes, placements=placements,
                   inspected=inspected)
     return ScoredBatch(batch, raw_maps, np.asarray(columns["raw_score"], np.float32), maps, scores,

@@ -10,18 +10,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from hamacho.data.decoding import _quiet_stderr  # the process's one switch of file descriptor 2
 from hamacho.errors import HamachoError, first_line
 
 INSTALL_HINT = "pip install 'hamacho[ray]'"
 REACH_SECONDS = 5.0  # a TCP connection to the head's port, before Ray is asked (it would retry for minutes)
 PROBE_SECONDS = 180.0  # the nodes' answer to "can you read these files" (a busy node starts a worker first)
 GCS_PORT = 6379  # Ray's default port of a head node
+LOG_LEVEL = "RAY_BACKEND_LOG_LEVEL"  # Ray's core (C++) log level
+NICENESS = "RAY_worker_niceness"  # the priority a local Ray gives its workers
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its tracebacks
+RAISED_IN_ACTOR = re.compile(r"^hamacho(?:\.\w+)+\.(\w+Error): (.+)$", re.MULTILINE)  # a traceback's last line
 SHARED_PATHS = "every node that runs actors needs the model and the images at the same paths (a shared mount)"
 
 
@@ -39,7 +45,8 @@ def require_ray() -> None:
         import ray.data  # noqa: F401  (ray, pyarrow, pandas: the whole extra)
     except ImportError as exc:
         missing = getattr(exc, "name", None) or "ray"
-        raise RayEngineError(f"--engine ray needs Ray Data ({missing} is not installed): {INSTALL_HINT}") from exc
+        raise RayEngineError(f"--engine ray needs Ray Data ({missing} is not installed): {INSTALL_HINT}") \
+            from exc
 
 
 def head_endpoint(address: str) -> tuple[str, int] | None:
@@ -93,8 +100,26 @@ def _quiet(ray: Any) -> None:
 
 
 @contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment (where the user set none), put back on exit."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update({name: value for name, value in values.items() if before[name] is None})
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+
+
+@contextlib.contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
     """Ray, for the length of a run: the connection this process already has, or a new one.
+
+    A new local Ray runs its workers at the priority of this process (Ray's default lowers them to
+    niceness 15, which on a shared machine hands the cores to any other work: the local engine does not);
+    a cluster keeps its own settings. Ray's core logs only fatal errors here: its warnings about Ray Data's
+    own actors are not the user's business, and its failures are raised and shown as one line.
 
     Args:
         address: As :attr:`hamacho.ray_engine.options.RayOptions.address`. None: an existing connection of
@@ -105,6 +130,8 @@ def ray_session(address: str | None) -> Iterator[None]:
     """
     import ray
 
+    if address is not None:
+        check_reachable(address)
     if ray.is_initialized():
         if address is not None:
             raise RayEngineError("this process is already connected to Ray; leave out --ray-address to use that "
@@ -112,19 +139,21 @@ def ray_session(address: str | None) -> Iterator[None]:
         _quiet(ray)
         yield
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address is not None:
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = os.environ["RAY_ADDRESS"]
         check_reachable(address)
     start = {} if address is not None else {"include_dashboard": False}
+    environment = {LOG_LEVEL: "fatal"} if address is not None else {LOG_LEVEL: "fatal", NICENESS: "0"}
     main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if main else None
     try:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR, **start)
+        with _environment(environment), _quiet_stderr:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR, **start)
     except Exception as exc:  # ConnectionError, RuntimeError, version or token mismatches: all one line
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise RayEngineError(f"cannot start or join {where}: {first_line(exc)}") from exc
     finally:
-        if sigterm is not None:  # ray.init installs its own SIGTERM handler; the run's stop request comes first
+        if sigterm is not None:  # ray.init installs its own SIGTERM handler; the run's stop requests come first
             signal.signal(signal.SIGTERM, sigterm)
     _quiet(ray)
     try:
@@ -160,7 +189,7 @@ def pool_size(actors: int | None, cpus: float, gpus: float, log: Any) -> int:
 
 
 def probe_paths(paths: Sequence[str]) -> list[str]:
-    """On a node: ``"path: reason"`` for each path that cannot be read here (a file's first byte, a folder's list).
+    """On a node: ``"path: reason"`` for each path that cannot be read here (a file's first byte, a folder).
 
     Args:
         paths: Files or folders, as the driver names them.
@@ -197,7 +226,8 @@ def check_nodes_read(paths: Sequence[str], cpus: float, gpus: float, skip_own_no
     own = None
     if skip_own_node and not ray.util.client.ray.is_connected():
         own = ray.get_runtime_context().get_node_id()
-    nodes = [n for n in ray.nodes() if n.get("Alive") and n["NodeID"] != own and _fits(n["Resources"], cpus, gpus)]
+    nodes = [n for n in ray.nodes()
+             if n.get("Alive") and n["NodeID"] != own and _fits(n["Resources"], cpus, gpus)]
     if not nodes:
         return
     probe = ray.remote(num_cpus=0, max_retries=1)(probe_paths)
@@ -212,3 +242,38 @@ def check_nodes_read(paths: Sequence[str], cpus: float, gpus: float, skip_own_no
         if problems:
             raise RayEngineError(f"node {node['NodeManagerAddress']} of the Ray cluster cannot read {problems[0]}; "
                                  f"{SHARED_PATHS}")
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything it wraps (Ray's ``cause``, ``__cause__``, ``__context__``), each once."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack += [current.__context__, current.__cause__, getattr(current, "cause", None)]
+
+
+def ray_failure(exc: BaseException, note: str) -> HamachoError:
+    """A failure inside Ray as one line: the Hamacho error an actor raised (a model its node cannot open,
+    say; Ray passes some only as the text of their traceback), else the first cause's first line, with
+    ``note`` (what was saved)."""
+    from hamacho import errors
+
+    causes = list(_causes(exc))
+    for cause in causes:
+        if isinstance(cause, HamachoError) and type(cause).__module__.startswith("hamacho"):
+            return cause
+    for cause in causes:
+        raised = RAISED_IN_ACTOR.findall(ANSI.sub("", str(cause)))
+        if raised:
+            name, message = raised[-1]
+            kind = getattr(errors, name, None)
+            return kind(message) if isinstance(kind, type) and issubclass(kind, HamachoError) else \
+                RayEngineError(message)
+    told = next((cause for cause in causes if str(cause).strip()), causes[-1])
+    return RayEngineError(f"the Ray pipeline failed: {type(told).__name__}: {first_line(ANSI.sub('', str(told)))} "
+                          f"({note})")

@@ -38,7 +38,8 @@ def table_rows(table: Any) -> list[ImageResult]:
     data = table.select(list(RESULT_COLUMNS)).to_pydict()
     for name in SCORES:
         data[name] = [math.nan if v is None else v for v in data[name]]
-    return [ImageResult(**dict(zip(RESULT_COLUMNS, values))) for values in zip(*(data[n] for n in RESULT_COLUMNS))]
+    columns = [data[name] for name in RESULT_COLUMNS]
+    return [ImageResult(**dict(zip(RESULT_COLUMNS, values))) for values in zip(*columns)]
 
 
 def write_table(path: str | Path, table: Any) -> Path:

@@ -99,5 +99,9 @@ def stream_scored(job: ScoringJob, samples: Sequence[Sample], todo: Sequence[int
         batch_format="numpy",
     )
     scored.context.execution_options.preserve_order = True
-    for block in scored.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
-        yield from_columns(block), np.asarray(block["pid"]), np.asarray(block["peak_rss_mb"])
+    blocks = scored.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+    try:
+        for block in blocks:
+            yield from_columns(block), np.asarray(block["pid"]), np.asarray(block["peak_rss_mb"])
+    finally:
+        getattr(blocks, "close", lambda: None)()  # stops Ray Data's executor and frees the actors now

@@ -5,24 +5,18 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hamacho.errors import HamachoError, first_line
+from hamacho.errors import HamachoError
 from hamacho.inference import InferenceResult, InferenceSetup, finish_inference, prepare_inference
 from hamacho.post.metrics import image_metrics
 from hamacho.progress import RunControl
 from hamacho.ray_engine.checkpoint import Checkpoint
-from hamacho.ray_engine.connection import (
-    RayEngineError,
-    check_nodes_read,
-    pool_size,
-    ray_session,
-    require_ray,
-)
+from hamacho.ray_engine.connection import check_nodes_read, pool_size, ray_failure, ray_session, require_ray
 from hamacho.ray_engine.options import RayOptions
 from hamacho.ray_engine.parquet import write_results_parquet
 from hamacho.ray_engine.pipeline import ScoringJob, stream_scored
@@ -48,11 +42,11 @@ def run_ray_inference(
     options: RayOptions | None = None,
     resume: bool = False,
 ) -> InferenceResult:
-    """Score images on a pool of Ray actors; the same rows, files and report as :func:`hamacho.inference.run_inference`.
+    """Score images on a pool of Ray actors: the rows, files and report of :func:`~hamacho.inference.run_inference`.
 
     Args:
         model_path: ``model.pt`` or an export folder, at a path every node of the cluster reads.
-        image_path: Image file, folder, dataset root or file list (every node reads the images at these paths).
+        image_path: Image file, folder, dataset root or file list (the nodes read the images at these paths).
         save_path: Output folder (on the driver's machine); default ``inference/`` beside the model file.
         image_threshold: Normalized cut for OK/NG.
         pixel_threshold: Normalized cut for predicted masks.
@@ -75,35 +69,61 @@ def run_ray_inference(
     options = options or RayOptions()
     control = control or RunControl(stop_note=STOP_NOTE)
     require_ray()
+    if (options.address or "").strip().startswith("ray://"):  # Ray Data needs a driver inside the cluster
+        from hamacho.ray_engine.client import run_through_client
+
+        return run_through_client({"model_path": str(model_path), "image_path": str(image_path),
+                                   "save_path": None if save_path is None else str(save_path),
+                                   "image_threshold": image_threshold, "pixel_threshold": pixel_threshold,
+                                   "batch_size": batch_size, "visualization": visualization, "report": report,
+                                   "resume": resume}, options, control, log)
     with control.phase("loading", total=1, unit="steps", bar=False) as phase:
         setup = prepare_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
                                   visualization, device="cpu")
         checkpoint = Checkpoint.open(setup, resume, log)
         phase.advance()
-    todo = checkpoint.todo()
     collector = setup.collector(report)
-    arrays = report or setup.pictures().active or any(s.mask_path is not None for s in setup.samples)
+    facts = _score(setup, checkpoint, collector, options, report, control, log)
+    collector.finish()
+    seconds = control.seconds["inference"]
+    rows = checkpoint.merged_rows()
+    write_results_csv(setup.output_dir / "results.csv", rows)
+    write_results_parquet(setup.output_dir / "results.parquet", rows)
+    checkpoint.remove()
+    metrics = _all_metrics(rows, collector, setup, log) if len(checkpoint.done) else collector.metrics
+    timings = {"images_per_second": facts["scored_images"] / seconds if seconds else 0.0,
+               "first_result_seconds": facts.pop("first_result_seconds"),
+               "actor_peak_rss_mb": max(facts["actor_peak_rss_mb"], default=0.0)}
+    return finish_inference(setup, rows, metrics, collector.report_data, seconds, control, log, report,
+                            extra={"engine": "ray", "ray": facts, "timings": timings})
+
+
+def _score(setup: InferenceSetup, checkpoint: Checkpoint, collector: ResultsCollector, options: RayOptions,
+           report: bool, control: RunControl, log: Callable[[str], None]) -> dict[str, Any]:
+    """Score what the checkpoint lacks on Ray (the ``cluster`` and ``inference`` phases); the run's facts."""
+    todo = checkpoint.todo()
     facts: dict[str, Any] = {"address": options.address or os.environ.get("RAY_ADDRESS") or "local",
-                             "resumed_images": len(checkpoint.done), "scored_images": 0}
+                             "actors": 0, "resumed_images": len(checkpoint.done), "scored_images": 0}
     peaks: dict[int, float] = {}
-    first_result = None
+    first_result = 0.0
+    # frames and maps travel back only when something draws or measures pixels
+    arrays = report or setup.pictures().active or any(s.mask_path is not None for s in setup.samples)
+    job = ScoringJob(os.path.abspath(str(setup.predictor.path)), setup.predictor.batch_size,
+                     setup.image_threshold, setup.pixel_threshold, arrays)
     with ray_session(options.address) if todo else contextlib.nullcontext():
-        actors = 0
         if todo:
             with control.phase("cluster", total=1, unit="steps", bar=False) as phase:
-                actors = pool_size(options.actors, options.cpus_per_actor, options.gpus_per_actor, log)
+                facts["actors"] = pool_size(options.actors, options.cpus_per_actor, options.gpus_per_actor,
+                                            log)
                 check_nodes_read(_probe_paths(setup), options.cpus_per_actor, options.gpus_per_actor)
                 phase.advance()
-        facts["actors"] = actors
         checkpoint.start()
         control.stop_note = RESUME_NOTE.format(folder=checkpoint.folder)
-        job = ScoringJob(os.path.abspath(str(setup.predictor.path)), setup.predictor.batch_size, image_threshold,
-                         pixel_threshold, arrays)
         with control.phase("inference", total=len(setup.samples)) as phase, setup.pictures() as pictures:
             started = time.perf_counter()
             if len(checkpoint.done):
                 phase.advance(len(checkpoint.done))
-            stream = stream_scored(job, setup.samples, todo, options, actors) if todo else iter(())
+            stream = stream_scored(job, setup.samples, todo, options, facts["actors"]) if todo else iter(())
             try:
                 for scored, pids, rss in stream:
                     first_result = first_result or time.perf_counter() - started
@@ -117,21 +137,12 @@ def run_ray_inference(
             except (HamachoError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # Ray's errors, as one line (a HamachoError inside an actor as itself)
-                raise _failure(exc, checkpoint) from exc
+                raise ray_failure(exc, RESUME_NOTE.format(folder=checkpoint.folder)) from exc
             finally:
                 getattr(stream, "close", lambda: None)()
-                checkpoint.flush()
-    collector.finish()
-    seconds = control.seconds["inference"]
-    rows = checkpoint.merged_rows()
-    write_results_csv(setup.output_dir / "results.csv", rows)
-    write_results_parquet(setup.output_dir / "results.parquet", rows)
-    checkpoint.remove()
-    metrics = _all_metrics(rows, collector, setup, log) if len(checkpoint.done) else collector.metrics
-    timings = {"images_per_second": facts["scored_images"] / seconds if seconds else 0.0,
-               "first_result_seconds": first_result, "actor_peak_rss_mb": sorted(peaks.values())}
-    return finish_inference(setup, rows, metrics, collector.report_data, seconds, control, log, report,
-                            extra={"engine": "ray", "ray": facts, "timings": timings})
+                checkpoint.close()
+    facts.update(actor_peak_rss_mb=sorted(peaks.values()), first_result_seconds=first_result)
+    return facts
 
 
 def _probe_paths(setup: InferenceSetup) -> list[str]:
@@ -164,26 +175,3 @@ def _all_metrics(rows: list[ImageResult], collector: ResultsCollector, setup: In
         log("note: pixel metrics are not computed after --resume (they need every image's map); image metrics "
             "cover every image")
     return metrics
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        stack += [current.__context__, current.__cause__, getattr(current, "cause", None)]
-
-
-def _failure(exc: BaseException, checkpoint: Checkpoint) -> HamachoError:
-    """A Ray failure as one line: the Hamacho error an actor raised, else the deepest cause's first line."""
-    causes = list(_chain(exc))
-    for cause in causes:
-        if isinstance(cause, HamachoError) and type(cause).__module__.startswith("hamacho"):
-            return cause
-    root = causes[-1]
-    return RayEngineError(f"the Ray pipeline failed: {type(root).__name__}: {first_line(root)} "
-                          f"({RESUME_NOTE.format(folder=checkpoint.folder)})")

@@ -25,12 +25,18 @@ from hamacho.resources import peak_rss_mb, wait_passively
 
 
 def batch_runs(indices: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` positions of the runs of ``indices`` that fall in one model batch (``index // B``)."""
+    """``(start, stop)`` positions of the runs of ``indices`` in one model batch each (``index // B``)."""
     if len(indices) == 0:
         return []
     batch = indices // batch_size
     cuts = [0, *(np.flatnonzero(np.diff(batch)) + 1).tolist(), len(indices)]
     return list(itertools.pairwise(cuts))
+
+
+def _sample(block: dict[str, np.ndarray], row: int) -> Sample:
+    """Row ``row`` of a block as the dataset reads it (path, label, mask; names are the driver's business)."""
+    label, mask = int(block["label"][row]), str(block["mask"][row])
+    return Sample(Path(str(block["path"][row])), "", None if label < 0 else label, "", Path(mask) if mask else None)
 
 
 class BlockScorer:
@@ -59,9 +65,7 @@ class BlockScorer:
         peak memory (MiB)."""
         indices = np.asarray(block["index"], dtype=np.int64)
         for start, stop in batch_runs(indices, self.batch_size):
-            samples = [Sample(Path(str(block["path"][i])), "", None if int(block["label"][i]) < 0 else
-                              int(block["label"][i]), "", Path(str(block["mask"][i])) if block["mask"][i] else None)
-                       for i in range(start, stop)]
+            samples = [_sample(block, i) for i in range(start, stop)]
             batch = next(iter_batches(samples, self.predictor.framing, len(samples)))
             batch.indices = indices[start:stop].copy()
             scored = self.predictor.score_batch(batch, self.image_cut, self.pixel_cut)

@@ -1,0 +1,36 @@
+"""``hamacho inference --engine ray --ray-address HOST:PORT`` against a real two-node cluster on this machine.
+
+The cluster (``ray start --head`` and ``ray start --address``, one CPU each, 127.0.0.1, ports and a temporary
+folder of its own: tests/ray_support.py) runs one actor on each node; the command's results equal the local
+engine's to the last bit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from hamacho.inference import run_inference
+from tests.ray_support import require_ray, tiny_model, two_node_cluster
+
+RUN_TIMEOUT = 600  # seconds: a failure guard on a busy machine
+
+
+def test_the_cli_on_a_two_node_cluster_writes_the_local_engines_results(tmp_path):
+    require_ray()
+    root, model_path = tiny_model(tmp_path / "model")
+    local = run_inference(model_path, root, tmp_path / "local", report=False,
+                          visualization={"report_images": False}, log=lambda _: None).output_dir
+    with two_node_cluster() as (address, env):
+        result = subprocess.run(
+            [sys.executable, "-m", "hamacho", "inference", "--model-path", str(model_path), "--image-path",
+             str(root), "--save-path", str(tmp_path / "ray"), "--engine", "ray", "--ray-address", address,
+             "--actors", "2", "--no-pictures", "--quiet"],
+            env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "10 image(s): 5 NG, 5 OK, 0 unreadable" in result.stdout
+    assert (tmp_path / "ray" / "results.csv").read_bytes() == (local / "results.csv").read_bytes()
+    assert (tmp_path / "ray" / "results.parquet").is_file()
+    facts = json.loads((tmp_path / "ray" / "metrics.json").read_text())["ray"]
+    assert facts["actors"] == 2  # one on each node (one CPU each); the first ready may score every block
