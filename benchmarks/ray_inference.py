@@ -112,16 +112,16 @@ def child(engine: str, actors: int, model: str, images: str, out: str) -> dict[s
     from hamacho.resources import wait_passively
 
     wait_passively()  # as the CLI does
-    archive = {"visualization": {"report_images": False}, "report": False, "log": lambda _: None}
-    if engine == "local":
-        from hamacho.inference import run_inference
+    from hamacho.inference import InferenceRequest, score_locally
 
-        result = run_inference(model, images, out, **archive)
+    request = InferenceRequest(model, images, out, visualization={"report_images": False}, report=False)
+    if engine == "local":
+        result = score_locally(request, log=lambda _: None)
     else:
         from hamacho.ray_engine.options import RayOptions
         from hamacho.ray_engine.run import run_ray_inference
 
-        result = run_ray_inference(model, images, out, options=RayOptions(actors=actors), **archive)
+        result = run_ray_inference(request, RayOptions(actors=actors), log=lambda _: None)
     return {"images": len(result.rows), "timings": result.summary["timings"], "ray": result.summary.get("ray")}
 
 

@@ -122,7 +122,7 @@ def inference(model_path, image_path, save_path, image_threshold, pixel_threshol
     be processed. With --engine ray, Ray actors score on this machine or a cluster, and results.parquet is
     written too.
     """
-    from hamacho.inference import STOP_NOTE, run_inference
+    from hamacho.inference import STOP_NOTE, InferenceRequest, score_locally
     from hamacho.progress import stop_on_signals
 
     ray, resume = ray_options(engine, engine_values)
@@ -135,17 +135,16 @@ def inference(model_path, image_path, save_path, image_threshold, pixel_threshol
     vis = {"report_images": not no_images}
     vis.update({k: True for k, on in (("save_heatmap", save_heatmap), ("save_segmentation", save_segmentation),
                                        ("only_wrong", only_wrong)) if on})
+    request = InferenceRequest(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
+                               visualization=vis, report=not no_report)
     control = _control(quiet, STOP_NOTE)
     with stop_on_signals(control):
         if ray is None:
-            result = run_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
-                                   visualization=vis, control=control, log=_echo_err, report=not no_report)
+            result = score_locally(request, control, _echo_err)
         else:
             from hamacho.ray_engine.run import run_ray_inference
 
-            result = run_ray_inference(model_path, image_path, save_path, image_threshold, pixel_threshold,
-                                       batch_size, visualization=vis, control=control, log=_echo_err,
-                                       report=not no_report, options=ray, resume=resume)
+            result = run_ray_inference(request, ray, resume, control, _echo_err)
     _echo_outcome(result)
 
 

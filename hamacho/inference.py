@@ -75,26 +75,37 @@ class InferenceSetup:
         return PictureWriter(self.output_dir, self.samples, self.visualization, self.pixel_threshold)
 
 
-def prepare_inference(
-    model_path: str | Path,
-    image_path: str | Path,
-    save_path: str | Path | None = None,
-    image_threshold: float = 0.5,
-    pixel_threshold: float = 0.5,
-    batch_size: int | None = None,
-    visualization: dict[str, Any] | None = None,
-    device: str = "auto",
-) -> InferenceSetup:
-    """Check the cuts, open the model, find the images and check the output folder (see :func:`run_inference`).
+@dataclass(frozen=True)
+class InferenceRequest:
+    """What a user asks an inference run for, whichever engine scores it.
 
-    Args:
+    Attributes:
         model_path: File written by ``hamacho train`` (or its results folder), or an export folder.
-        image_path: Image file, folder, dataset root or file list.
+        image_path: Image file, folder (searched recursively), dataset root (its ``test/`` with labels), or a
+            file list (``.csv`` with path and label columns, or ``.txt`` with one path a line).
         save_path: Output folder; default ``inference/`` beside the model file.
-        image_threshold: Normalized cut for OK/NG.
+        image_threshold: Normalized cut for OK/NG (0.5 = the trained threshold).
         pixel_threshold: Normalized cut for predicted masks.
         batch_size: Images per forward pass; default from the model's configuration.
         visualization: Overrides of the model's ``visualization`` settings.
+        report: Write report.html and its figures (docs/report.md).
+    """
+
+    model_path: str | Path
+    image_path: str | Path
+    save_path: str | Path | None = None
+    image_threshold: float = 0.5
+    pixel_threshold: float = 0.5
+    batch_size: int | None = None
+    visualization: dict[str, Any] | None = None
+    report: bool = True
+
+
+def prepare_inference(request: InferenceRequest, device: str = "auto") -> InferenceSetup:
+    """Check the cuts, open the model, find the images and check the output folder.
+
+    Args:
+        request: What to score and how.
         device: Where this process runs the model (``auto``, ``cpu``, ...).
 
     Returns:
@@ -103,15 +114,16 @@ def prepare_inference(
     Raises:
         ConfigError: A cut outside 0..1 or a batch size below 1.
     """
-    check_cut("--image-threshold", image_threshold)
-    check_cut("--pixel-threshold", pixel_threshold)
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    predictor = Predictor.load(model_path, device=device, batch_size=batch_size)
-    samples, _ = discover_inference_inputs(image_path)
-    output_dir = check_writable_dir(save_path or predictor.path.parent / "inference", "save path")
-    vis = dataclasses.replace(predictor.settings.visualization, **(visualization or {}))
-    return InferenceSetup(predictor, samples, image_path, output_dir, vis, image_threshold, pixel_threshold)
+    check_cut("--image-threshold", request.image_threshold)
+    check_cut("--pixel-threshold", request.pixel_threshold)
+    if request.batch_size is not None and request.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {request.batch_size}")
+    predictor = Predictor.load(request.model_path, device=device, batch_size=request.batch_size)
+    samples, _ = discover_inference_inputs(request.image_path)
+    output_dir = check_writable_dir(request.save_path or predictor.path.parent / "inference", "save path")
+    vis = dataclasses.replace(predictor.settings.visualization, **(request.visualization or {}))
+    return InferenceSetup(predictor, samples, request.image_path, output_dir, vis, request.image_threshold,
+                          request.pixel_threshold)
 
 
 def run_inference(
@@ -128,18 +140,8 @@ def run_inference(
 ) -> InferenceResult:
     """Score an image, a folder, a dataset root's test images or a file list's images, in this process.
 
-    Args:
-        model_path: File written by ``hamacho train`` (or its results folder).
-        image_path: Image file, folder (searched recursively), dataset root (its ``test/`` with labels), or a
-            file list (``.csv`` with path and label columns, or ``.txt`` with one path a line).
-        save_path: Output folder; default ``inference/`` beside the model file.
-        image_threshold: Normalized cut for OK/NG (0.5 = the trained threshold).
-        pixel_threshold: Normalized cut for predicted masks.
-        batch_size: Images per forward pass; default from the model's configuration.
-        visualization: Overrides of the model's ``visualization`` settings.
-        control: Progress bar and stop requests (default: none).
-        log: Where one-line messages go.
-        report: Write report.html and its figures (docs/report.md).
+    The arguments but ``control`` and ``log`` are those of :class:`InferenceRequest`; ``control`` carries the
+    progress bar and stop requests (default: none), ``log`` one-line messages.
 
     Returns:
         Rows, metrics (when labels are known) and the output folder.
@@ -147,15 +149,22 @@ def run_inference(
     Raises:
         DatasetError: When no image at all could be processed.
     """
+    request = InferenceRequest(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
+                               visualization, report)
+    return score_locally(request, control, log)
+
+
+def score_locally(request: InferenceRequest, control: RunControl | None = None,
+                  log: Callable[[str], None] = print) -> InferenceResult:
+    """The local engine: :func:`run_inference` for a prepared :class:`InferenceRequest`."""
     control = control or RunControl(stop_note=STOP_NOTE)
     with control.phase("loading", total=1, unit="steps", bar=False) as phase:
-        setup = prepare_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
-                                  visualization)
+        setup = prepare_inference(request)
         phase.advance()
 
-    collector = setup.collector(report)
+    collector = setup.collector(request.report)
     with control.phase("inference", total=len(setup.samples)) as phase, setup.pictures() as pictures:
-        for scored in setup.predictor.score_samples(setup.samples, image_threshold, pixel_threshold):
+        for scored in setup.predictor.score_samples(setup.samples, setup.image_threshold, setup.pixel_threshold):
             collector.add(scored)
             pictures.add(scored)
             phase.advance(len(scored))
@@ -163,7 +172,7 @@ def run_inference(
         collector.finish()
     write_results_csv(setup.output_dir / "results.csv", collector.rows)
     return finish_inference(setup, collector.rows, collector.metrics, collector.report_data,
-                            control.seconds["inference"], control, log, report)
+                            control.seconds["inference"], control, log, request.report)
 
 
 def finish_inference(

@@ -86,29 +86,29 @@ def _processes_of(roots: list[int], marker: str) -> set[int]:
 
 
 @contextlib.contextmanager
-def two_node_cluster() -> Iterator[tuple[str, dict[str, str]]]:
+def two_node_cluster() -> Iterator[tuple[str, str, dict[str, str]]]:
     """A Ray cluster of two one-CPU nodes on this machine (``ray start --head``, then ``ray start --address``,
     both on 127.0.0.1, non-default ports, a temporary folder of its own, token authentication with a token
-    of its own); yields its address and the environment that reaches it. Every process it started is ended
+    of its own); yields its address, its Ray Client address (``ray://``) and the environment that reaches it. Every process it started is ended
     by its id on exit (nothing else of Ray's on this machine is touched)."""
     temp = tempfile.mkdtemp(prefix="hmray", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
     start = [sys.executable, "-m", "ray.scripts.scripts", "start"]
-    port = free_port()
+    port, client_port = free_port(), free_port()
     started: list[subprocess.Popen] = []
     logs = [Path(temp) / "head.log", Path(temp) / "worker.log"]
     try:
         started.append(subprocess.Popen(
             [*start, "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}",
-             f"--ray-client-server-port={free_port()}", *_node_options()],
+             f"--ray-client-server-port={client_port}", *_node_options()],
             env=env, stdout=logs[0].open("w"), stderr=subprocess.STDOUT, start_new_session=True))
         _wait_for_port(port, started[0], logs[0])
         started.append(subprocess.Popen(
             [*start, f"--address=127.0.0.1:{port}", *_node_options()],
             env=env, stdout=logs[1].open("w"), stderr=subprocess.STDOUT, start_new_session=True))
         _wait_for_nodes(f"127.0.0.1:{port}", 2, env, logs)
-        yield f"127.0.0.1:{port}", env
+        yield f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}", env
     finally:
         pids = _processes_of([p.pid for p in started], temp)
         for pid in sorted(pids):

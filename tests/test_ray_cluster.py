@@ -2,7 +2,8 @@
 
 The cluster (``ray start --head`` and ``ray start --address``, one CPU each, 127.0.0.1, ports and a temporary
 folder of its own: tests/ray_support.py) runs one actor on each node; the command's results equal the local
-engine's to the last bit.
+engine's to the last bit, joined at the head's address and through Ray Client (``ray://``, where the run's
+driver is a task on the head node).
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ def test_the_cli_on_a_two_node_cluster_writes_the_local_engines_results(tmp_path
     root, model_path = tiny_model(tmp_path / "model")
     local = run_inference(model_path, root, tmp_path / "local", report=False,
                           visualization={"report_images": False}, log=lambda _: None).output_dir
-    with two_node_cluster() as (address, env):
-        result = subprocess.run(
-            [sys.executable, "-m", "hamacho", "inference", "--model-path", str(model_path), "--image-path",
-             str(root), "--save-path", str(tmp_path / "ray"), "--engine", "ray", "--ray-address", address,
-             "--actors", "2", "--no-pictures", "--quiet"],
-            env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
-    assert result.returncode == 0, result.stderr
-    assert "10 image(s): 5 NG, 5 OK, 0 unreadable" in result.stdout
-    assert (tmp_path / "ray" / "results.csv").read_bytes() == (local / "results.csv").read_bytes()
-    assert (tmp_path / "ray" / "results.parquet").is_file()
-    facts = json.loads((tmp_path / "ray" / "metrics.json").read_text())["ray"]
-    assert facts["actors"] == 2  # one on each node (one CPU each); the first ready may score every block
+    command = [sys.executable, "-m", "hamacho", "inference", "--model-path", str(model_path), "--image-path",
+               str(root), "--engine", "ray", "--actors", "2", "--no-pictures", "--quiet", "--ray-address"]
+    with two_node_cluster() as (address, client, env):
+        runs = {name: subprocess.run([*command, where, "--save-path", str(tmp_path / name)], env=env,
+                                     capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
+                for name, where in (("gcs", address), ("client", client))}
+    for name, result in runs.items():
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        assert "10 image(s): 5 NG, 5 OK, 0 unreadable" in result.stdout
+        assert (tmp_path / name / "results.csv").read_bytes() == (local / "results.csv").read_bytes()
+        assert (tmp_path / name / "results.parquet").is_file()
+        facts = json.loads((tmp_path / name / "metrics.json").read_text())["ray"]
+        assert facts["actors"] == 2  # one on each node (one CPU each); the first ready may score every block

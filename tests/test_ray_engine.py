@@ -48,12 +48,14 @@ def model(tmp_path_factory):
     return root, model_path, local.output_dir
 
 
-def _ray(model_path: Path, images: Path, out: Path, **kwargs):
+def _ray(model_path: Path, images: Path, out: Path, actors: int = 2, resume: bool = False,
+         control: RunControl | None = None, **request):
+    from hamacho.inference import InferenceRequest
     from hamacho.ray_engine.options import RayOptions
     from hamacho.ray_engine.run import run_ray_inference
 
-    options = RayOptions(actors=kwargs.pop("actors", 2))
-    return run_ray_inference(model_path, images, out, options=options, log=lambda _: None, **kwargs)
+    return run_ray_inference(InferenceRequest(model_path, images, out, **request), RayOptions(actors=actors),
+                             resume, control, log=lambda _: None)
 
 
 def _parquet_rows(path: Path) -> list[dict]:

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from hamacho.errors import Interrupted
+from hamacho.inference import InferenceRequest
 from hamacho.progress import RunControl
 from hamacho.ray_engine.connection import ray_failure, ray_session
 from hamacho.ray_engine.options import RayOptions
@@ -24,19 +25,19 @@ STOP_SECONDS = 120.0  # how long a stopped task may take to save what it scored
 HEAD = "node:__internal_head__"  # Ray's resource of the head node
 
 
-def _run_on_cluster(kwargs: dict[str, Any]) -> tuple[Any, list[str]]:
+def _run_on_cluster(request: InferenceRequest, options: RayOptions, resume: bool) -> tuple[Any, list[str]]:
     """The task: the run, as a driver on the cluster; returns its result and its messages."""
     from hamacho.ray_engine.run import run_ray_inference
 
     messages: list[str] = []
-    result = run_ray_inference(**kwargs, log=messages.append)
+    result = run_ray_inference(request, options, resume, log=messages.append)
     return result, messages
 
 
-def run_through_client(kwargs: dict[str, Any], options: RayOptions, control: RunControl,
+def run_through_client(request: InferenceRequest, options: RayOptions, resume: bool, control: RunControl,
                        log: Callable[[str], None]) -> Any:
-    """Run :func:`~hamacho.ray_engine.run.run_ray_inference` (``kwargs``, but ``log`` and ``control``) as a
-    task on the head node of the cluster at ``options.address`` (``ray://``), and return its result.
+    """Run :func:`~hamacho.ray_engine.run.run_ray_inference` as a task on the head node of the cluster at
+    ``options.address`` (``ray://``), and return its result (``control`` and ``log`` stay here).
 
     Raises:
         HamachoError: What the run raised (one line), or :class:`~hamacho.errors.Interrupted` after Ctrl-C.
@@ -48,7 +49,7 @@ def run_through_client(kwargs: dict[str, Any], options: RayOptions, control: Run
     with ray_session(options.address):
         task = ray.remote(num_cpus=0, max_retries=0, resources={HEAD: 0.001})(_run_on_cluster)
         on_cluster = replace(options, address=None)  # the task uses the cluster it runs in
-        ref = task.remote({**kwargs, "options": on_cluster})
+        ref = task.remote(request, on_cluster, resume)
         try:
             with control.phase("inference on the cluster", bar=False):
                 while not ray.wait([ref], timeout=POLL_SECONDS)[0]:

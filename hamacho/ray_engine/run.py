@@ -6,13 +6,18 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hamacho.errors import HamachoError
-from hamacho.inference import InferenceResult, InferenceSetup, finish_inference, prepare_inference
+from hamacho.inference import (
+    InferenceRequest,
+    InferenceResult,
+    InferenceSetup,
+    finish_inference,
+    prepare_inference,
+)
 from hamacho.post.metrics import image_metrics
 from hamacho.progress import RunControl
 from hamacho.ray_engine.checkpoint import Checkpoint
@@ -29,34 +34,22 @@ RESUME_NOTE = "the images scored so far are saved in {folder}; the same command 
 
 
 def run_ray_inference(
-    model_path: str | Path,
-    image_path: str | Path,
-    save_path: str | Path | None = None,
-    image_threshold: float = 0.5,
-    pixel_threshold: float = 0.5,
-    batch_size: int | None = None,
-    visualization: dict[str, Any] | None = None,
-    control: RunControl | None = None,
-    log: Callable[[str], None] = print,
-    report: bool = True,
+    request: InferenceRequest,
     options: RayOptions | None = None,
     resume: bool = False,
+    control: RunControl | None = None,
+    log: Callable[[str], None] = print,
 ) -> InferenceResult:
     """Score images on a pool of Ray actors: the rows, files and report of :func:`~hamacho.inference.run_inference`.
 
     Args:
-        model_path: ``model.pt`` or an export folder, at a path every node of the cluster reads.
-        image_path: Image file, folder, dataset root or file list (the nodes read the images at these paths).
-        save_path: Output folder (on the driver's machine); default ``inference/`` beside the model file.
-        image_threshold: Normalized cut for OK/NG.
-        pixel_threshold: Normalized cut for predicted masks.
-        batch_size: Images per forward pass; default from the model's configuration.
-        visualization: Overrides of the model's ``visualization`` settings.
-        control: Progress bar and stop requests (default: none).
-        log: Where one-line messages go.
-        report: Write report.html and its figures.
+        request: What to score and how, as for the local engine; the model path and the images must be paths
+            every node of the cluster reads (the output folder is on the driver's machine, or on the head
+            node through Ray Client).
         options: Where Ray is and the size of the actor pool (default: a local Ray, one actor per CPU).
         resume: Continue the unfinished run saved in the output folder, scoring only what it lacks.
+        control: Progress bar and stop requests (default: none).
+        log: Where one-line messages go.
 
     Returns:
         As :func:`~hamacho.inference.run_inference`; ``summary["ray"]`` tells the actors, and the images
@@ -72,18 +65,13 @@ def run_ray_inference(
     if (options.address or "").strip().startswith("ray://"):  # Ray Data needs a driver inside the cluster
         from hamacho.ray_engine.client import run_through_client
 
-        return run_through_client({"model_path": str(model_path), "image_path": str(image_path),
-                                   "save_path": None if save_path is None else str(save_path),
-                                   "image_threshold": image_threshold, "pixel_threshold": pixel_threshold,
-                                   "batch_size": batch_size, "visualization": visualization, "report": report,
-                                   "resume": resume}, options, control, log)
+        return run_through_client(request, options, resume, control, log)
     with control.phase("loading", total=1, unit="steps", bar=False) as phase:
-        setup = prepare_inference(model_path, image_path, save_path, image_threshold, pixel_threshold, batch_size,
-                                  visualization, device="cpu")
+        setup = prepare_inference(request, device="cpu")
         checkpoint = Checkpoint.open(setup, resume, log)
         phase.advance()
-    collector = setup.collector(report)
-    facts = _score(setup, checkpoint, collector, options, report, control, log)
+    collector = setup.collector(request.report)
+    facts = _score(setup, checkpoint, collector, options, request.report, control, log)
     collector.finish()
     seconds = control.seconds["inference"]
     rows = checkpoint.merged_rows()
@@ -94,7 +82,7 @@ def run_ray_inference(
     timings = {"images_per_second": facts["scored_images"] / seconds if seconds else 0.0,
                "first_result_seconds": facts.pop("first_result_seconds"),
                "actor_peak_rss_mb": max(facts["actor_peak_rss_mb"], default=0.0)}
-    return finish_inference(setup, rows, metrics, collector.report_data, seconds, control, log, report,
+    return finish_inference(setup, rows, metrics, collector.report_data, seconds, control, log, request.report,
                             extra={"engine": "ray", "ray": facts, "timings": timings})
 
 
