@@ -194,8 +194,11 @@ def export(model_path, runtime, output, precision) -> None:
 @click.option("--max-pixels", type=click.IntRange(1), default=50_000_000, show_default=True,
               help="Largest image (width x height); larger ones are refused before decoding.")
 @click.option("--device", default="auto", show_default=True, help="Where models run: auto, cpu, cuda, ...")
+@click.option("--offline", is_flag=True, envvar="HAMACHO_OFFLINE",
+              help="Never try the network: a job asking for ImageNet weights that are not in the torch hub cache "
+                   "is refused when queued, naming the weight files it can use (also HAMACHO_OFFLINE=1).")
 def serve(host, port, data_dir, database_url, token, workers, max_loaded, allow_paths, max_upload_mb,
-          max_request_mb, max_pixels, device) -> None:
+          max_request_mb, max_pixels, device, offline) -> None:
     """Run the REST API and the web UI (http://HOST:PORT/, API docs at /docs).
 
     Needs the serve extra: pip install "hamacho[serve]" (docs/service.md).
@@ -205,7 +208,7 @@ def serve(host, port, data_dir, database_url, token, workers, max_loaded, allow_
     run_server(host=host, port=port, data_dir=data_dir, database_url=database_url, token=token or None,
                workers=workers, max_loaded=max_loaded, allowed_roots=list(allow_paths),
                max_file_bytes=int(max_upload_mb * 2**20), max_request_bytes=int(max_request_mb * 2**20),
-               max_pixels=max_pixels, device=device)
+               max_pixels=max_pixels, device=device, offline=offline)
 
 
 cli.add_command(worker)
@@ -214,10 +217,13 @@ cli.add_command(db)
 
 def _echo_outcome(result: Any, results_note: str = "") -> None:
     """Metrics table (when there are labels), decision counts, and where the files are."""
-    from hamacho.report.results import decision_summary, format_metrics_table
+    from hamacho.report.results import decision_summary, format_metrics_table, held_out_text
 
     if result.metrics:
         click.echo(format_metrics_table(result.metrics))
+    held = getattr(getattr(result, "summary", None), "held_out", None)  # a training run's summary
+    if held:
+        click.echo(held_out_text(held))
     if result.rows:
         click.echo(decision_summary(result.rows))
     click.echo(f"Results: {result.output_dir}{results_note}")

@@ -139,6 +139,11 @@ class DatasetSettings:
         0.1, above=0.0, at_most=0.9,
         help="MVTec layout: share of train/good held out (seeded) for the threshold when test/ has no good "
              "images; those images are then not used for fitting.")
+    holdout: float = setting(
+        0.0, at_least=0.0, at_most=0.5,
+        help="Share of the labelled calibration images (good and defective alike, chosen by name and seed) kept "
+             "out of the thresholds, so that metrics on them are honest: metrics.json's held_out, the report and "
+             "the service's model card (the service uses 0.3). 0: every labelled image calibrates.")
     format: str = setting(
         "auto", choices=DATA_FORMATS, option="--data-format",
         help="Layout of the data: auto, mvtec, folder or filelist; auto detects it from the options and the "

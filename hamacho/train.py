@@ -21,9 +21,9 @@ from hamacho.data.decoding import header_problem
 from hamacho.data.discovery import Sample
 from hamacho.data.formats import discover_training_data
 from hamacho.data.framing import prepare_framing
-from hamacho.data.splits import make_splits, repeated_paths
+from hamacho.data.splits import SPLITS_FILENAME, hold_out_labelled, make_splits, repeated_paths, split_names
 from hamacho.errors import DatasetError, summarize
-from hamacho.files import atomic_write_text, check_writable_dir
+from hamacho.files import atomic_write_text, check_writable_dir, write_json
 from hamacho.model_file import MODEL_FILENAME, save_model_file
 from hamacho.post.threshold import resolved_method
 from hamacho.predictor import Predictor
@@ -33,6 +33,7 @@ from hamacho.report.results import write_metrics_json, write_results_csv
 from hamacho.resources import peak_rss_mb
 from hamacho.results.calibration import CalibrationCollector
 from hamacho.results.collector import ResultsCollector
+from hamacho.results.held_out import held_out_summary
 from hamacho.results.out_of_fold import out_of_fold_scores
 from hamacho.results.summary import RunSummary
 from hamacho.results.types import ImageResult
@@ -108,11 +109,15 @@ def run_training(settings: Settings, control: RunControl | None = None,
         layout = discover_training_data(data, seed)
         refuse_unreadable(layout.train)
         splits = make_splits(layout, data.calibration_split, seed)
+        splits.calibration, held_out = hold_out_labelled(splits.calibration, data.holdout, seed)
         framing, valid_area = prepare_framing(data, splits.train[0].path)
         if settings.threshold.method == "f1" and not any(s.label == 1 for s in splits.calibration):
             raise DatasetError("threshold.method f1 needs defective calibration images, and this dataset has none; "
                                "use auto, sigma, percentile or manual (docs/training.md#thresholds)")
         notes = list(layout.warnings) + list(splits.notes)
+        if held_out:
+            notes.append(f"{len(held_out)} labelled image(s) held out of the thresholds (dataset.holdout "
+                         f"{data.holdout:g}): metrics.json's held_out gives their metrics")
         for note in notes:
             log(f"note: {note}")
         output_dir = check_writable_dir(
@@ -164,6 +169,9 @@ def run_training(settings: Settings, control: RunControl | None = None,
         collector.finish()
 
     timings = _timings(control.seconds, len(splits.test))
+    held_out_metrics = held_out_summary(collector.rows, {s.name for s in held_out})
+    if held_out_metrics and held_out_metrics["warning"]:
+        notes.append(held_out_metrics["warning"])
     for problem in problem_notes(collector.rows):
         log(f"warning: {problem}")
         notes.append(problem)
@@ -176,7 +184,7 @@ def run_training(settings: Settings, control: RunControl | None = None,
         input_size=list(predictor.input_size), frame_size=list(predictor.frame_size), seed=seed,
         dataset=str(layout.root), category=layout.category, data_format=layout.data_format, counts=layout.counts(),
         images_fitted=len(splits.train), images_calibrated=calibration.count, notes=notes, timings=timings,
-        model_file=str(model_path), config=config)
+        model_file=str(model_path), config=config, held_out=held_out_metrics)
     report_path = None
     if settings.report.enabled and collector.rows:
         with control.phase("report", unit="sections") as phase:
@@ -191,6 +199,7 @@ def run_training(settings: Settings, control: RunControl | None = None,
         write_results_csv(output_dir / "results.csv", collector.rows)
         summary.report = report_path is not None
         write_metrics_json(output_dir / "metrics.json", summary.metrics_json())
+        write_json(output_dir / SPLITS_FILENAME, split_names(splits, held_out))
         atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
         save_model_file(model_path, model, settings, extra={"dataset": summary.dataset_facts(),
                                                             "thresholds": threshold_info},

@@ -18,6 +18,8 @@ SEAMS = Path(__file__).resolve().parent / "seams"
 # Processes the tests start (`python -m hamacho serve`, workers, the CLI) import the checkout under test, not
 # whichever Hamacho pip installed (an editable install of another checkout, or a release).
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+# Tests never touch the network: a service asked for ImageNet weights it has not cached refuses the job at once
+os.environ["HAMACHO_OFFLINE"] = "1"
 
 
 def require_component(available: bool, reason: str) -> None:

@@ -9,6 +9,7 @@ error text when a model tag is taken. Every wait is for a condition (with genero
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import urllib.error
@@ -69,8 +70,10 @@ def server(tmp_path: Path) -> Iterator[Server]:
     """`hamacho serve` on a free port with its own data folder."""
     port = free_port()
     log_path = tmp_path / "serve.log"
+    # offline (HAMACHO_OFFLINE, tests/conftest.py) with an empty torch hub cache: ImageNet weights are refused
+    env = {k: v for k, v in os.environ.items() if k != "HAMACHO_TOKEN"} | {"TORCH_HOME": str(tmp_path / "torch")}
     process = start_service([sys.executable, "-m", "hamacho", "serve", "--port", str(port), "--data-dir",
-                             str(tmp_path / "data")], port, log_path)
+                             str(tmp_path / "data")], port, log_path, env)
     try:
         yield Server(f"http://127.0.0.1:{port}/", log_path)
     finally:
@@ -202,6 +205,14 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     expect(page.locator("#tr-dataset-image-size")).to_have_value("256")
     page.select_option("#tr-model-backbone", "resnet18")
     page.fill("#tr-dataset-image-size", str(SIZE))
+    # the default weights (torchvision's ImageNet download) on this offline server: refused before queueing
+    expect(page.locator("#tr-model-backbone-weights")).to_have_value("imagenet")
+    page.fill("#tr-model-tag", "parts-padim")
+    page.click("#tr-start")
+    expect(page.locator("#errors .error").first).to_contain_text(
+        "ImageNet weights for resnet18 are not on this server and cannot be downloaded (this server is offline): "
+        "choose a weights file from the list")
+    assert get_json(server + "api/v1/jobs")["items"] == []  # nothing was queued
     page.fill("#tr-model-backbone-weights", "none")
     page.fill("#tr-model-tag", "parts-padim")
     page.click("#tr-start")
@@ -219,7 +230,13 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     # The finished model: metrics, thresholds, report link, example pictures.
     card = page.locator("#train-result .model-card")
     expect(card).to_be_visible()
-    expect(card.locator("table.metrics")).to_contain_text("image AUROC")
+    expect(card.locator("table.metrics").last).to_contain_text("image AUROC")
+    # the images that did not set the threshold come first, and say how many they are
+    held = get_json(server + "api/v1/models/parts-padim")["held_out"]
+    expect(card.get_by_role("table", name="Metrics on the held-out images")).to_contain_text("false alarms")
+    held_text = f"{held['images']} held-out image{'' if held['images'] == 1 else 's'}"
+    expect(card.locator(".metrics-caption").first).to_have_text(
+        f"On {held_text} ({held['good']} good, {held['defective']} defective) that did not set the threshold:")
     expect(card).to_contain_text("Image (OK/NG)")
     report = card.get_by_role("link", name="Open report")
     if report.count():
@@ -284,14 +301,6 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     expect(page.locator("#pr-results .seg canvas:not([hidden])")).to_have_count(2)
 
 
-    # History: both were saved; delete one.
-    page.get_by_role("tab", name="History").click()
-    saved = page.locator("#hi-results .pred")
-    expect(saved).to_have_count(2)
-    all_loaded(page, '#hi-results img[data-kind="heatmap"]', 2)
-    saved.first.get_by_role("button", name="Delete the result").click()
-    expect(saved).to_have_count(1)
-
     # Train again: a size [H, W] under More settings reaches the job; a different one in the form is refused.
     page.get_by_role("tab", name="Train").click()
     page.fill("#tr-model-tag", "parts-wide")
@@ -338,3 +347,97 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     expect(page.locator("#tr-model-backbone-weights")).to_have_value("none")
     expect(page.locator("#tr-dataset-image-size")).to_have_value("")
     expect(page.locator("#tr-weights-files")).to_contain_text("No weight files in the server's allowed folders")
+    inspection_log_review_and_retrain(page, server)
+
+
+def inspection_log_review_and_retrain(page, server: str) -> None:
+    """History as the inspection log: filters, search, the large view, reviews, the reviewed images added to the
+    dataset, a retrain compared with the model on the same held-out images; Back and reload keep the place."""
+    expect = sync_api.expect
+    saved = {r["name"]: r for r in get_json(server + "api/v1/results")["items"]}
+    assert sorted(saved) == ["check_defective.png", "check_good.png"]
+    page.get_by_role("tab", name="History").click()
+    rows = page.locator("#hi-table tbody tr")
+    expect(rows).to_have_count(2)
+    expect(page.locator("#hi-count")).to_have_text("2 results")
+    for decision in ("NG", "OK"):
+        page.select_option("#hi-decision", decision)
+        expect(rows).to_have_count(sum(r["decision"] == decision for r in saved.values()))
+    page.select_option("#hi-decision", "")
+    page.fill("#hi-q", "GOOD")  # part of the name, any case
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator(".name")).to_contain_text("check_good.png")
+    page.fill("#hi-q", "")
+    expect(rows).to_have_count(2)
+    page.select_option("#hi-sort", "score")  # highest first; the raw score ranks what the normalized one cannot
+    first = max(saved.values(), key=lambda r: r["raw_score"])["name"]
+    expect(rows.first.locator(".name")).to_contain_text(first)
+    expect(rows.first.locator(".raw")).to_contain_text("raw ")  # shown beside the normalized score
+
+    # the large view: image, heatmap and defect area
+    page.get_by_role("button", name="View check_defective.png large").click()
+    expect(page.locator("#hi-view")).to_be_visible()
+    all_loaded(page, "#hi-view img", 3)
+    page.click("#hi-view-close")
+    expect(page.locator("#hi-view")).to_be_hidden()
+
+    # reviews: the defective part confirmed (or a missed defect), the good one a false alarm (or confirmed)
+    page.fill("#hi-by", "ben")
+    page.locator("#hi-by").dispatch_event("change")
+    verdicts = {"check_defective.png": "Correct" if saved["check_defective.png"]["decision"] == "NG" else "Missed defect",
+                "check_good.png": "False alarm" if saved["check_good.png"]["decision"] == "NG" else "Correct"}
+    for name, verdict in verdicts.items():
+        page.get_by_role("button", name=f"Mark {name} {verdict.lower()}", exact=True).click()
+        row = page.locator("#hi-table tbody tr", has_text=name)
+        expect(row.locator(".verdict")).to_have_text(verdict)
+    reviewed = {r["name"]: r for r in get_json(server + "api/v1/results?verdict=any")["items"]}
+    assert {n: r["reviewed_by"] for n, r in reviewed.items()} == {n: "ben" for n in verdicts}
+    page.select_option("#hi-verdict", "none")
+    expect(page.locator("#hi-empty")).to_have_text("No saved result matches these filters.")
+    page.select_option("#hi-verdict", "")
+
+    # the reviewed images into the dataset (confirmed ones too), then a retrain compared with parts-padim
+    page.click("#hi-to-dataset")
+    expect(page.locator("#hi-ds-tag")).to_have_value("parts")
+    page.check("#hi-ds-correct")
+    page.click("#hi-ds-add")
+    expect(page.locator("#hi-ds-outcome")).to_have_text("Added to “parts”: 1 good image, 1 defective image.")
+    page.click("#hi-ds-retrain")
+    expect(page.locator("#panel-train")).to_be_visible()
+    expect(page.locator("#tr-compare")).to_have_value("parts-padim")
+    expect(page.locator("#tr-model-tag")).to_have_value("parts-padim-r2")
+    expect(page.locator("#tr-tag-counts")).to_contain_text("9 good · 4 defective")
+    page.fill("#tr-dataset-image-size", str(SIZE))
+    page.click("#tr-start")
+    expect(page.locator("#job-name")).to_contain_text("parts-padim-r2")
+    page.wait_for_function(
+        "['succeeded', 'failed', 'cancelled'].includes(document.querySelector('#job-status').dataset.status)",
+        timeout=TRAIN_TIMEOUT * 1000)
+    assert page.locator("#job-status").get_attribute("data-status") == "succeeded", page.locator(
+        "#job-error").text_content()
+    card = page.locator("#train-result .model-card")
+    expect(card.locator(".comparison h3")).to_contain_text("Before and after, on the same")
+    expect(card.locator(".comparison thead")).to_contain_text("Before: parts-padim")
+    comparison = get_json(server + "api/v1/models/parts-padim-r2")["comparison"]
+    assert comparison["earlier"] == "parts-padim" and comparison["images"] >= 1
+    expect(card.locator(".comparison tbody tr")).to_have_count(4)
+
+    # Back returns to the log, reload keeps the tab; the dataset's tag is in its URL
+    page.go_back()
+    expect(page.locator("#panel-history")).to_be_visible()
+    page.go_forward()
+    expect(page.locator("#panel-train")).to_be_visible()
+    page.get_by_role("tab", name="Dataset").click()
+    assert page.url.endswith("#dataset/parts")
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator("#panel-dataset")).to_be_visible()
+    expect(page.locator('.group[data-group="good"] [data-count]')).to_have_text("9")
+    page.go_back()
+    expect(page.locator("#panel-train")).to_be_visible()
+
+    # delete a result from the log
+    page.get_by_role("tab", name="History").click()
+    expect(rows).to_have_count(2)
+    page.get_by_role("button", name="Delete the result of check_good.png").click()
+    expect(rows).to_have_count(1)

@@ -17,7 +17,15 @@ from hamacho.serve.app import create_app
 from hamacho.serve.service_config import ServiceConfig
 from tests.databases import service_database_url
 from tests.float_bounds import file_tolerance
-from tests.serve_support import API, FAST_PARAMETERS, dataset_files, decode, upload_dataset, wait_job
+from tests.serve_support import (
+    API,
+    FAST_PARAMETERS,
+    dataset_files,
+    decode,
+    png_bytes,
+    upload_dataset,
+    wait_job,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +76,12 @@ def test_job_progress_and_model_details(client, trained):
     assert set(model["metrics"]) >= {"image_AUROC", "pixel_AUROC", "pixel_AUPRO"}
     assert model["thresholds"]["image"]["normalized"] == 0.5 and model["thresholds"]["image"]["raw"] > 0
     assert model["thresholds"]["method"] == "auto" and "F1" in model["thresholds"]["image"]["source"]
-    assert model["dataset"]["images_fitted"] + model["dataset"]["images_calibrated"] == 11 + 3 - 0
+    # the service holds 30 % of the labelled images out of the threshold, and the card gives their metrics
+    held = model["held_out"]
+    assert held["images"] == held["good"] + held["defective"] and held["good"] >= 1 and held["defective"] >= 1
+    assert model["dataset"]["images_fitted"] + model["dataset"]["images_calibrated"] + held["images"] == 11 + 3
+    assert "held-out image(s)" in held["warning"]  # a handful: the card says they mean little
+    assert model["dataset_tag"] == "parts" and job["tag"] == "parts" and model["comparison"] is None
     assert model["config"]["model"]["backbone_weights"] == "none"
     assert job["result"] == {"metrics": model["metrics"], "thresholds": model["thresholds"],
                              "report_url": model["report_url"]}
@@ -344,6 +357,21 @@ def test_the_inspection_log_filters_sorts_exports_and_reviews(client, trained):
         scores = [r["score"] for r in log(sort="score")]
         assert scores == sorted(scores, reverse=True) and len(scores) == 3
         assert [r["score"] for r in log(sort="-score")] == sorted(scores)
+        # NG images past the top of the normalized scale (both 1.0) are still ranked, by their raw scores
+        from sqlalchemy import update
+
+        from hamacho.serve.db import ResultRow
+
+        service = client.app.state.service
+        *tied, top = sorted(mine, key=lambda i: mine[i]["raw_score"])  # the two lower raw scores tie at 1.0
+        with service.factory() as session, session.begin():
+            session.execute(update(ResultRow).where(ResultRow.id.in_(tied)).values(score=1.0))
+            session.execute(update(ResultRow).where(ResultRow.id == top).values(score=0.5))
+        assert [r["result_id"] for r in log(sort="score")] == [tied[1], tied[0], top]  # higher raw first
+        assert [r["result_id"] for r in log(sort="-score")] == [top, tied[0], tied[1]]
+        with service.factory() as session, session.begin():
+            for result_id in mine:
+                session.execute(update(ResultRow).where(ResultRow.id == result_id).values(score=mine[result_id]["score"]))
         assert [r["name"] for r in log(q="CAM2")] == ["cam2-good.png"]  # part of the name, any case
         assert {r["name"] for r in log(q="bad-")} == set(names[:2])
         today = dt.datetime.now(dt.timezone.utc).date()
@@ -386,3 +414,101 @@ def test_the_inspection_log_filters_sorts_exports_and_reviews(client, trained):
     finally:
         for result_id in mine:
             client.delete(f"{API}/results/{result_id}")
+
+
+def _flipped(path: Path) -> bytes:
+    """An image of the dataset, mirrored: new content (uploads skip content a tag already holds)."""
+    return png_bytes(np.ascontiguousarray(decode(path.read_bytes())[:, ::-1]))
+
+
+def _counts_at_cut(client, ref: str, names: list[str]) -> dict[str, int]:
+    """False alarms and missed defects of a model on dataset images named as in splits.json (``good/<id>-...``),
+    each scored through the Predictor at the model's trained cut."""
+    predictor = Predictor.load(model_path({"client": client}, ref))
+    counts = {"false_alarms": 0, "missed_defects": 0}
+    for name in names:
+        group, stem = name.split("/")
+        image = decode(client.get(f"{API}/images/{int(stem.split('-')[0])}/file").content)
+        flagged = predictor.predict([image[..., ::-1].copy()])[0].decision == "NG"
+        counts["false_alarms" if group == "good" else "missed_defects"] += int(flagged == (group == "good"))
+    return counts
+
+
+def test_reviewed_results_go_to_the_dataset_and_a_retrain_is_compared_on_the_same_held_out_images(client, trained):
+    import json
+
+    files = trained["files"]
+    sent = {"review-a.png": _flipped(files["good"][-1]), "review-b.png": _flipped(files["bad"][0])}
+    items = client.post(f"{API}/models/m1/predict", data={"save": "true"},
+                        files=[("files", (n, data, "image/png")) for n, data in sent.items()]).json()["items"]
+    ids = [item["result_id"] for item in items]
+    try:
+        nothing = client.post(f"{API}/results/to-dataset", json={"tag": "parts", "result_ids": ids})
+        assert nothing.status_code == 400
+        assert nothing.json()["error"] == ("no saved result marked false alarm or missed defect: review results in "
+                                           "the inspection log first")
+        # whatever the model said, the reviewer corrects it: each NG is a false alarm, each OK a missed defect
+        expected = {}
+        for item in items:
+            verdict = "false_alarm" if item["decision"] == "NG" else "missed_defect"
+            expected[item["name"]] = "good" if verdict == "false_alarm" else "bad"
+            reviewed = client.put(f"{API}/results/{item['result_id']}/review", json={"verdict": verdict, "by": "qa"})
+            assert reviewed.status_code == 200, reviewed.text
+        added = client.post(f"{API}/results/to-dataset", json={"tag": "parts", "model": "m1", "result_ids": ids})
+        assert added.status_code == 201, added.text
+        assert {(i["name"], i["group"], i["tag"]) for i in added.json()["items"]} == {
+            (name, group, "parts") for name, group in expected.items()}
+        again = client.post(f"{API}/results/to-dataset", json={"tag": "parts", "result_ids": ids})
+        assert again.status_code == 400 and sorted(s["name"] for s in again.json()["skipped"]) == sorted(sent)
+        assert all("already in tag 'parts'" in s["reason"] for s in again.json()["skipped"])
+        # a retrain from the tag, compared with m1
+        job = client.post(f"{API}/jobs", json={"model_tag": "m1-retrained", "tag": "parts", "compare_with": "m1",
+                                               "parameters": FAST_PARAMETERS})
+        assert job.status_code == 202, job.text
+        assert job.json()["compare_with"] == client.get(f"{API}/models/m1").json()["id"]
+        done = wait_job(client, job.json()["id"])
+        assert done["status"] == "succeeded", done["error"]
+        assert done["images"] == {"good": 11 + list(expected.values()).count("good"),
+                                  "bad": 3 + list(expected.values()).count("bad"), "mask": 3}
+        new = client.get(f"{API}/models/m1-retrained").json()
+        splits = {ref: json.loads((model_path(trained, ref).parent / "splits.json").read_text())
+                  for ref in ("m1", "m1-retrained")}
+        # held out by name: what m1 held out is held out of the retrained model too (its figures stay honest)
+        assert set(splits["m1"]["held_out"]) <= set(splits["m1-retrained"]["held_out"])
+        seen = set(splits["m1"]["fitted"]) | set(splits["m1"]["calibrated"])
+        shared = [n for n in splits["m1-retrained"]["held_out"] if n not in seen]
+        comparison = new["comparison"]
+        assert comparison["earlier"] == "m1" and comparison["images"] == len(shared) > 0 and comparison["note"] is None
+        for side, ref in (("before", "m1"), ("after", "m1-retrained")):
+            measured = comparison[side]
+            assert measured["images"] == len(shared)
+            assert measured["good"] == sum(n.startswith("good/") for n in shared)
+            assert {k: measured[k] for k in ("false_alarms", "missed_defects")} == _counts_at_cut(client, ref, shared)
+    finally:
+        for result_id in ids:
+            client.delete(f"{API}/results/{result_id}")
+        client.delete(f"{API}/models/m1-retrained")
+
+
+def test_imagenet_weights_the_server_cannot_get_are_refused_before_the_job_is_queued(client, trained, monkeypatch,
+                                                                                      tmp_path):
+    """Offline (the tests' HAMACHO_OFFLINE), with an empty torch hub cache: 400 at once, naming the choices; no
+    job row. With torchvision's file in the cache, nothing is refused."""
+    from hamacho.serve.weights_check import cached_weights, imagenet_problem
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    before = client.get(f"{API}/jobs").json()["total"]
+    response = client.post(f"{API}/jobs", json={"model_tag": "needs-imagenet", "tag": "parts",
+                                                "parameters": {"model.backbone": "resnet18"}})
+    assert response.status_code == 400
+    root = trained["base"] / "import"
+    assert response.json() == {"error": (
+        "ImageNet weights for resnet18 are not on this server and cannot be downloaded (this server is offline): "
+        f"choose a weights file from the list (copy torchvision's resnet18-f37072fd.pth into {root}), or 'none' "
+        "for random weights (tests only)")}
+    assert client.get(f"{API}/jobs").json()["total"] == before
+    cached = cached_weights("https://download.pytorch.org/models/resnet18-f37072fd.pth")
+    assert cached == tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert imagenet_problem("resnet18", offline=True, roots=[root]) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 
@@ -67,3 +68,49 @@ def make_splits(layout: DatasetLayout, calibration_split: float, seed: int) -> S
 def repeated_paths(splits: Splits) -> set:
     """Images scored twice by a training run (calibration, then test): worth keeping decoded in between."""
     return {s.path for s in splits.calibration} & {s.path for s in splits.test}
+
+
+def held_out_share(name: str, seed: int) -> float:
+    """A fixed number in [0, 1) for an image name and seed: the same whatever else the dataset holds."""
+    digest = hashlib.sha256(f"{seed}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def hold_out_labelled(calibration: list[Sample], share: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Keep a share of the labelled calibration images out of the thresholds: ``(calibrating, held out)``.
+
+    An image is held out when :func:`held_out_share` of its name is below ``share``, so that adding images to
+    a dataset never moves an image between the two (a retrained model's held-out images were held out of the
+    model before it too); each label keeps at least one image on either side when it has two. Nothing is held
+    out unless both labels are there (a good-only dataset has no metrics to be honest about).
+
+    Args:
+        calibration: The images that would set the thresholds.
+        share: Share to hold out (0: none).
+        seed: The run's seed.
+    """
+    labels = {s.label for s in calibration}
+    if share <= 0 or not {0, 1} <= labels:
+        return list(calibration), []
+    held: set[int] = set()
+    for label in (0, 1):
+        members = [i for i, s in enumerate(calibration) if s.label == label]
+        ranked = sorted(members, key=lambda i: held_out_share(calibration[i].name, seed))
+        chosen = [i for i in ranked if held_out_share(calibration[i].name, seed) < share]
+        if len(members) >= 2:
+            chosen = chosen[: len(members) - 1] or ranked[:1]
+        else:
+            chosen = []
+        held.update(chosen)
+    return ([s for i, s in enumerate(calibration) if i not in held],
+            [s for i, s in enumerate(calibration) if i in held])
+
+
+SPLITS_FILENAME = "splits.json"  # beside the model file: which images each stage used, by name
+
+
+def split_names(splits: Splits, held_out: list[Sample]) -> dict[str, list[str]]:
+    """The names of the images each stage used (``splits.json``): what a later comparison must not count as
+    unseen by this model."""
+    return {"fitted": [s.name for s in splits.train], "calibrated": [s.name for s in splits.calibration],
+            "held_out": [s.name for s in held_out], "tested": [s.name for s in splits.test]}

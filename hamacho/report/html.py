@@ -31,6 +31,7 @@ from hamacho.report import sections as sec
 from hamacho.report.example_section import examples_section
 from hamacho.report.figure_writer import FIGURE_DIR, FigureWriter
 from hamacho.report.page_style import CSS
+from hamacho.report.results import held_out_text
 from hamacho.results.types import PIXEL_METRICS, ImageResult, ReportData
 
 REPORT_FILENAME = "report.html"
@@ -81,7 +82,7 @@ def write_report(
     step()
     if labelled and metrics:
         same_images = kind == "training" and bool((summary.get("counts") or {}).get("test", {}).get("good"))
-        parts.append(_metrics_section(metrics, rows, same_images))
+        parts.append(_metrics_section(metrics, rows, same_images, summary.get("held_out")))
     parts.append(_distribution_section(figures, rows, calibration, data, image_cut, pixel_cut))
     step()
     if has_labels:
@@ -214,9 +215,14 @@ def _decisions(rows: Sequence[ImageResult]) -> str:
     return f"{len(rows)} images: {ng} NG, {ok} OK, {len(rows) - ng - ok} unreadable"
 
 
-def _metrics_section(metrics: dict[str, float | None], rows: Sequence[ImageResult], same_images: bool) -> str:
+def _metrics_section(metrics: dict[str, float | None], rows: Sequence[ImageResult], same_images: bool,
+                     held_out: dict[str, Any] | None = None) -> str:
     caveat = ""
-    if same_images:
+    if held_out:
+        caveat = ('<p class="info" id="held-out">Of these labelled images, some were held out of the threshold '
+                  f"(dataset.holdout): {escape(held_out_text(held_out))}. Those figures are what to expect on new "
+                  "parts; the table below covers every test image, the ones that set the threshold too.</p>")
+    elif same_images:
         caveat = ('<p class="info">The threshold was set on these same labelled test images (the cut with the '
                   "best F1), so F1 and the confusion matrix are optimistic for new images; AUROC and AUPRO do "
                   "not depend on the threshold. Confirm on other labelled images with <code>hamacho inference"

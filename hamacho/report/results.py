@@ -46,3 +46,14 @@ def decision_summary(rows: list[ImageResult]) -> str:
     if judged:
         text += f"; {sum(judged)} of {len(judged)} labelled decisions right"
     return text
+
+
+def held_out_text(held: dict[str, Any]) -> str:
+    """One line on the held-out images' metrics (metrics.json's ``held_out``), with its warning."""
+    auroc = held.get("image_AUROC")
+    f1 = held.get("image_F1")
+    text = (f"held out of the threshold: {held['images']} image(s) ({held['good']} good, {held['defective']} "
+            f"defective): image_AUROC {'n/a' if auroc is None else f'{auroc:.4f}'}, image_F1 "
+            f"{'n/a' if f1 is None else f'{f1:.4f}'}, {held['false_alarms']} false alarm(s), "
+            f"{held['missed_defects']} missed defect(s)")
+    return text + (f" ({held['warning']})" if held.get("warning") else "")

@@ -46,6 +46,10 @@ class RunSummary:
         config: The effective configuration (settings as a plain dict).
         report: Whether report.html was written.
         precision: An export's precision (fp32, fp16, bf16), for imported exports.
+        held_out: Metrics on the labelled images held out of the thresholds (``dataset.holdout``;
+            :func:`hamacho.results.held_out.held_out_summary`), None when none were.
+        comparison: An earlier model against this one on the same held-out images
+            (:func:`hamacho.results.comparison.compare_on_held_out`; a retrain in the service), or None.
     """
 
     calibration: dict[str, float]
@@ -70,6 +74,8 @@ class RunSummary:
     config: dict[str, Any] | None = None
     report: bool = False
     precision: str | None = None
+    held_out: dict[str, Any] | None = None
+    comparison: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Every field as plain data."""

@@ -58,14 +58,15 @@ def adopt_data_folder(factory: sessionmaker[Session], data_dir: Path) -> str:
     if known is None:  # the database's first start: bind it to this folder
         try:
             with factory() as session, session.begin():
-                session.add(ServiceInfo(key=KEY, value=found or uuid.uuid4().hex))
-        except IntegrityError:  # another replica bound it first
+                candidate = found or uuid.uuid4().hex
+                session.add(ServiceInfo(key=KEY, value=candidate))
+                session.flush()  # the key is held from here: another replica's insert waits for our commit
+                if found is None:  # the marker is written before the id is committed: a replica that sees
+                    data_dir.mkdir(parents=True, exist_ok=True)  # the id finds the marker too
+                    atomic_write_text(data_dir / MARKER, f"{candidate}\n")
+        except IntegrityError:  # another replica bound it first (and wrote its marker before committing)
             pass
-        known = _database_id(factory)
-        if found is None:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(data_dir / MARKER, f"{known}\n")
-            found = _marker_id(data_dir)
+        known, found = _database_id(factory), _marker_id(data_dir)
     if found != known:  # a bound database and an unmarked folder: a share that is not mounted here
         raise _mismatch(data_dir, found)
     return known or ""

@@ -112,6 +112,8 @@ class JobRow(Base):
     created_at: Mapped[str] = mapped_column(String(32), default=utcnow)
     started_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
     finished_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    tag: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the dataset tag; None: images by id
+    compare_with: Mapped[int | None] = mapped_column(Integer, nullable=True)  # a model to compare on held-out images
 
 
 class ResultRow(Base):
@@ -125,6 +127,7 @@ class ResultRow(Base):
     created_at: Mapped[str] = mapped_column(String(32), default=utcnow, index=True)
     name: Mapped[str | None] = mapped_column(String(255), nullable=True)  # from data: what the log searches
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    raw_score: Mapped[float | None] = mapped_column(Float, nullable=True)  # ranks what the normalized score cannot
     decision: Mapped[str | None] = mapped_column(String(4), index=True, nullable=True)
     verdict: Mapped[str | None] = mapped_column(String(16), index=True, nullable=True)  # a reviewer's; None: not yet
     reviewed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)

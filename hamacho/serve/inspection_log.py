@@ -20,8 +20,11 @@ from hamacho.serve.storage import InputError
 
 VERDICTS = ("correct", "false_alarm", "missed_defect")
 VERDICT_FILTERS = ("none", "any", *VERDICTS)  # none: not reviewed yet; any: reviewed
+# raw_score ranks the NG images whose normalized scores are all 1.0; unscored images (NULL) come last on
+# every database (SQLite and PostgreSQL put NULLs at opposite ends by default)
 SORTS = {"newest": (ResultRow.id.desc(),), "oldest": (ResultRow.id,),
-         "score": (ResultRow.score.desc(), ResultRow.id.desc()), "-score": (ResultRow.score, ResultRow.id.desc())}
+         "score": (ResultRow.score.desc().nulls_last(), ResultRow.raw_score.desc().nulls_last(), ResultRow.id.desc()),
+         "-score": (ResultRow.score.asc().nulls_last(), ResultRow.raw_score.asc().nulls_last(), ResultRow.id.desc())}
 CSV_COLUMNS = ("result_id", "created_at", "model_id", "model_tag", "threshold_version", "name", "width", "height",
                "raw_score", "score", "decision", "image_threshold", "pixel_threshold", "verdict", "reviewed_by",
                "reviewed_at", "review_note")

@@ -18,8 +18,9 @@ from hamacho.extras import training_unavailable
 from hamacho.serve.db import ACTIVE_JOB_STATES, ImageRow, JobRow, ModelRow
 from hamacho.serve.model_catalog import ensure_free_tag
 from hamacho.serve.schemas import JobIn
-from hamacho.serve.service import Conflict, NotFound, Service, Unavailable, get_row, paged
+from hamacho.serve.service import Conflict, NotFound, Service, Unavailable, find_model, get_row, paged
 from hamacho.serve.storage import InputError, allowed_path
+from hamacho.serve.weights_check import imagenet_problem
 from hamacho.serve.worker import job_settings
 from hamacho.settings import Settings
 
@@ -79,10 +80,11 @@ def queue_job(service: Service, session: Session, order: JobIn) -> JobRow:
 
     Raises:
         Unavailable: This install has no PyTorch (checked first, before anything else).
-        InputError: Not exactly one of tag and image ids; invalid settings; a server-side path refused; fewer
+        InputError: Not exactly one of tag and image ids; invalid settings; a server-side path refused; ImageNet
+            weights this server can neither find nor download (:mod:`~hamacho.serve.weights_check`); fewer
             than 2 good images.
         Conflict: The model tag is taken by a model or an unfinished job.
-        NotFound: An image id that does not exist.
+        NotFound: An image id, or the model to compare with, that does not exist.
     """
     missing = training_unavailable()
     if missing:
@@ -91,8 +93,15 @@ def queue_job(service: Service, session: Session, order: JobIn) -> JobRow:
         raise InputError("give exactly one of tag and image_ids")
     settings = job_settings(order.model, order.parameters)
     check_server_paths(settings, service.config.allowed_roots)
+    with session.begin():  # a taken tag is said first; the weights check below may ask the network
+        ensure_free_tag(session, order.model_tag)
+    if (settings.model.backbone_weights or "").lower() == "imagenet":
+        problem = imagenet_problem(settings.model.backbone, service.config.offline, service.config.allowed_roots)
+        if problem:
+            raise InputError(problem)
     with session.begin():
         ensure_free_tag(session, order.model_tag)
+        earlier = find_model(session, order.compare_with).id if order.compare_with is not None else None
         query = select(ImageRow.id, ImageRow.group)
         query = query.where(ImageRow.tag == order.tag) if order.tag is not None else query.where(
             ImageRow.id.in_(order.image_ids or []))
@@ -108,7 +117,8 @@ def queue_job(service: Service, session: Session, order: JobIn) -> JobRow:
             raise InputError(f"{where} has {goods} good image(s); training needs at least 2")
         counts = {group: sum(1 for _, g in chosen if g == group) for group in ("good", "bad", "mask")}
         row = JobRow(model_tag=order.model_tag, model=settings.model.name, parameters=json.dumps(order.parameters),
-                     image_ids=json.dumps([image_id for image_id, _ in chosen]), counts=json.dumps(counts))
+                     image_ids=json.dumps([image_id for image_id, _ in chosen]), counts=json.dumps(counts),
+                     tag=order.tag, compare_with=earlier)
         session.add(row)
     service.runner.wake()
     return row

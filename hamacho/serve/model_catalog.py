@@ -44,6 +44,7 @@ class ModelView:
         pictures: Example report pictures, relative to the folder's ``images/`` (trained models only).
         loaded: A live replica holds it in memory (as the replicas last published: ``replicas.py``).
         cuts: Its current threshold version's normalized (image, pixel) cuts.
+        dataset_tag: The tag of the images its training job chose (None: chosen by id, or imported).
     """
 
     row: ModelRow
@@ -52,6 +53,7 @@ class ModelView:
     pictures: list[str]
     loaded: bool
     cuts: tuple[float, float] = (0.5, 0.5)
+    dataset_tag: str | None = None
 
 
 @dataclass
@@ -80,14 +82,15 @@ def example_pictures(folder: Path) -> list[str]:
     return chosen
 
 
-def model_view(service: Service, row: ModelRow, loaded: bool, cuts: tuple[float, float] = (0.5, 0.5)) -> ModelView:
-    """What a model's answer shows: its summary, report, example pictures, whether it is ``loaded`` and its
-    current ``cuts``."""
+def model_view(service: Service, row: ModelRow, loaded: bool, cuts: tuple[float, float] = (0.5, 0.5),
+               dataset_tag: str | None = None) -> ModelView:
+    """What a model's answer shows: its summary, report, example pictures, whether it is ``loaded``, its
+    current ``cuts`` and the ``dataset_tag`` it was trained from."""
     summary = RunSummary.from_json(row.summary)
     folder = service.path(row.folder)
     pictures = example_pictures(folder / "images") if row.source == "trained" else []
     report = bool(summary.report) and (folder / "report.html").is_file()
-    return ModelView(row, summary, report, pictures, loaded, cuts)
+    return ModelView(row, summary, report, pictures, loaded, cuts, dataset_tag)
 
 
 def model_views(service: Service, session: Session, rows: list[ModelRow]) -> list[ModelView]:
@@ -98,8 +101,10 @@ def model_views(service: Service, session: Session, rows: list[ModelRow]) -> lis
         saved = {(t.model_id, t.version): (t.image, t.pixel) for t in session.scalars(select(ThresholdRow).where(
             ThresholdRow.model_id.in_([row.id for row in rows if row.threshold_version]),
             ThresholdRow.version > 0))}
-    return [model_view(service, row, row.id in held, saved.get((row.id, row.threshold_version), (0.5, 0.5)))
-            for row in rows]
+        tags = dict(session.execute(select(JobRow.id, JobRow.tag).where(
+            JobRow.id.in_([row.job_id for row in rows if row.job_id is not None]))).all())
+    return [model_view(service, row, row.id in held, saved.get((row.id, row.threshold_version), (0.5, 0.5)),
+                       tags.get(row.job_id)) for row in rows]
 
 
 def tag_in_use(session: Session, tag: str) -> str | None:

@@ -152,7 +152,8 @@ def predict_and_store(service: Service, session: Session, row: ModelRow, receive
         else:
             gone = False
             rows = [ResultRow(model_id=row.id, folder=f"{PREDICTIONS}/{r['folder']}", data=json.dumps(r),
-                              name=r["name"][:255], score=r["score"], decision=r["decision"] or None,
+                              name=r["name"][:255], score=r["score"], raw_score=r["raw_score"],
+                              decision=r["decision"] or None,
                               created_at=r["created_at"]) for r in records]
             session.add_all(rows)
             session.flush()

@@ -128,6 +128,9 @@ class JobIn(BaseModel):
         default_factory=dict, json_schema_extra=lambda schema: schema.update(parameters_schema()),
         description="Configuration keys and values, e.g. {\"dataset.image_size\": [256, 320]}: every key of the "
         "model's settings (/api/v1/options, docs/config-reference.md), checked before queueing")
+    compare_with: str | None = Field(
+        None, description="A model (id or tag) to compare the new one with: its card then shows both models' metrics "
+        "on the same held-out images (a retrain after a review)")
 
 
 class JobOut(BaseModel):
@@ -151,6 +154,8 @@ class JobOut(BaseModel):
     started_at: str | None
     finished_at: str | None
     result: dict[str, Any] | None = None
+    tag: str | None = Field(None, description="The dataset tag the images were chosen by (None: by id)")
+    compare_with: int | None = Field(None, description="The model the new one is compared with")
 
 
 class JobList(BaseModel):
@@ -183,6 +188,13 @@ class ModelOut(BaseModel):
     report_url: str | None
     pictures: list[str]
     download_url: str
+    held_out: dict[str, Any] | None = Field(
+        None, description="Metrics on labelled images that did not set the threshold (dataset.holdout); None: none "
+        "were held out, and metrics are on the images that set it")
+    comparison: dict[str, Any] | None = Field(
+        None, description="The model this one was compared with, and both models' metrics on the same held-out "
+        "images (before, after)")
+    dataset_tag: str | None = Field(None, description="The dataset tag it was trained from (None: unknown)")
 
 
 class ModelList(BaseModel):
@@ -272,6 +284,20 @@ class ReviewIn(BaseModel):
         description="correct; false_alarm: an NG that is good; missed_defect: an OK that is defective; null clears")
     by: str | None = Field(None, max_length=128, description="Who reviewed it")
     note: str | None = Field(None, max_length=500)
+
+
+class ReviewedToDatasetIn(BaseModel):
+    """Reviewed results to add to a dataset tag with their corrected labels."""
+
+    model_config = ConfigDict(extra="forbid")
+    tag: str | None = Field(description="The dataset tag to add the images to (null: untagged)")
+    model: str | None = Field(None, description="Only results of this model (id or tag)")
+    result_ids: list[Id] | None = Field(None, max_length=10_000, description="Only these results (null: every "
+                                        "reviewed result)")
+    verdicts: list[Literal["correct", "false_alarm", "missed_defect"]] = Field(
+        default_factory=lambda: ["false_alarm", "missed_defect"], min_length=1,
+        description="Which verdicts to take: false alarms are added as good images, missed defects as defective "
+        "ones, correct results with their decision's label")
 
 
 class ThresholdIn(BaseModel):

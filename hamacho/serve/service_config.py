@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hamacho.errors import ConfigError
+
+
+def offline_from_environment() -> bool:
+    """``HAMACHO_OFFLINE`` set to anything but empty or 0: the service never tries the network."""
+    return os.environ.get("HAMACHO_OFFLINE", "") not in ("", "0")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MiB = 1024 * 1024
@@ -54,6 +60,8 @@ class ServiceConfig:
             :func:`resolve_server_path`, like the paths themselves.
         keep_unsaved: Unsaved predictions whose pictures stay available.
         device: Where models run (``auto``: a GPU when there is one).
+        offline: Never try the network: a job asking for ImageNet weights that are not in the torch hub cache is
+            refused when queued (default: ``HAMACHO_OFFLINE``; without it one HEAD request tells).
     """
 
     data_dir: Path = field(default_factory=lambda: Path("hamacho-data"))
@@ -70,6 +78,7 @@ class ServiceConfig:
     allowed_roots: list[Path] = field(default_factory=list)
     keep_unsaved: int = 200
     device: str = "auto"
+    offline: bool = field(default_factory=offline_from_environment)
 
     def __post_init__(self) -> None:
         """Resolve the data folder and the allowed roots.

@@ -30,10 +30,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hamacho.config import build_config
+from hamacho.data.splits import SPLITS_FILENAME
 from hamacho.errors import ConfigError, HamachoError, Interrupted, first_line
 from hamacho.extras import training_unavailable
 from hamacho.models.registry import display_name
-from hamacho.serve.db import ImageRow, JobRow, ModelRow, open_database, utcnow
+from hamacho.serve.db import ImageRow, JobRow, ModelRow, ThresholdRow, open_database, utcnow
 from hamacho.serve.job_lease import REQUEUED, Claim, finish, job_folder, release, renew
 from hamacho.serve.schemas import SERVICE_KEYS
 from hamacho.serve.storage import MODELS, new_name, remove_tree
@@ -47,6 +48,7 @@ PHASE_WEIGHTS = {"loading": 2, "feature extraction": 45, "fit": 13, "calibration
                  "report": 12, "saving": 3}
 # What training imports beyond an inference-only install (``hamacho[serve,onnx]``).
 UPDATE_SECONDS = 0.5
+HOLDOUT = 0.3  # the service's dataset.holdout: a share of the labelled images kept out of the thresholds
 log = logging.getLogger("hamacho.serve")
 EXIT_SECONDS = 10.0
 
@@ -72,13 +74,14 @@ def job_settings(model: str, parameters: dict[str, Any], folder: Path | None = N
         if not isinstance(key, str) or not key or any(part == "" for part in key.split(".")):
             raise ConfigError(f"parameter name {key!r} is not a dotted config key such as model.backbone")
     base = folder or Path("job")
+    defaults = {"dataset.holdout": HOLDOUT}  # honest metrics on the model card unless the job says otherwise
     fixed: dict[str, Any] = {"dataset.format": "folder", "dataset.good_dir": str(base / "dataset" / "good"),
                              "dataset.mask_suffix": "_mask", "dataset.name": "dataset",
                              "dataset.num_workers": 0, "project.result_path": str(base / "results")}
     for group in ("bad", "mask"):
         if counts is None or counts.get(group):
             fixed[f"dataset.{group}_dir"] = str(base / "dataset" / group)
-    return build_config(model, options={**parameters, **fixed})
+    return build_config(model, options={**defaults, **parameters, **fixed})
 
 
 def link_dataset(session: Session, data_dir: Path, image_ids: list[int], folder: Path) -> dict[str, int]:
@@ -213,6 +216,7 @@ def run_job(url: str, data_dir: str, held: Claim, lease_seconds: float) -> None:
             finish(session, held, "failed", missing)
         return
     from hamacho.progress import RunControl
+    from hamacho.results.comparison import compare_on_held_out
     from hamacho.train import run_training
 
     folder = job_folder(data, held)
@@ -233,10 +237,16 @@ def run_job(url: str, data_dir: str, held: Claim, lease_seconds: float) -> None:
             session.commit()
             settings = job_settings(job.model, json.loads(job.parameters), folder, counts)
             tag = job.model_tag
+            earlier = _earlier_model(session, data, job.compare_with)
         accelerator = os.environ.get("HAMACHO_WORKER_ACCELERATOR")  # the worker's --device wins
         if accelerator:
             settings.trainer.accelerator = accelerator
         result = run_training(settings, control, log=lambda _line: None)
+        if earlier is not None:
+            with control.phase("comparison", unit="images", bar=False):
+                held_out = set(_held_out_names(result.output_dir)) if result.summary.held_out else set()
+                path, cut, label = earlier
+                result.summary.comparison = compare_on_held_out(path, cut, result.rows, held_out, label)
         status = "succeeded" if _publish(factory, data, held, tag, settings, result) else "lost"
     except Interrupted as exc:
         status, error = ("cancelled", first_line(exc)) if heartbeat.reason in ("cancel", "") else (
@@ -253,6 +263,25 @@ def run_job(url: str, data_dir: str, held: Claim, lease_seconds: float) -> None:
     elif status in ("failed", "cancelled"):
         with factory() as session:
             finish(session, held, status, error)
+
+
+def _earlier_model(session: Session, data: Path, model_id: int | None) -> tuple[Path, float, str] | None:
+    """The model a retrain is compared with: ``(its file, its current image cut, its tag)``; None when there is
+    none (or it was deleted since the job was queued)."""
+    row = session.get(ModelRow, model_id) if model_id is not None else None
+    if row is None:
+        return None
+    cut = 0.5
+    if row.threshold_version:
+        version = session.scalars(select(ThresholdRow).where(ThresholdRow.model_id == row.id,
+                                                             ThresholdRow.version == row.threshold_version)).first()
+        cut = version.image if version is not None else cut
+    return data / row.folder / row.entry, cut, row.tag
+
+
+def _held_out_names(output_dir: Path) -> list[str]:
+    """The held-out image names a training run wrote to its ``splits.json``."""
+    return json.loads((output_dir / SPLITS_FILENAME).read_text(encoding="utf-8")).get("held_out", [])
 
 
 def _publish(factory: sessionmaker[Session], data: Path, held: Claim, tag: str, settings: Settings,

@@ -46,7 +46,8 @@ def image_out(row: ImageRow, mask_id: int | None = None) -> ImageOut:
                     file_url=f"{API}/images/{row.id}/file", thumbnail_url=f"{API}/images/{row.id}/thumbnail")
 
 
-def _listed(registered: Registered) -> ImageList:
+def images_listed(registered: Registered) -> ImageList:
+    """A registration's answer: the images added and the files skipped, with the reason."""
     rows = registered.rows
     return ImageList(items=[image_out(row, mask_id) for row, mask_id in rows], total=len(rows), limit=len(rows),
                      skipped=[SkippedOut(name=s.name, reason=s.reason) for s in registered.skipped])
@@ -66,14 +67,14 @@ async def upload_images(service: ServiceDep, session: SessionDep,
     # decoding and the database, off the event loop
     registered = await run_in_threadpool(check_and_register, session, service.config, received, group, tag,
                                          link_to, skipped)
-    return _listed(registered)
+    return images_listed(registered)
 
 
 @router.post("/images/paths", status_code=201, response_model=ImageList)
 def register_paths(body: PathsIn, service: ServiceDep, session: SessionDep) -> ImageList:
     """Register server-side image files, or every image in server-side folders (inside the allowed roots), file
     by file as uploads are."""
-    return _listed(register_server_files(session, service.config, body.paths, body.group, body.tag))
+    return images_listed(register_server_files(session, service.config, body.paths, body.group, body.tag))
 
 
 @router.get("/images", response_model=ImageList)

@@ -25,8 +25,8 @@ def job_out(row: JobRow, model: ModelRow | None = None) -> JobOut:
                   percent=row.percent, error=row.error, model_id=row.model_id, parameters=loads(row.parameters) or {},
                   images=loads(row.counts) or {}, cancel_requested=row.cancel_requested, attempt=row.attempts,
                   max_attempts=row.max_attempts, worker=row.owner if row.status == "running" else None,
-                  created_at=row.created_at,
-                  started_at=row.started_at, finished_at=row.finished_at)
+                  created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at, tag=row.tag,
+                  compare_with=row.compare_with)
 
 
 @router.post("/jobs", status_code=202, response_model=JobOut)

@@ -55,7 +55,8 @@ def model_out(shown: ModelView) -> ModelOut:
                              "images_calibrated": summary.images_calibrated, "notes": summary.notes},
                     config=summary.config, loaded=shown.loaded,
                     report_url=f"{base}/files/report.html" if shown.report else None,
-                    pictures=[f"{base}/files/images/{name}" for name in shown.pictures], download_url=f"{base}/download")
+                    pictures=[f"{base}/files/images/{name}" for name in shown.pictures], download_url=f"{base}/download",
+                    held_out=summary.held_out, comparison=summary.comparison, dataset_tag=shown.dataset_tag)
 
 
 @router.get("/models", response_model=ModelList)

@@ -12,8 +12,21 @@ from hamacho.serve.db import ResultRow, loads
 from hamacho.serve.deps import ServiceDep, SessionDep
 from hamacho.serve.inspection_log import LogFilter, log_csv, log_page, review
 from hamacho.serve.prediction_store import remove_result, saved_result
+from hamacho.serve.reviewed_images import add_reviewed
+from hamacho.serve.routes.images import images_listed
 from hamacho.serve.routes.predict import prediction_out
-from hamacho.serve.schemas import Deleted, Limit, Offset, PathId, PredictionOut, ResultList, ReviewIn
+from hamacho.serve.schemas import (
+    Deleted,
+    ImageList,
+    Limit,
+    Offset,
+    PathId,
+    PredictionOut,
+    ResultList,
+    ReviewedToDatasetIn,
+    ReviewIn,
+)
+from hamacho.serve.service import check_tag
 
 router = APIRouter(tags=["results"])
 
@@ -55,6 +68,17 @@ def export_results(service: ServiceDep, wanted: LogFilterDep) -> StreamingRespon
     """The inspection log as CSV (the same filters as ``/results``, every page), streamed."""
     return StreamingResponse(log_csv(service.factory, wanted), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": 'attachment; filename="inspection-log.csv"'})
+
+
+@router.post("/results/to-dataset", status_code=201, response_model=ImageList)
+def reviewed_to_dataset(body: ReviewedToDatasetIn, service: ServiceDep, session: SessionDep) -> ImageList:
+    """Add the images of reviewed results to a dataset tag with their corrected labels (a false alarm as a good
+    image, a missed defect as a defective one), file by file as uploads are: images the tag already holds are
+    skipped with their reason; 400 only when nothing was added. Train from the tag (with ``compare_with``) to see
+    the new model beside the old one on the same held-out images."""
+    tag = check_tag(body.tag)
+    return images_listed(add_reviewed(session, service.config, tag, body.model, body.result_ids,
+                                      tuple(body.verdicts)))
 
 
 @router.put("/results/{result_id}/review", response_model=PredictionOut)

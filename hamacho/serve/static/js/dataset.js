@@ -1,6 +1,6 @@
 // Dataset screen: a tag, three drop zones (good, defective, mask), thumbnails with counts and remove.
 import { api, loadImage, releaseImage, releaseWithin } from "./api.js";
-import { $, $$, h, setupDropzone, showError, showSkipped, showStatus, guard, confirmAction, plural, fmtBytes, showTab } from "./ui.js";
+import { $, $$, h, setupDropzone, showError, showSkipped, showStatus, guard, confirmAction, plural, fmtBytes, showTab, onRoute, routeArg, setRouteArg } from "./ui.js";
 import { state, on, emit, refreshTags } from "./state.js";
 
 const PAGE = 60;
@@ -47,12 +47,18 @@ export function initDataset() {
   $("#ds-to-train").addEventListener("click", () => showTab("train"));
 
   on("tags", renderTagList);
+  onRoute((tab, tag) => {
+    if (tab === "dataset" && tag && tag !== currentTag) {
+      $("#ds-tag").value = tag;
+      guard(() => openTag(tag))();
+    }
+  });
   renderGroups();
 }
 
 /** After sign-in: reopen the tag of the last visit (or the one open now). */
 export async function restoreDataset() {
-  const tag = currentTag || localStorage.getItem(TAG_KEY) || "";
+  const tag = currentTag || routeArg("dataset") || localStorage.getItem(TAG_KEY) || "";
   if (!tag) return;
   $("#ds-tag").value = tag;
   await openTag(tag);
@@ -89,6 +95,7 @@ function renderTagList(tags) {
 export async function openTag(tag) {
   currentTag = tag;
   localStorage.setItem(TAG_KEY, tag);
+  setRouteArg("dataset", tag);
   $("#ds-delete-tag").disabled = false;
   renderTagList(state.tags);
   emit("current-tag", tag);

@@ -1,6 +1,6 @@
 // Models screen: the list, one model's card (metrics, thresholds, report, pictures), delete, import.
 import { api, download, loadImage, releaseWithin, resolve } from "./api.js";
-import { $, h, guard, showStatus, confirmAction, fmt, fmtRaw, fmtDate, isNumber } from "./ui.js";
+import { $, h, guard, showStatus, confirmAction, fmt, fmtRaw, fmtDate, isNumber, plural } from "./ui.js";
 import { state, on, refreshModels, predictWith } from "./state.js";
 
 const METRIC_ORDER = ["image_AUROC", "image_F1", "pixel_AUROC", "pixel_F1", "pixel_AUPRO"];
@@ -124,8 +124,9 @@ export function modelCard(model, { heading = `Model “${model.tag}”` } = {}) 
     { class: "card model-card", "aria-label": heading },
     h("div", { class: "card-head row" }, h("h2", { tabindex: "-1" }, heading), actions),
     h("dl", { class: "facts" }, ...facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
-    h("div", { class: "two-col" }, metricsBlock(model.metrics), thresholdsBlock(model.thresholds)),
+    h("div", { class: "two-col" }, metricsBlock(model), thresholdsBlock(model.thresholds)),
   );
+  if (model.comparison) card.append(comparisonBlock(model.comparison, model.tag));
   const pictures = (model.pictures || []).map((p) => (typeof p === "string" ? { url: p } : p)).filter((p) => p && p.url);
   if (pictures.length) {
     const grid = h("div", { class: "pictures" });
@@ -185,15 +186,34 @@ function flatten(obj, prefix = "", out = []) {
   return out;
 }
 
-function metricsBlock(metrics) {
-  const rows = flatten(metrics);
+const COUNT_ROWS = [["image_AUROC", "image AUROC"], ["image_F1", "image F1"], ["false_alarms", "false alarms"], ["missed_defects", "missed defects"]];
+
+function value(v, digits = 4) {
+  return isNumber(v) ? (Number.isInteger(v) ? String(v) : v.toFixed(digits)) : "n/a";
+}
+
+/** Metrics on the held-out images first (they did not set the threshold), then on every test image. */
+function metricsBlock(model) {
+  const rows = flatten(model.metrics);
   rows.sort((a, b) => rank(a[0]) - rank(b[0]));
   const block = h("div", { class: "block" }, h("h3", {}, "Metrics"));
   if (!rows.length) {
     block.append(h("p", { class: "muted" }, "No metrics: the test images need both good and defective images."));
     return block;
   }
+  const held = model.held_out;
+  if (held) {
+    block.append(
+      h("p", { class: "metrics-caption" }, `On ${plural(held.images, "held-out image")} (${held.good} good, ${held.defective} defective) that did not set the threshold:`),
+      h("table", { class: "table compact metrics", "aria-label": "Metrics on the held-out images" },
+        h("tbody", {}, ...COUNT_ROWS.map(([k, label]) => h("tr", {}, h("th", { scope: "row" }, label), h("td", { class: "num" }, value(held[k])))))),
+    );
+    if (held.warning) block.append(h("p", { class: "warn-note" }, `Few images: ${held.warning}.`));
+  }
   block.append(
+    h("p", { class: held ? "metrics-caption muted" : "warn-note" }, held
+      ? "On every test image (some set the threshold, so F1 is optimistic):"
+      : "These images also set the threshold, so F1 is optimistic for new parts (AUROC does not depend on it). Train with held-out images (dataset.holdout, 0.3 by default here) for figures to trust."),
     h(
       "table",
       { class: "table compact metrics" },
@@ -204,6 +224,22 @@ function metricsBlock(metrics) {
         ))),
     ),
   );
+  return block;
+}
+
+/** A retrained model against the one it replaces, on the same held-out images. */
+function comparisonBlock(c, tag) {
+  const block = h("section", { class: "block comparison", "aria-label": "Before and after" },
+    h("h3", {}, `Before and after, on the same ${plural(c.images, "held-out image")}`));
+  if (!c.images) {
+    block.append(h("p", { class: "muted" }, `No held-out image is new to both models, so ${c.earlier} and ${tag} cannot be compared fairly.`));
+    return block;
+  }
+  block.append(h("table", { class: "table compact metrics" },
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, ""), h("th", { scope: "col", class: "num" }, `Before: ${c.earlier}`), h("th", { scope: "col", class: "num" }, `After: ${tag}`))),
+    h("tbody", {}, ...COUNT_ROWS.map(([k, label]) => h("tr", {}, h("th", { scope: "row" }, label),
+      h("td", { class: "num" }, value(c.before[k])), h("td", { class: "num" }, value(c.after[k])))))));
+  block.append(h("p", { class: "muted small-text" }, `Images neither model was fitted or calibrated on (${c.before.good} good, ${c.before.defective} defective), each at the threshold its model decides with.${c.note ? ` Note: ${c.note}.` : ""}`));
   return block;
 }
 

@@ -1,6 +1,6 @@
 // Train screen: the form, the live progress of a job (polled every second), cancel, and the result.
 import { api, releaseWithin } from "./api.js";
-import { $, h, guard, showError, showStatus, clearErrors, fmtDate } from "./ui.js";
+import { $, h, guard, showError, showStatus, showTab, clearErrors, fmtDate } from "./ui.js";
 import { state, on, emit, refreshModels } from "./state.js";
 import { modelCard } from "./models.js";
 
@@ -17,6 +17,7 @@ const PHASES = {
   test: "Scoring the test images",
   report: "Writing the report",
   saving: "Saving the model",
+  comparison: "Comparing with the earlier model",
   done: "Done",
 };
 
@@ -36,6 +37,8 @@ export function initTrain() {
     preferredTag = tag;
     fillTags(state.tags);
   });
+  on("models", fillCompare);
+  on("retrain", retrainFrom);
   $("#tr-model").addEventListener("change", () => {
     renderSettings();
     suggestModelTag();
@@ -177,6 +180,35 @@ function fillTags(tags) {
   suggestModelTag();
 }
 
+function fillCompare(models) {
+  const select = $("#tr-compare");
+  const current = select.value;
+  select.replaceChildren(h("option", { value: "" }, "No comparison"), ...models.map((m) => h("option", { value: m.tag }, m.tag)));
+  if (models.some((m) => m.tag === current)) select.value = current;
+}
+
+/** From the inspection log: the form set to train again from `tag`, compared with the model `compareWith`. */
+function retrainFrom({ tag, model, compareWith }) {
+  preferredTag = tag;
+  fillTags(state.tags);
+  if (model && [...$("#tr-model").options].some((o) => o.value === model)) {
+    $("#tr-model").value = model;
+    renderSettings();
+  }
+  fillCompare(state.models);
+  $("#tr-compare").value = compareWith || "";
+  if (compareWith) {
+    const taken = new Set(state.models.map((m) => m.tag));
+    let name = `${compareWith}-r2`;
+    for (let i = 3; taken.has(name); i += 1) name = `${compareWith}-r${i}`;
+    $("#tr-model-tag").value = name;
+    modelTagEdited = true;
+  }
+  showTab("train");
+  $("#tr-start").focus();
+  showStatus(`Ready to retrain from “${tag}”${compareWith ? `, compared with ${compareWith}` : ""}: check the settings and start.`);
+}
+
 function showCounts() {
   const t = state.tags.find((x) => x.tag === $("#tr-tag").value);
   $("#tr-tag-counts").textContent = t ? `${t.good ?? 0} good · ${t.bad ?? 0} defective · ${t.mask ?? 0} masks` : "";
@@ -233,9 +265,10 @@ async function startJob() {
     parameters[field.name] = value;
   }
   Object.assign(parameters, extra); // a key under More settings wins over the form's default
+  const compareWith = $("#tr-compare").value || null;
   const job = await api("api/v1/jobs", {
     method: "POST",
-    json: { model_tag: modelTag, model: $("#tr-model").value, tag, parameters },
+    json: { model_tag: modelTag, model: $("#tr-model").value, tag, parameters, compare_with: compareWith },
   });
   remember($("#tr-model").value, $("#tr-settings").querySelectorAll("[name]"));
   clearErrors();

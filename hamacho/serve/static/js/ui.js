@@ -195,16 +195,53 @@ export function baseName(url) {
   return decodeURIComponent(String(url).split("?")[0].split("/").pop() || "");
 }
 
-// Tabs -------------------------------------------------------------------------------------------
+// Tabs as URL routes -----------------------------------------------------------------------------
+// "#train", "#dataset/<tag>": every tab change is a history entry (Back returns to the previous tab), and a
+// reload opens the same tab (and the Dataset screen the same tag).
 
 const tabListeners = [];
+const routeListeners = [];
+const routeArgs = {};
 let currentTab = "";
 
 export function onTabShown(fn) {
   tabListeners.push(fn);
 }
 
-export function showTab(name, { focus = false } = {}) {
+/** `fn(tab, arg)` when Back or Forward lands on a route (arg: e.g. the dataset tag, or ""). */
+export function onRoute(fn) {
+  routeListeners.push(fn);
+}
+
+function parseRoute(hash = location.hash) {
+  const text = hash.replace(/^#/, "");
+  const cut = text.indexOf("/");
+  const tab = cut < 0 ? text : text.slice(0, cut);
+  let arg = "";
+  try {
+    arg = cut < 0 ? "" : decodeURIComponent(text.slice(cut + 1));
+  } catch {
+    arg = "";
+  }
+  return { tab, arg };
+}
+
+/** The route's argument of `tab` when the page was opened (or last navigated). */
+export function routeArg(tab) {
+  return routeArgs[tab] ?? "";
+}
+
+function routeOf(tab) {
+  return `#${tab}${routeArgs[tab] ? `/${encodeURIComponent(routeArgs[tab])}` : ""}`;
+}
+
+/** Record `tab`'s argument (the open dataset tag) in the URL, without a new history entry. */
+export function setRouteArg(tab, value) {
+  routeArgs[tab] = value || "";
+  if (currentTab === tab && location.hash !== routeOf(tab)) history.replaceState(null, "", routeOf(tab));
+}
+
+export function showTab(name, { focus = false, push = true } = {}) {
   const tabs = $$('[role="tab"]');
   const tab = tabs.find((t) => t.dataset.tab === name) || tabs[0];
   for (const t of tabs) {
@@ -215,8 +252,13 @@ export function showTab(name, { focus = false } = {}) {
   }
   if (focus) tab.focus();
   if (tab.getAttribute("aria-selected") === "true" && tab.dataset.tab !== currentTab) clearErrors();
+  const first = currentTab === "";
   currentTab = tab.dataset.tab;
-  if (location.hash !== `#${tab.dataset.tab}`) history.replaceState(null, "", `#${tab.dataset.tab}`);
+  const route = routeOf(currentTab);
+  if (location.hash !== route) {
+    if (push && !first) history.pushState(null, "", route);
+    else history.replaceState(null, "", route);
+  }
   tabListeners.forEach((fn) => fn(tab.dataset.tab));
 }
 
@@ -236,6 +278,13 @@ export function setupTabs() {
       }
     });
   });
-  window.addEventListener("hashchange", () => showTab(location.hash.slice(1)));
-  showTab(location.hash.slice(1));
+  window.addEventListener("popstate", () => {
+    const { tab, arg } = parseRoute();
+    if (tab) routeArgs[tab] = arg;
+    showTab(tab, { push: false });
+    routeListeners.forEach((fn) => fn(currentTab, arg));
+  });
+  const { tab, arg } = parseRoute();
+  if (tab) routeArgs[tab] = arg;
+  showTab(tab, { push: false });
 }
