@@ -197,6 +197,14 @@ def test_a_job_is_checked_before_it_is_queued(service, tmp_path, monkeypatch):
         with pytest.raises(InputError, match="tag 'parts' has 1 good image"):
             queue_job(service, session, JobIn(model_tag="j", tag="parts"))
         add_images(session, service.config.data_dir, "good", ["2.png"])
+        # the default weights: ImageNet, refused offline (the tests' HAMACHO_OFFLINE) until they are cached
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        with pytest.raises(InputError, match=r"ImageNet weights for resnet18 are not on this server and cannot be "
+                                             r"downloaded \(this server is offline\)"):
+            queue_job(service, session, JobIn(model_tag="j", tag="parts"))
+        cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+        cached.parent.mkdir(parents=True)
+        cached.write_bytes(b"")
         job = queue_job(service, session, JobIn(model_tag="j", tag="parts"))
         assert job.status == "queued" and job.counts == '{"good": 2, "bad": 0, "mask": 0}'
         job_id = job.id  # (a refused request's rollback expires the rows the session holds)

@@ -93,28 +93,14 @@ def queue_job(service: Service, session: Session, order: JobIn) -> JobRow:
         raise InputError("give exactly one of tag and image_ids")
     settings = job_settings(order.model, order.parameters)
     check_server_paths(settings, service.config.allowed_roots)
-    with session.begin():  # a taken tag is said first; the weights check below may ask the network
-        ensure_free_tag(session, order.model_tag)
+    with session.begin():  # every cheap refusal first; the weights check below may ask the network
+        _chosen_images(session, order)
     if (settings.model.backbone_weights or "").lower() == "imagenet":
         problem = imagenet_problem(settings.model.backbone, service.config.offline, service.config.allowed_roots)
         if problem:
             raise InputError(problem)
-    with session.begin():
-        ensure_free_tag(session, order.model_tag)
-        earlier = find_model(session, order.compare_with).id if order.compare_with is not None else None
-        query = select(ImageRow.id, ImageRow.group)
-        query = query.where(ImageRow.tag == order.tag) if order.tag is not None else query.where(
-            ImageRow.id.in_(order.image_ids or []))
-        chosen = list(session.execute(query))
-        if order.image_ids is not None:
-            absent = sorted(set(order.image_ids) - {image_id for image_id, _ in chosen})
-            if absent:
-                raise NotFound(f"no image with id {absent[0]}" + (
-                    f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""))
-        goods = sum(1 for _, group in chosen if group == "good")
-        if goods < 2:
-            where = f"tag {order.tag!r}" if order.tag is not None else "the given images"
-            raise InputError(f"{where} has {goods} good image(s); training needs at least 2")
+    with session.begin():  # checked again: another request may have taken the tag or removed images meanwhile
+        earlier, chosen = _chosen_images(session, order)
         counts = {group: sum(1 for _, g in chosen if g == group) for group in ("good", "bad", "mask")}
         row = JobRow(model_tag=order.model_tag, model=settings.model.name, parameters=json.dumps(order.parameters),
                      image_ids=json.dumps([image_id for image_id, _ in chosen]), counts=json.dumps(counts),
@@ -122,6 +108,28 @@ def queue_job(service: Service, session: Session, order: JobIn) -> JobRow:
         session.add(row)
     service.runner.wake()
     return row
+
+
+def _chosen_images(session: Session, order: JobIn) -> tuple[int | None, list[tuple[int, str]]]:
+    """A job's refusals that need the database (caller's transaction): a taken model tag, a missing model to
+    compare with or image id, fewer than 2 good images. Returns the compared model's id and ``(id, group)`` of
+    the images."""
+    ensure_free_tag(session, order.model_tag)
+    earlier = find_model(session, order.compare_with).id if order.compare_with is not None else None
+    query = select(ImageRow.id, ImageRow.group)
+    query = query.where(ImageRow.tag == order.tag) if order.tag is not None else query.where(
+        ImageRow.id.in_(order.image_ids or []))
+    chosen = [(image_id, group) for image_id, group in session.execute(query)]
+    if order.image_ids is not None:
+        absent = sorted(set(order.image_ids) - {image_id for image_id, _ in chosen})
+        if absent:
+            raise NotFound(f"no image with id {absent[0]}" + (
+                f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""))
+    goods = sum(1 for _, group in chosen if group == "good")
+    if goods < 2:
+        where = f"tag {order.tag!r}" if order.tag is not None else "the given images"
+        raise InputError(f"{where} has {goods} good image(s); training needs at least 2")
+    return earlier, chosen
 
 
 def _with_models(session: Session, rows: list[JobRow]) -> list[JobAndModel]:
