@@ -188,8 +188,10 @@ function flatten(obj, prefix = "", out = []) {
 
 const COUNT_ROWS = [["image_AUROC", "image AUROC"], ["image_F1", "image F1"], ["false_alarms", "false alarms"], ["missed_defects", "missed defects"]];
 
-function value(v, digits = 4) {
-  return isNumber(v) ? (Number.isInteger(v) ? String(v) : v.toFixed(digits)) : "n/a";
+/** A metric with 4 decimals, a count (false alarms, missed defects) as it is. */
+function value(v, key) {
+  if (!isNumber(v)) return "n/a";
+  return key === "false_alarms" || key === "missed_defects" ? String(v) : v.toFixed(4);
 }
 
 /** Metrics on the held-out images first (they did not set the threshold), then on every test image. */
@@ -206,7 +208,7 @@ function metricsBlock(model) {
     block.append(
       h("p", { class: "metrics-caption" }, `On ${plural(held.images, "held-out image")} (${held.good} good, ${held.defective} defective) that did not set the threshold:`),
       h("table", { class: "table compact metrics", "aria-label": "Metrics on the held-out images" },
-        h("tbody", {}, ...COUNT_ROWS.map(([k, label]) => h("tr", {}, h("th", { scope: "row" }, label), h("td", { class: "num" }, value(held[k])))))),
+        h("tbody", {}, ...COUNT_ROWS.map(([k, label]) => h("tr", {}, h("th", { scope: "row" }, label), h("td", { class: "num" }, value(held[k], k)))))),
     );
     if (held.warning) block.append(h("p", { class: "warn-note" }, `Few images: ${held.warning}.`));
   }
@@ -238,7 +240,7 @@ function comparisonBlock(c, tag) {
   block.append(h("table", { class: "table compact metrics" },
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, ""), h("th", { scope: "col", class: "num" }, `Before: ${c.earlier}`), h("th", { scope: "col", class: "num" }, `After: ${tag}`))),
     h("tbody", {}, ...COUNT_ROWS.map(([k, label]) => h("tr", {}, h("th", { scope: "row" }, label),
-      h("td", { class: "num" }, value(c.before[k])), h("td", { class: "num" }, value(c.after[k])))))));
+      h("td", { class: "num" }, value(c.before[k], k)), h("td", { class: "num" }, value(c.after[k], k)))))));
   block.append(h("p", { class: "muted small-text" }, `Images neither model was fitted or calibrated on (${c.before.good} good, ${c.before.defective} defective), each at the threshold its model decides with.${c.note ? ` Note: ${c.note}.` : ""}`));
   return block;
 }

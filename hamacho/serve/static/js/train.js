@@ -398,12 +398,16 @@ async function loadJobs() {
     body.replaceChildren(h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No training jobs yet.")));
     return jobs;
   }
+  // a failed or cancelled job whose tag a newer job took: the same name twice, so the older one says so
+  const newest = new Map();
+  for (const j of jobs) newest.set(j.model_tag, Math.max(newest.get(j.model_tag) ?? -1, j.id));
   body.replaceChildren(
     ...jobs.map((j) =>
       h(
         "tr",
         { class: j.id === watching ? "selected" : "" },
-        h("th", { scope: "row" }, j.model_tag),
+        h("th", { scope: "row" }, j.model_tag,
+          newest.get(j.model_tag) !== j.id ? h("span", { class: "muted small-text", title: "A newer job took this model tag" }, " (tried again)") : null),
         h("td", {}, j.model || ""),
         h("td", {}, h("span", { class: "status-pill", dataset: { status: j.status } }, j.status),
           (j.attempt || 0) > 1 ? h("span", { class: "muted small-text", title: `Attempt ${j.attempt} of ${j.max_attempts}` }, ` attempt ${j.attempt}`) : null),
