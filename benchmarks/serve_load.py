@@ -23,7 +23,8 @@ equals throughput x mean latency, so p50 ~ clients / throughput however fast one
 2-core machine the 8-client p50 therefore measures queueing (both p50s are checked and printed).
 
 Several replicas (docs/service.md, "Scale out"): ``--replicas N`` starts N ``hamacho serve`` processes on one
-data folder (and so one SQLite database: enough here, since they only predict) and the clients send their
+data folder (and so one SQLite database, or with ``--database-url`` a fresh PostgreSQL database per setup, as
+replicas on several machines share) and the clients send their
 requests round-robin over the replicas' ports (no proxy). ``--compare-replicas`` runs the same client load
 against 1 replica and then 2 (each setup on a fresh data folder; no in-process timing) and prints, per setup,
 the latencies, throughput, failures, server CPU and each replica's RSS (peak, last-quarter mean). Replicas
@@ -187,7 +188,7 @@ class Server:
     """``hamacho serve`` in a subprocess over a fresh data folder (stopped with SIGINT, then SIGKILL)."""
 
     def __init__(self, data_dir: Path, allow: Path, threads: int | None, workers: int | None = None,
-                 log_name: str = "serve.log") -> None:
+                 log_name: str = "serve.log", database_url: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(data_dir.parent / log_name, "wb")  # noqa: SIM115 (closed in stop)
@@ -195,6 +196,8 @@ class Server:
                    "--allow-path", str(allow)]
         if workers is not None:
             command += ["--workers", str(workers)]
+        if database_url:
+            command += ["--database-url", database_url]
         env = {k: v for k, v in os.environ.items() if k != "HAMACHO_TOKEN"}
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
@@ -335,6 +338,30 @@ def api_only_workers() -> tuple[int | None, str]:
                "also has an idle training worker")
 
 
+class FreshDatabase:
+    """An empty PostgreSQL database for one setup (a data folder is bound to its database: docs/service.md),
+    created through ``admin_url`` (a role that may create databases) and dropped afterwards."""
+
+    def __init__(self, admin_url: str, name: str) -> None:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        self.admin = make_url(admin_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        self.name = f"hamacho_load_{name}_{os.getpid()}".lower()
+        self.engine = create_engine(self.admin, isolation_level="AUTOCOMMIT")
+        with self.engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}"'))
+            connection.execute(text(f'CREATE DATABASE "{self.name}"'))
+        self.url = self.admin.set(database=self.name).render_as_string(hide_password=False)
+
+    def drop(self) -> None:
+        from sqlalchemy import text
+
+        with self.engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.engine.dispose()
+
+
 def measure_setup(work: Path, model_path: Path, images: list[tuple[str, bytes]], args: argparse.Namespace,
                   replicas: int, workers: int | None, name: str = "data") -> dict[str, Any]:
     """Start ``replicas`` servers on one fresh data folder, import and load the model, run the client load.
@@ -344,10 +371,12 @@ def measure_setup(work: Path, model_path: Path, images: list[tuple[str, bytes]],
     """
     allow = model_path.parent if model_path.is_file() else model_path
     servers: list[Server] = []
+    database = FreshDatabase(args.database_url, name) if args.database_url else None
     try:
         for number in range(replicas):
             log_name = "serve.log" if name == "data" and replicas == 1 else f"serve-{name}-{number + 1}.log"
-            servers.append(Server(work / name, allow, args.torch_threads, workers, log_name))
+            servers.append(Server(work / name, allow, args.torch_threads, workers, log_name,
+                                  database.url if database else None))
             servers[-1].wait_ready()
         with httpx.Client(base_url=servers[0].url, timeout=300) as client:
             call(client, "POST", "/models/import-path", json={"path": str(model_path), "tag": TAG})
@@ -375,6 +404,8 @@ def measure_setup(work: Path, model_path: Path, images: list[tuple[str, bytes]],
     finally:
         for server in servers:
             server.stop()
+        if database:
+            database.drop()
     return {"replicas": replicas, "workers": workers, "warm": warm, "sequential": sequential,
             "warm_concurrent": warm_concurrent, "concurrent": concurrent, "rss_loaded": rss_loaded,
             "rss_warm": rss_warm, "rss": [sampler.summary() for sampler in samplers], "cpu": cpu,
@@ -404,7 +435,8 @@ def compare_replicas(args: argparse.Namespace, total_start: float) -> None:
         print(f"model: {model_path}")
         print(f"{note}; torch threads per replica: "
               f"{args.torch_threads or 'PyTorch default (one per core)'}; each setup on a fresh data folder "
-              f"(one SQLite database shared by its replicas); requests round-robin over the replicas' ports")
+              f"({'a fresh PostgreSQL database' if args.database_url else 'one SQLite database'} shared by its "
+              "replicas); requests round-robin over the replicas' ports")
         for replicas in (1, 2):
             setups.append(measure_setup(work, model_path, images, args, replicas, workers, f"data-{replicas}"))
             print(f"  {replicas} replica(s) measured; load average now "
@@ -463,6 +495,9 @@ def main() -> None:
     parser.add_argument("--compare-replicas", action="store_true", help="the same load against 1 replica, then 2 "
                         "(no in-process timing); a table of both")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (model, data, serve.log)")
+    parser.add_argument("--database-url", help="a PostgreSQL URL whose role may create databases: each setup gets "
+                        "a fresh database there (as replicas on several machines would share) [SQLite in the data "
+                        "folder]")
     args = parser.parse_args()
     if args.replicas < 1:
         parser.error("--replicas: 1 or more")
@@ -496,7 +531,7 @@ def main() -> None:
         print("  service work per image beside the model (routes/predict.py steps, median ms): "
               + ", ".join(f"{name} {ms:.1f}" for name, ms in own["steps"].items()))
         if replicas > 1:
-            print(f"{replicas} replicas on one data folder (one SQLite database), requests round-robin over their "
+            print(f"{replicas} replicas on one data folder ({'PostgreSQL' if args.database_url else 'one SQLite database'}), requests round-robin over their "
                   f"ports; {note}")
         setup = measure_setup(work, model_path, images, args, replicas, workers)
     finally:

@@ -21,18 +21,23 @@ RUN_TIMEOUT = 600  # seconds: a failure guard on a busy machine
 def test_the_cli_on_a_two_node_cluster_writes_the_local_engines_results(tmp_path):
     require_ray()
     root, model_path = tiny_model(tmp_path / "model")
-    local = run_inference(model_path, root, tmp_path / "local", report=False,
+    # the archive as a CSV file list (path, label), results files only
+    listing = tmp_path / "archive.csv"
+    listing.write_text("path,label\n" + "".join(f"{p},{'good' if p.parent.name == 'good' else 'bad'}\n"
+                                                 for p in sorted((root / "test").rglob("*.png"))))
+    local = run_inference(model_path, listing, tmp_path / "local", report=False,
                           visualization={"report_images": False}, log=lambda _: None).output_dir
     command = [sys.executable, "-m", "hamacho", "inference", "--model-path", str(model_path), "--image-path",
-               str(root), "--engine", "ray", "--actors", "2", "--no-pictures", "--quiet", "--ray-address"]
+               str(listing), "--engine", "ray", "--actors", "2", "--no-pictures", "--quiet", "--ray-address"]
     with two_node_cluster() as (address, client, env):
         runs = {name: subprocess.run([*command, where, "--save-path", str(tmp_path / name)], env=env,
                                      capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
                 for name, where in (("gcs", address), ("client", client))}
     for name, result in runs.items():
         assert result.returncode == 0, f"{name}: {result.stderr}"
-        assert "10 image(s): 5 NG, 5 OK, 0 unreadable" in result.stdout
+        assert "10 image(s): 5 NG, 5 OK, 0 unreadable" in result.stdout and result.stderr == ""
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["metrics.json", "results.csv",
+                                                                      "results.parquet"]
         assert (tmp_path / name / "results.csv").read_bytes() == (local / "results.csv").read_bytes()
-        assert (tmp_path / name / "results.parquet").is_file()
         facts = json.loads((tmp_path / name / "metrics.json").read_text())["ray"]
         assert facts["actors"] == 2  # one on each node (one CPU each); the first ready may score every block

@@ -124,21 +124,6 @@ def test_a_stopped_run_resumes_and_scores_only_what_is_missing(ray_session, mode
     assert len(_parquet_rows(out / "results.parquet")) == 10 and not (out / "results.parts").exists()
 
 
-def test_the_cli_scores_a_file_list_on_ray(ray_session, model, cli, tmp_path):
-    """--engine ray through the command line, on a text file list, with --no-pictures: results files only."""
-    root, model_path, _ = model
-    images = sorted((root / "test").rglob("*.png"))
-    listing = tmp_path / "archive.txt"
-    listing.write_text("".join(f"{p}\n" for p in images))
-    common = ["inference", "--model-path", model_path, "--image-path", listing, "--no-pictures", "--quiet"]
-    local = cli(*common, "--save-path", tmp_path / "local")
-    result = cli(*common, "--save-path", tmp_path / "ray", "--engine", "ray", "--actors", "1")
-    assert local.exit_code == 0 and result.exit_code == 0, local.err + result.err
-    assert "10 image(s)" in result.out and result.err == ""
-    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == ["results.csv", "results.parquet"]
-    assert (tmp_path / "ray" / "results.csv").read_bytes() == (tmp_path / "local" / "results.csv").read_bytes()
-
-
 def test_a_model_the_actors_cannot_open_is_one_line(ray_session, model, cli, tmp_path):
     """The error an actor raises while opening the model reaches the user as itself, in one line."""
     root, model_path, _ = model

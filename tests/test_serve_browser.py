@@ -348,6 +348,23 @@ def walk_through(page, server: str, images: dict[str, list[Path]]) -> None:
     expect(page.locator("#tr-dataset-image-size")).to_have_value("")
     expect(page.locator("#tr-weights-files")).to_contain_text("No weight files in the server's allowed folders")
     inspection_log_review_and_retrain(page, server)
+    next_step_trains_the_open_tag(page, images)
+
+
+def next_step_trains_the_open_tag(page, images: dict[str, list[Path]]) -> None:
+    """A new tag opened on the Dataset screen is the one the Train form takes once its first images are in."""
+    expect = sync_api.expect
+    page.get_by_role("tab", name="Dataset").click()
+    page.fill("#ds-tag", "line2")
+    page.press("#ds-tag", "Enter")
+    with page.expect_file_chooser() as chooser:
+        page.locator('.group[data-group="good"] .dropzone').click()
+    chooser.value.set_files([str(images["good"][1]), str(images["good"][2])])
+    expect(page.locator('.group[data-group="good"] [data-count]')).to_have_text("2")
+    page.click("#ds-to-train")
+    expect(page.locator("#panel-train")).to_be_visible()
+    expect(page.locator("#tr-tag")).to_have_value("line2")
+    expect(page.locator("#tr-tag-counts")).to_have_text("2 good · 0 defective · 0 masks")
 
 
 def inspection_log_review_and_retrain(page, server: str) -> None:

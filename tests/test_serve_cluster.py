@@ -145,9 +145,11 @@ def test_two_replicas_two_workers_one_postgresql(tmp_path, postgresql_url):
             kill_group(process)
 
 
-def test_worker_stops_cleanly_and_cancel_reaches_it(tmp_path, database_url):
+def test_worker_stops_cleanly_and_cancel_reaches_it(tmp_path, postgresql_url):
     """SIGTERM puts the worker's job back in the queue (the attempt does not count); a cancel given to the API
-    stops a job running in another process."""
+    stops a job running in another process. On PostgreSQL, the database of workers on other machines (the queue's
+    SQL is tested on both databases in test_serve_job_lease.py)."""
+    database_url = postgresql_url
     files = dataset_files(tmp_path / "parts")
     data_dir, port = tmp_path / "data", free_port()
     api = replica(database_url, data_dir, port, tmp_path / "api.log")

@@ -27,7 +27,7 @@ let weightFiles = null; // {items: [{path, name, bytes}], roots: [...]} from the
 let watching = null; // id of the job shown in the progress card
 let pollTimer = 0;
 let modelTagEdited = false;
-let preferredTag = "";
+let preferredTag = ""; // the tag open on the Dataset screen (or chosen here last): the form trains that one
 
 export function initTrain() {
   const form = $("#train-form");
@@ -44,6 +44,7 @@ export function initTrain() {
     suggestModelTag();
   });
   $("#tr-tag").addEventListener("change", () => {
+    preferredTag = $("#tr-tag").value; // the user's own choice, until the Dataset screen opens another tag
     showCounts();
     suggestModelTag();
   });
@@ -175,7 +176,8 @@ function fillTags(tags) {
     select.replaceChildren(...names.map((t) => h("option", { value: t }, t)));
     if (names.includes(current)) select.value = current;
   }
-  preferredTag = "";
+  // preferredTag stays: a tag opened on the Dataset screen before it has images (not listed yet) is chosen as
+  // soon as its first upload lists it
   showCounts();
   suggestModelTag();
 }
