@@ -201,6 +201,11 @@ class ThresholdSettings:
         help="Good-image rule (models that can take images out of their fit: PaDiM): the training images are "
              "dealt into this many folds and each is scored by the model fitted without its fold, so that every "
              "good image calibrates the threshold, not only the held-out ones. 0: held-out images only.")
+    synthetic_images: int = setting(
+        30, at_least=0,
+        help="Without defective calibration images: this many held-out good images each get a synthetic cut-paste "
+             "patch, scratch and blotch, and the share scored NG is reported as an estimate of recall (labelled "
+             "synthetic). 0: off.")
     sigma: float = setting(6.0, above=0.0,
                            help="Method sigma: the k of mean + k * std (the original Hamacho's no-bad mode: 6).")
     percentile: float = setting(99.0, above=0.0, at_most=100.0, help="Method percentile: 0 < p <= 100.")

@@ -36,6 +36,7 @@ from hamacho.results.collector import ResultsCollector
 from hamacho.results.held_out import held_out_summary
 from hamacho.results.out_of_fold import out_of_fold_scores
 from hamacho.results.summary import RunSummary
+from hamacho.results.synthetic_recall import synthetic_recall, synthetic_recall_text
 from hamacho.results.types import ImageResult
 from hamacho.settings import Settings
 
@@ -156,6 +157,18 @@ def run_training(settings: Settings, control: RunControl | None = None,
         threshold_info = {"method": settings.threshold.method, "image": calibration.thresholds.image_source,
                           "pixel": calibration.thresholds.pixel_source, **calibration.thresholds.details}
 
+    synthetic = None
+    if not any(s.label == 1 for s in splits.calibration) and settings.threshold.synthetic_images:
+        # good images only: what the threshold would catch, estimated on synthetic defects (labelled so)
+        goods = sum(1 for s in splits.calibration if s.label == 0)
+        with control.phase("synthetic defects", total=min(goods, settings.threshold.synthetic_images)) as phase:
+            synthetic = synthetic_recall(predictor, splits.calibration, settings.threshold.synthetic_images, seed,
+                                         phase.advance)
+        if synthetic:
+            note = f"synthetic defects: the threshold {synthetic_recall_text(synthetic)}"
+            log(f"note: {note}")
+            notes.append(note)
+
     collector = ResultsCollector(splits.test, model.calibration.as_dict(), report=settings.report.enabled,
                                  examples=settings.report.examples, pixel_sample=settings.report.pixel_sample,
                                  seed=seed)
@@ -184,7 +197,7 @@ def run_training(settings: Settings, control: RunControl | None = None,
         input_size=list(predictor.input_size), frame_size=list(predictor.frame_size), seed=seed,
         dataset=str(layout.root), category=layout.category, data_format=layout.data_format, counts=layout.counts(),
         images_fitted=len(splits.train), images_calibrated=calibration.count, notes=notes, timings=timings,
-        model_file=str(model_path), config=config, held_out=held_out_metrics)
+        model_file=str(model_path), config=config, held_out=held_out_metrics, synthetic_recall=synthetic)
     report_path = None
     if settings.report.enabled and collector.rows:
         with control.phase("report", unit="sections") as phase:

@@ -97,12 +97,30 @@ def test_threshold_outside_zero_to_one_is_refused(cli, dataset, tmp_path, value)
 
 def test_good_only_dataset_uses_the_fallback_and_flags_no_good_image(cli, tmp_path):
     root = make_dataset(tmp_path / "goods", n_train=10, n_good=4, n_defect=0)
-    run_dir, _ = _train(cli, root, tmp_path / "r")
+    run_dir, result = _train(cli, root, tmp_path / "r")
     rows = _rows(run_dir / "results.csv")
     assert len(rows) == 4 and all(r["decision"] == "OK" for r in rows)
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert any("no defective calibration images" in n for n in summary["notes"])
     assert summary["images_fitted"] == 10
+    # without defects, recall is estimated on synthetic ones (each kind on each of the 4 good calibration
+    # images), and said to be synthetic; the same defects through the saved model give the same count
+    found = summary["synthetic_recall"]
+    assert (found["images"], found["defects"]) == (4, 12) and set(found["by_kind"]) == {"cutpaste", "scratch",
+                                                                                         "blotch"}
+    from hamacho.data.decoding import read_image
+    from hamacho.data.synthetic import KINDS, synthetic_defect
+    from hamacho.predictor import Predictor
+
+    predictor = Predictor.load(run_dir / "model.pt")
+    goods = sorted((root / "test" / "good").glob("*.png"))
+    defects = [synthetic_defect(read_image(path), kind, number * 3 + k)  # seed 0: 0 * 1_000_003 + ...
+               for number, path in enumerate(goods) for k, kind in enumerate(KINDS)]
+    flagged = sum(p.decision == "NG" for p in predictor.predict(defects))
+    assert found["flagged"] == pytest.approx(flagged / 12)
+    assert any(n.startswith("synthetic defects: the threshold flags about") and "not real ones" in n
+               for n in summary["notes"])
+    assert "note: synthetic defects: the threshold flags about" in result.err
 
 
 def test_train_good_only_holds_out_images(cli, tmp_path):

@@ -266,3 +266,20 @@ def test_unreadable_test_images_are_not_decoded_twice(tmp_path, monkeypatch):
     for passed in (calibration, test):
         valid = [v for batch in passed for v in batch.valid.tolist()]
         assert valid.count(False) == 1
+
+
+def test_synthetic_defects_are_seeded_small_and_of_each_kind():
+    from hamacho.data.synthetic import KINDS, synthetic_defect
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((120, 160, 3)) * 60 + 100).astype(np.uint8)
+    for kind in KINDS:
+        first, again = synthetic_defect(image, kind, 5), synthetic_defect(image, kind, 5)
+        assert np.array_equal(first, again) and first.shape == image.shape and first.dtype == np.uint8
+        changed = (np.abs(first.astype(int) - image).max(axis=2) > 20).mean()
+        assert 0.001 < changed < 0.06, (kind, changed)  # a defect, not a new image
+        assert not np.array_equal(synthetic_defect(image, kind, 6), first)  # another seed, another defect
+    with pytest.raises(ValueError, match="synthetic defect kind 'dent' is not one of cutpaste, scratch, blotch"):
+        synthetic_defect(image, "dent", 0)
+    with pytest.raises(ValueError, match=r"needs an \(H, W, 3\) uint8 image of 16 px or more"):
+        synthetic_defect(image[:8], "scratch", 0)

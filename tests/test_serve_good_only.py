@@ -49,6 +49,10 @@ def test_a_job_of_good_images_only_trains_and_its_model_predicts(tmp_path, datab
         assert model["dataset"]["images_fitted"] == 8 and model["dataset"]["images_calibrated"] == 10
         assert model["dataset"]["counts"]["test"] == {"good": 2}
         assert model["metrics"]["image_AUROC"] is None
+        # recall estimated on synthetic defects pasted on the 2 held-out good images (3 kinds each)
+        synthetic = model["synthetic_recall"]
+        assert (synthetic["images"], synthetic["defects"]) == (2, 6) and 0 <= synthetic["flagged"] <= 1
+        assert synthetic["flagged"] == pytest.approx(sum(synthetic["by_kind"].values()) / 3)
         assert client.get(model["report_url"]).status_code == 200
         response = client.post(f"{API}/models/first-model/predict", files=[
             ("files", (p.name, p.read_bytes(), "image/png")) for p in (files["bad"][0], unseen)])

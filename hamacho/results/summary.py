@@ -48,6 +48,8 @@ class RunSummary:
         precision: An export's precision (fp32, fp16, bf16), for imported exports.
         held_out: Metrics on the labelled images held out of the thresholds (``dataset.holdout``;
             :func:`hamacho.results.held_out.held_out_summary`), None when none were.
+        synthetic_recall: Without defective calibration images, the share of synthetic defects on held-out good
+            images the threshold flags (:func:`hamacho.results.synthetic_recall.synthetic_recall`), or None.
         comparison: An earlier model against this one on the same held-out images
             (:func:`hamacho.results.comparison.compare_on_held_out`; a retrain in the service), or None.
     """
@@ -76,6 +78,7 @@ class RunSummary:
     precision: str | None = None
     held_out: dict[str, Any] | None = None
     comparison: dict[str, Any] | None = None
+    synthetic_recall: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Every field as plain data."""

@@ -195,6 +195,9 @@ class ModelOut(BaseModel):
         None, description="The model this one was compared with, and both models' metrics on the same held-out "
         "images (before, after)")
     dataset_tag: str | None = Field(None, description="The dataset tag it was trained from (None: unknown)")
+    synthetic_recall: dict[str, Any] | None = Field(
+        None, description="Trained on good images alone: the share of synthetic defects (cut-paste patches, scratches, "
+        "blotches) on held-out good images its threshold flags, an estimate: {images, defects, flagged, by_kind}")
 
 
 class ModelList(BaseModel):

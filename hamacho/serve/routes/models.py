@@ -56,7 +56,8 @@ def model_out(shown: ModelView) -> ModelOut:
                     config=summary.config, loaded=shown.loaded,
                     report_url=f"{base}/files/report.html" if shown.report else None,
                     pictures=[f"{base}/files/images/{name}" for name in shown.pictures], download_url=f"{base}/download",
-                    held_out=summary.held_out, comparison=summary.comparison, dataset_tag=shown.dataset_tag)
+                    held_out=summary.held_out, comparison=summary.comparison, dataset_tag=shown.dataset_tag,
+                    synthetic_recall=summary.synthetic_recall)
 
 
 @router.get("/models", response_model=ModelList)

@@ -124,7 +124,7 @@ export function modelCard(model, { heading = `Model “${model.tag}”` } = {}) 
     { class: "card model-card", "aria-label": heading },
     h("div", { class: "card-head row" }, h("h2", { tabindex: "-1" }, heading), actions),
     h("dl", { class: "facts" }, ...facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
-    h("div", { class: "two-col" }, metricsBlock(model), thresholdsBlock(model.thresholds)),
+    h("div", { class: "two-col" }, metricsBlock(model), thresholdsBlock(model.thresholds, model.synthetic_recall)),
   );
   if (model.comparison) card.append(comparisonBlock(model.comparison, model.tag));
   const pictures = (model.pictures || []).map((p) => (typeof p === "string" ? { url: p } : p)).filter((p) => p && p.url);
@@ -250,7 +250,14 @@ function rank(name) {
   return i < 0 ? METRIC_ORDER.length : i;
 }
 
-function thresholdsBlock(thresholds) {
+/** "Synthetic defects flagged: about 83 % of 90 (cut-paste patches 90 %, ...)", an estimate without real defects. */
+function syntheticRow(found) {
+  const kinds = Object.entries(found.by_kind || {}).map(([k, v]) => `${(found.kinds || {})[k] || k} ${Math.round(v * 100)} %`).join(", ");
+  return ["Synthetic defects flagged", `about ${Math.round(found.flagged * 100)} % of ${found.defects}`,
+    `An estimate without real defects: ${kinds}, pasted on ${found.images} held-out good images.`];
+}
+
+function thresholdsBlock(thresholds, synthetic) {
   const block = h("div", { class: "block" }, h("h3", {}, "Thresholds"));
   if (!thresholds || typeof thresholds !== "object") {
     block.append(h("p", { class: "muted" }, "Not available."));
@@ -280,6 +287,7 @@ function thresholdsBlock(thresholds) {
       `95% range ${percent(fa.expected_fpr_low)}–${percent(fa.expected_fpr_high)}, from ${fa.good_images} good images (no defective images set the threshold).${few}`,
     ]);
   }
+  if (synthetic && isNumber(synthetic.flagged)) rows.push(syntheticRow(synthetic));
   block.append(
     h("table", { class: "table compact" }, h("tbody", {}, ...rows.map(([k, v, note]) =>
       h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, v, note ? h("span", { class: "help" }, note) : null))))),
