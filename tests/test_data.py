@@ -276,8 +276,8 @@ def test_synthetic_defects_are_seeded_small_and_of_each_kind():
     for kind in KINDS:
         first, again = synthetic_defect(image, kind, 5), synthetic_defect(image, kind, 5)
         assert np.array_equal(first, again) and first.shape == image.shape and first.dtype == np.uint8
-        changed = (np.abs(first.astype(int) - image).max(axis=2) > 20).mean()
-        assert 0.001 < changed < 0.06, (kind, changed)  # a defect, not a new image
+        changed = (np.abs(first.astype(int) - image).max(axis=2) > 5).mean()  # faint ones too
+        assert 0.0005 < changed < 0.04, (kind, changed)  # a small defect, not a new image
         assert not np.array_equal(synthetic_defect(image, kind, 6), first)  # another seed, another defect
     with pytest.raises(ValueError, match="synthetic defect kind 'dent' is not one of cutpaste, scratch, blotch"):
         synthetic_defect(image, "dent", 0)

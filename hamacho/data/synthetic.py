@@ -3,15 +3,17 @@
 Three kinds, after the self-supervised anomaly detectors that train on them (CutPaste, Li et al. 2021;
 DRAEM, Zavrtanik et al. 2021):
 
-* ``cutpaste``: a rectangle of the image itself, its brightness changed, pasted elsewhere (a misplaced or
-  foreign part of the right texture);
+* ``cutpaste``: a rectangle of the image itself, its brightness changed, pasted a little way off (a misplaced
+  piece of a similar surface);
 * ``scratch``: a thin polyline, darker or lighter than the surface it crosses;
 * ``blotch``: a stain shaped by smooth noise (a Perlin-like field: random values on a coarse grid, smoothly
   interpolated), filled with a shifted copy of the image in other colours (dirt, discolouration).
 
-Each covers about 0.5 to 3 % of the frame, placed anywhere in it, so some fall on background: the share
-flagged is an estimate of recall on defects of that size, labelled synthetic wherever it is shown, not a
-measurement on real defects. Everything is seeded: the same images and seed give the same defects.
+Each covers about 0.1 to 1 % of the frame (a scratch less), placed anywhere in it, so some fall on background,
+and each has a random strength, from faint (a 25 % blend, a few percent of brightness) to plain: the share
+flagged is an estimate of recall on small defects of mixed visibility, labelled synthetic wherever it is
+shown, not a measurement on real defects. Everything is seeded: the same images and seed give the same
+defects.
 """
 
 from __future__ import annotations
@@ -25,26 +27,30 @@ KIND_NAMES = {"cutpaste": "cut-paste patches", "scratch": "scratches", "blotch":
 
 def _cutpaste(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     height, width = image.shape[:2]
-    area = rng.uniform(0.005, 0.03) * height * width
+    area = rng.uniform(0.001, 0.01) * height * width
     aspect = rng.uniform(0.3, 3.0)
     h = int(np.clip(np.sqrt(area / aspect), 4, height // 2))
     w = int(np.clip(area / max(h, 1), 4, width // 2))
-    sy, sx = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+    ty, tx = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+    # the source lies near the target (5-20 % of the side away): a misplaced piece of a similar surface
+    reach = int(min(height, width) * rng.uniform(0.05, 0.2))
+    sy = int(np.clip(ty + rng.integers(-reach, reach + 1), 0, height - h))
+    sx = int(np.clip(tx + rng.integers(-reach, reach + 1), 0, width - w))
     patch = image[sy:sy + h, sx:sx + w].astype(np.float32)
-    patch = np.rot90(patch, k=int(rng.integers(0, 4)))
-    patch = patch * rng.uniform(0.6, 1.4) + rng.uniform(-25, 25, size=3)
-    ph, pw = patch.shape[:2]
-    ty, tx = rng.integers(0, height - ph + 1), rng.integers(0, width - pw + 1)
+    if h == w:
+        patch = np.rot90(patch, k=int(rng.integers(0, 4)))
+    strength = rng.uniform(0.0, 1.0)
+    patch = patch * (1 + rng.choice([-1, 1]) * 0.25 * strength) + rng.uniform(-10, 10, size=3) * strength
     out = image.copy()
-    out[ty:ty + ph, tx:tx + pw] = np.clip(patch, 0, 255).astype(np.uint8)
+    out[ty:ty + h, tx:tx + w] = np.clip(patch, 0, 255).astype(np.uint8)
     return out
 
 
 def _scratch(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     height, width = image.shape[:2]
     side = min(height, width)
-    thickness = max(1, round(side * rng.uniform(0.008, 0.02)))
-    length = side * rng.uniform(0.2, 0.45)
+    thickness = max(1, round(side * rng.uniform(0.003, 0.01)))
+    length = side * rng.uniform(0.1, 0.3)
     points = [np.array([rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height])]
     angle = rng.uniform(0, 2 * np.pi)
     for _ in range(int(rng.integers(2, 5))):
@@ -55,7 +61,7 @@ def _scratch(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     cv2.polylines(mask, [np.round(np.array(points)).astype(np.int32)], False, 255, thickness, cv2.LINE_AA)
     local = float(image[mask > 0].mean()) if (mask > 0).any() else 128.0
     colour = np.full(3, 20.0 if local > 110 else 235.0) + rng.uniform(-15, 15, size=3)
-    alpha = (mask.astype(np.float32) / 255.0)[..., None]
+    alpha = (mask.astype(np.float32) / 255.0)[..., None] * rng.uniform(0.25, 0.9)
     out = image.astype(np.float32) * (1 - alpha) + colour * alpha
     return np.clip(out, 0, 255).astype(np.uint8)
 
@@ -72,12 +78,13 @@ def _smooth_noise(height: int, width: int, rng: np.random.Generator) -> np.ndarr
 def _blotch(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     height, width = image.shape[:2]
     field = _smooth_noise(height, width, rng)
-    share = rng.uniform(0.005, 0.03)
+    share = rng.uniform(0.001, 0.01)
     mask = field >= np.quantile(field, 1.0 - share)  # the top of one smooth bump or two: a connected stain
     alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(1.0, min(height, width) / 200))[..., None]
+    alpha *= rng.uniform(0.25, 0.8)
     shifted = np.roll(image, (int(rng.integers(0, height)), int(rng.integers(0, width))), axis=(0, 1))
     tint = shifted.astype(np.float32)[..., rng.permutation(3)] * rng.uniform(0.5, 1.2)
-    out = image.astype(np.float32) * (1 - 0.85 * alpha) + tint * (0.85 * alpha)
+    out = image.astype(np.float32) * (1 - alpha) + tint * alpha
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
