@@ -58,6 +58,7 @@ def synthetic_recall(predictor: Predictor, samples: Sequence[Sample], limit: int
 
 def synthetic_recall_text(found: dict[str, Any]) -> str:
     """One line: ``flags about 83 % of 90 synthetic defects (...) on 30 good images: an estimate, not real ones``."""
-    kinds = ", ".join(f"{found['kinds'].get(kind, kind)} {share:.0%}" for kind, share in found["by_kind"].items())
-    return (f"flags about {found['flagged']:.0%} of {found['defects']} synthetic defects ({kinds}) pasted on "
+    kinds = ", ".join(f"{found['kinds'].get(kind, kind)} {round(100 * share)} %"
+                      for kind, share in found["by_kind"].items())
+    return (f"flags about {round(100 * found['flagged'])} % of {found['defects']} synthetic defects ({kinds}) pasted on "
             f"{found['images']} held-out good image(s): an estimate of recall from synthetic defects, not real ones")
