@@ -50,7 +50,16 @@ def worker_pids(data_dir: Path) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kill -9 and /proc: Linux")
-def test_kill_during_training_and_upload_then_restart(tmp_path, cli, database_url):
+def test_kill_during_training_and_upload_then_restart(tmp_path, cli):
+    """On SQLite, the one-machine default (a replica and a worker killed with -9 and started again on
+    PostgreSQL: tests/test_serve_cluster.py)."""
+    from tests.databases import fresh_database
+
+    with fresh_database("sqlite", tmp_path) as database_url:
+        _kill_during_training_and_upload_then_restart(tmp_path, cli, database_url)
+
+
+def _kill_during_training_and_upload_then_restart(tmp_path, cli, database_url):
     files = dataset_files(tmp_path / "parts")
     (tmp_path / "import").mkdir()
     trained = cli("train", "--dataset-root", str(tmp_path / "parts"), "--result-path", str(tmp_path / "import"),
