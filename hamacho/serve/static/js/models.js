@@ -199,7 +199,7 @@ function metricsBlock(model) {
   const rows = flatten(model.metrics);
   rows.sort((a, b) => rank(a[0]) - rank(b[0]));
   const block = h("div", { class: "block" }, h("h3", {}, "Metrics"));
-  if (!rows.length) {
+  if (!rows.some(([, v]) => isNumber(v))) { // good images only: every metric undefined
     block.append(h("p", { class: "muted" }, "No metrics: the test images need both good and defective images."));
     return block;
   }
