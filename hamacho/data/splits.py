@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hamacho.data.discovery import DatasetLayout, Sample
 from hamacho.errors import DatasetError
@@ -107,6 +109,15 @@ def hold_out_labelled(calibration: list[Sample], share: float, seed: int) -> tup
 
 
 SPLITS_FILENAME = "splits.json"  # beside the model file: which images each stage used, by name
+
+
+def read_split_names(folder: Path) -> dict[str, list[str]] | None:
+    """A model folder's ``splits.json`` (None when it has none: a model imported, or trained before the file
+    was written, or a file that is not JSON)."""
+    try:
+        return json.loads((folder / SPLITS_FILENAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def split_names(splits: Splits, held_out: list[Sample]) -> dict[str, list[str]]:

@@ -8,8 +8,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from hamacho.errors import HamachoError
 from hamacho.inference import (
     InferenceRequest,
@@ -18,7 +16,6 @@ from hamacho.inference import (
     finish_inference,
     prepare_inference,
 )
-from hamacho.post.metrics import image_metrics
 from hamacho.progress import RunControl
 from hamacho.ray_engine.checkpoint import Checkpoint
 from hamacho.ray_engine.connection import check_nodes_read, pool_size, ray_failure, ray_session, require_ray
@@ -27,6 +24,7 @@ from hamacho.ray_engine.parquet import write_results_parquet
 from hamacho.ray_engine.pipeline import ScoringJob, stream_scored
 from hamacho.report.results import write_results_csv
 from hamacho.results.collector import ResultsCollector
+from hamacho.results.held_out import row_image_metrics
 from hamacho.results.types import PIXEL_METRICS, ImageResult
 
 STOP_NOTE = "results.csv was not written"
@@ -152,12 +150,9 @@ def _all_metrics(rows: list[ImageResult], collector: ResultsCollector, setup: In
                  log: Callable[[str], None]) -> dict[str, float | None]:
     """Metrics of a resumed run: image metrics over every row (the same numbers as one uninterrupted run);
     pixel metrics need every map, which the earlier runs did not keep."""
-    labelled = [r for r in rows if r.label and r.decision]
-    if not labelled:
+    if not any(r.label and r.decision for r in rows):
         return collector.metrics
-    metrics = image_metrics(np.array([r.raw_score for r in labelled], dtype=np.float32),
-                            np.array([r.label == "defective" for r in labelled], dtype=np.int64),
-                            np.array([r.decision == "NG" for r in labelled], dtype=bool))
+    metrics = row_image_metrics(rows)
     metrics.update({name: None for name in PIXEL_METRICS})
     if any(s.mask_path is not None for s in setup.samples):
         log("note: pixel metrics are not computed after --resume (they need every image's map); image metrics "

@@ -7,12 +7,11 @@ figures are flattered. Both are measured at the cut each would decide with.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from hamacho.data.discovery import Sample
-from hamacho.data.splits import SPLITS_FILENAME
+from hamacho.data.splits import SPLITS_FILENAME, read_split_names
 from hamacho.predictor import Predictor
 from hamacho.results.collector import ResultsCollector
 from hamacho.results.held_out import subset_metrics
@@ -24,11 +23,8 @@ LABELS = {"good": 0, "defective": 1}
 def seen_names(folder: Path) -> set[str] | None:
     """The images a model in ``folder`` was fitted or calibrated on (None when its ``splits.json`` is missing:
     a model imported, or trained before the file was written)."""
-    try:
-        splits = json.loads((folder / SPLITS_FILENAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return set(splits.get("fitted", [])) | set(splits.get("calibrated", []))
+    splits = read_split_names(folder)
+    return None if splits is None else set(splits.get("fitted", [])) | set(splits.get("calibrated", []))
 
 
 def compare_on_held_out(earlier: Path, earlier_cut: float, rows: list[ImageResult], held_out: set[str],

@@ -18,15 +18,28 @@ from hamacho.results.types import ImageResult
 FEW = 10  # fewer held-out images of a label than this: the metrics are shown with a warning
 
 
-def subset_metrics(rows: Iterable[ImageResult]) -> dict[str, Any]:
-    """Image metrics, counts and error rates of the labelled, readable ``rows`` (at their decisions)."""
+def _labelled(rows: Iterable[ImageResult]) -> tuple[int, np.ndarray, np.ndarray, dict[str, float | None]]:
+    """Of the labelled, readable rows: their number, labels (1 defective), decisions (True NG) and image metrics."""
     kept = [r for r in rows if r.label and r.decision]
     labels = np.array([r.label == "defective" for r in kept], dtype=np.int64)
     flagged = np.array([r.decision == "NG" for r in kept], dtype=bool)
-    metrics: dict[str, Any] = image_metrics(np.array([r.raw_score for r in kept], dtype=np.float64), labels,
-                                            flagged) if kept else {"image_AUROC": None, "image_F1": None}
+    metrics = image_metrics(np.array([r.raw_score for r in kept], dtype=np.float32), labels, flagged) if kept else {
+        "image_AUROC": None, "image_F1": None}
+    return len(kept), labels, flagged, metrics
+
+
+def row_image_metrics(rows: Iterable[ImageResult]) -> dict[str, float | None]:
+    """Image AUROC and F1 of the labelled, readable ``rows`` at their decisions (None where undefined): the
+    numbers the results collector gives for the same images."""
+    return _labelled(rows)[3]
+
+
+def subset_metrics(rows: Iterable[ImageResult]) -> dict[str, Any]:
+    """Image metrics, counts and error rates of the labelled, readable ``rows`` (at their decisions)."""
+    count, labels, flagged, image = _labelled(rows)
+    metrics: dict[str, Any] = dict(image)
     good, defective = int((labels == 0).sum()), int((labels == 1).sum())
-    metrics.update(images=len(kept), good=good, defective=defective,
+    metrics.update(images=count, good=good, defective=defective,
                    false_alarms=int((flagged & (labels == 0)).sum()),
                    missed_defects=int((~flagged & (labels == 1)).sum()))
     return metrics

@@ -25,6 +25,7 @@ from sqlalchemy import (
     create_engine,
     event,
     make_url,
+    select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -168,6 +169,13 @@ class LoadedModelRow(Base):
     replica_id: Mapped[str] = mapped_column(ForeignKey("replicas.id", ondelete="CASCADE"), primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True, index=True)
     last_used: Mapped[float] = mapped_column(Float)  # seconds since the epoch
+
+
+def saved_threshold(session: Session, model_id: int, version: int) -> ThresholdRow | None:
+    """A model's saved threshold version (caller's transaction); None when none has that number (version 0,
+    the trained thresholds, is never saved)."""
+    return session.scalar(select(ThresholdRow).where(ThresholdRow.model_id == model_id,
+                                                     ThresholdRow.version == version))
 
 
 def loads(text_value: str | None) -> Any:

@@ -93,13 +93,13 @@ def queue_job(service: Service, session: Session, order: JobIn) -> JobRow:
         raise InputError("give exactly one of tag and image_ids")
     settings = job_settings(order.model, order.parameters)
     check_server_paths(settings, service.config.allowed_roots)
-    with session.begin():  # every cheap refusal first; the weights check below may ask the network
-        _chosen_images(session, order)
     if (settings.model.backbone_weights or "").lower() == "imagenet":
+        with session.begin():  # every cheap refusal first: the weights check may ask the network
+            _chosen_images(session, order)
         problem = imagenet_problem(settings.model.backbone, service.config.offline, service.config.allowed_roots)
         if problem:
             raise InputError(problem)
-    with session.begin():  # checked again: another request may have taken the tag or removed images meanwhile
+    with session.begin():  # (again after the weights check: another request may have taken the tag meanwhile)
         earlier, chosen = _chosen_images(session, order)
         counts = {group: sum(1 for _, g in chosen if g == group) for group in ("good", "bad", "mask")}
         row = JobRow(model_tag=order.model_tag, model=settings.model.name, parameters=json.dumps(order.parameters),

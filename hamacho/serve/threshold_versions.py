@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hamacho.serve.db import ModelRow, ThresholdRow, utcnow
+from hamacho.serve.db import ModelRow, ThresholdRow, saved_threshold, utcnow
 from hamacho.serve.service import NotFound, find_model
 
 TRAINED = 0  # the version of the trained thresholds
@@ -44,8 +44,7 @@ def version_of(session: Session, row: ModelRow, version: int) -> Cuts:
     """
     if version == TRAINED:
         return trained_cuts(row)
-    saved = session.scalar(select(ThresholdRow).where(ThresholdRow.model_id == row.id,
-                                                      ThresholdRow.version == version))
+    saved = saved_threshold(session, row.id, version)
     if saved is None:
         raise NotFound(f"model {row.tag!r} has no threshold version {version}")
     return Cuts(saved.version, saved.image, saved.pixel, saved.created_at, saved.created_by, saved.note)

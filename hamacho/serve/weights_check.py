@@ -30,9 +30,10 @@ def cached_weights(url: str) -> Path:
 
 def _download_problem(url: str) -> str | None:
     """None when ``url`` answers a HEAD request, else the reason (kept for :data:`PROBE_TTL` seconds)."""
-    when, problem = _probes.get(url, (0.0, ""))
-    if problem != "" and time.monotonic() - when < PROBE_TTL:
-        return problem
+    cached = _probes.get(url)
+    if cached is not None and time.monotonic() - cached[0] < PROBE_TTL:
+        return cached[1]
+    problem: str | None
     try:
         request = urllib.request.Request(url, method="HEAD")
         urllib.request.urlopen(request, timeout=PROBE_SECONDS).close()

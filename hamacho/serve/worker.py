@@ -30,11 +30,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hamacho.config import build_config
-from hamacho.data.splits import SPLITS_FILENAME
+from hamacho.data.splits import read_split_names
 from hamacho.errors import ConfigError, HamachoError, Interrupted, first_line
 from hamacho.extras import training_unavailable
 from hamacho.models.registry import display_name
-from hamacho.serve.db import ImageRow, JobRow, ModelRow, ThresholdRow, open_database, utcnow
+from hamacho.serve.db import ImageRow, JobRow, ModelRow, open_database, saved_threshold, utcnow
 from hamacho.serve.job_lease import REQUEUED, Claim, finish, job_folder, release, renew
 from hamacho.serve.schemas import SERVICE_KEYS
 from hamacho.serve.storage import MODELS, new_name, remove_tree
@@ -244,7 +244,7 @@ def run_job(url: str, data_dir: str, held: Claim, lease_seconds: float) -> None:
         result = run_training(settings, control, log=lambda _line: None)
         if earlier is not None:
             with control.phase("comparison", unit="images", bar=False):
-                held_out = set(_held_out_names(result.output_dir)) if result.summary.held_out else set()
+                held_out = set((read_split_names(result.output_dir) or {}).get("held_out", []))
                 path, cut, label = earlier
                 result.summary.comparison = compare_on_held_out(path, cut, result.rows, held_out, label)
         status = "succeeded" if _publish(factory, data, held, tag, settings, result) else "lost"
@@ -271,17 +271,8 @@ def _earlier_model(session: Session, data: Path, model_id: int | None) -> tuple[
     row = session.get(ModelRow, model_id) if model_id is not None else None
     if row is None:
         return None
-    cut = 0.5
-    if row.threshold_version:
-        version = session.scalars(select(ThresholdRow).where(ThresholdRow.model_id == row.id,
-                                                             ThresholdRow.version == row.threshold_version)).first()
-        cut = version.image if version is not None else cut
-    return data / row.folder / row.entry, cut, row.tag
-
-
-def _held_out_names(output_dir: Path) -> list[str]:
-    """The held-out image names a training run wrote to its ``splits.json``."""
-    return json.loads((output_dir / SPLITS_FILENAME).read_text(encoding="utf-8")).get("held_out", [])
+    version = saved_threshold(session, row.id, row.threshold_version) if row.threshold_version else None
+    return data / row.folder / row.entry, version.image if version is not None else 0.5, row.tag
 
 
 def _publish(factory: sessionmaker[Session], data: Path, held: Claim, tag: str, settings: Settings,

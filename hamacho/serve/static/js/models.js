@@ -222,7 +222,7 @@ function metricsBlock(model) {
       h("tbody", {}, ...rows.map(([k, v]) =>
         h("tr", {},
           h("th", { scope: "row" }, k.replace(/_/g, " "), METRIC_HELP[k] ? h("span", { class: "help" }, METRIC_HELP[k]) : null),
-          h("td", { class: "num" }, isNumber(v) ? v.toFixed(4) : v === null || v === undefined ? "n/a" : String(v)),
+          h("td", { class: "num" }, value(v, k)),
         ))),
     ),
   );
