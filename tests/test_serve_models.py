@@ -411,6 +411,19 @@ def test_the_inspection_log_filters_sorts_exports_and_reviews(client, trained):
         assert bad_export.status_code == 400 and "verdict: 'maybe' is not one of" in bad_export.json()["error"]
         # cleared
         assert client.put(f"{API}/results/{ng}/review", json={"verdict": None}).json()["verdict"] is None
+        # a result without a decision (its image could not be read) has nothing to review, and a verdict given
+        # to one before that was refused is skipped when reviewed images go to a dataset
+        with service.factory() as session, session.begin():
+            session.execute(update(ResultRow).where(ResultRow.id == ok).values(decision=None))
+        unscored = client.put(f"{API}/results/{ok}/review", json={"verdict": "correct"})
+        assert unscored.status_code == 400 and unscored.json() == {"error": (
+            f"result {ok} was not scored (its image could not be read): there is no decision to review")}
+        with service.factory() as session, session.begin():
+            session.execute(update(ResultRow).where(ResultRow.id == ok).values(verdict="correct"))
+        refused = client.post(f"{API}/results/to-dataset", json={"tag": "parts", "result_ids": [ok],
+                                                                 "verdicts": ["correct"]})
+        assert refused.status_code == 400 and refused.json()["skipped"] == [
+            {"name": mine[ok]["name"], "reason": f"result {ok} was not scored: no label to give it"}]
     finally:
         for result_id in mine:
             client.delete(f"{API}/results/{result_id}")

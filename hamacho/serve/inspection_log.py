@@ -147,13 +147,16 @@ def review(session: Session, result_id: int, verdict: str | None, by: str | None
 
     Raises:
         NotFound: No such result.
-        InputError: Not a verdict, or one that contradicts the decision (a false alarm is an NG result, a
-            missed defect an OK one).
+        InputError: Not a verdict, a verdict on a result that has no decision, or one that contradicts the
+            decision (a false alarm is an NG result, a missed defect an OK one).
     """
     if verdict is not None and verdict not in VERDICTS:
         raise InputError(f"verdict: {verdict!r} is not one of {', '.join(VERDICTS)} (or null to clear it)")
     with session.begin():
         row = get_row(session, ResultRow, result_id, "result")
+        if verdict is not None and row.decision not in ("OK", "NG"):
+            raise InputError(f"result {result_id} was not scored (its image could not be read): there is no "
+                             "decision to review")
         if verdict == "false_alarm" and row.decision != "NG":
             raise InputError(f"result {result_id} is {row.decision}: only an NG result can be a false alarm")
         if verdict == "missed_defect" and row.decision != "OK":

@@ -70,13 +70,16 @@ def add_reviewed(session: Session, config: ServiceConfig, tag: str | None, model
     skipped: list[Skipped] = []
     for result_id, group, folder, record in picked:
         name = str(record.get("name") or f"result-{result_id}")
+        if group is None:  # reviewed before unscored results were refused a verdict
+            skipped.append(Skipped(name, f"result {result_id} was not scored: no label to give it"))
+            continue
         path = config.data_dir / folder / str(record.get("image") or "")
         try:
             data = Path(path).read_bytes()
         except OSError:
             skipped.append(Skipped(name, f"result {result_id}: its image file is gone"))
             continue
-        received[str(group)].append((name, data))
+        received[group].append((name, data))
     added: list = []
     for group in ("good", "bad"):
         if not received[group]:
