@@ -74,7 +74,7 @@ def product_on_unseen(model: str, args: argparse.Namespace, folds: int) -> dict:
         "dataset.file_list": str(out / "goods.csv"), "dataset.split": args.split, "dataset.name": "good_only",
         "model.backbone": args.backbone, "model.backbone_weights": args.weights, "project.seed": args.seed,
         "project.result_path": str(out / "results"), "report.enabled": False,
-        "visualization.report_images": False, "threshold.folds": folds})
+        "visualization.report_images": False, "threshold.folds": folds, "threshold.method": args.method})
     result = run_training(settings, log=lambda _line: None)
     predictor = Predictor.load(result.model_path)
     goods = list_images(dataset / "test" / "good")
@@ -84,7 +84,8 @@ def product_on_unseen(model: str, args: argparse.Namespace, folds: int) -> dict:
     defect_scores = np.array([p.raw_score for p in predictor.predict(defects)])
     t = result.calibration["image_threshold"]
     fpr, recall = float((good_scores >= t).mean()), float((defect_scores >= t).mean())
-    return {"model": model, "folds": folds, "good_images": result.summary.thresholds.get("good_images"),
+    return {"model": model, "method": args.method, "folds": folds,
+            "good_images": result.summary.thresholds.get("good_images"),
             "expected_fpr_high": result.summary.thresholds.get("expected_fpr_high"), "fpr": fpr, "recall": recall,
             "balanced_accuracy": (1 - fpr + recall) / 2,
             "best_balanced_accuracy": best_balanced_accuracy(good_scores, defect_scores),
@@ -209,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                              "calibration.")
     parser.add_argument("--folds", type=int, nargs="+", default=[5, 0],
                         help="With --unseen: threshold.folds values to run [5 0] (0: held-out images only).")
+    parser.add_argument("--method", default="auto", choices=("auto", "fpr", "balanced"),
+                        help="With --unseen: threshold.method of the product's run [auto].")
     parser.add_argument("--train-images", type=int, default=None,
                         help="Train on a seeded sample of this many train/good images [all].")
     parser.add_argument("--peer", nargs="*", default=[], help="result.json of peer good-only runs, per model.")
@@ -216,13 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.unseen:
         runs = [product_on_unseen(model, args, folds) for model in args.models for folds in args.folds]
-        print("| model | calibration | good images | FPR on test/good | recall | synthetic recall (estimate) | "
+        print("| model | method | calibration | good images | FPR on test/good | recall | synthetic recall (estimate) | "
               "balanced acc. | best | calibration s |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for run in runs:
             how = "held-out + out-of-fold" if run["folds"] else "held-out only"
             synthetic = "n/a" if run["synthetic_recall"] is None else f"{run['synthetic_recall']:.3f}"
-            print(f"| {run['model']} | {how} | {run['good_images']} | {run['fpr']:.3f} | {run['recall']:.3f} | "
+            print(f"| {run['model']} | {run['method']} | {how} | {run['good_images']} | {run['fpr']:.3f} | {run['recall']:.3f} | "
                   f"{synthetic} | {run['balanced_accuracy']:.3f} | {run['best_balanced_accuracy']:.3f} | "
                   f"{run['calibration_seconds']:.1f} |")
         Path(args.out, "good_only_unseen.json").write_text(json.dumps(runs, indent=2))

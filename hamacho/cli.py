@@ -30,7 +30,6 @@ from hamacho.cli_options import (
 from hamacho.errors import HamachoError, Interrupted, first_line
 from hamacho.extras import TRAINING_PACKAGES
 from hamacho.models.registry import DEFAULT_MODEL
-from hamacho.resources import wait_passively
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -88,7 +87,8 @@ def train(model_name: str | None, config_file: str | None, quiet: bool, override
     )
     cal = result.calibration
     how = result.summary.thresholds
-    click.echo(f"Thresholds (raw score = normalized 0.5): image {cal['image_threshold']:.4g} ({how['image']}), "
+    chose = f"{how['method']} chose {how['rule']}: " if how.get("rule") and how["rule"] != how["method"] else ""
+    click.echo(f"Thresholds (raw score = normalized 0.5): image {cal['image_threshold']:.4g} ({chose}{how['image']}), "
                f"pixel {cal['pixel_threshold']:.4g} ({how['pixel']})")
     _echo_outcome(result, f"  (model file: {result.model_path.name})")
 
@@ -234,7 +234,6 @@ def _echo_outcome(result: Any, results_note: str = "") -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and turn every error into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    wait_passively()  # before any command loads torch: fair to the other work on the machine
     debug = "--debug" in args or os.environ.get("HAMACHO_DEBUG", "") not in ("", "0")
     try:
         cli.main(args=args, prog_name="hamacho", standalone_mode=False)

@@ -184,6 +184,9 @@ def _finish(cfg: DictConfig, resolve_layers: bool) -> Settings:
     if settings.threshold.method == "manual" and settings.threshold.image is None:
         raise ConfigError("threshold.method manual needs threshold.image, the raw image threshold "
                           "(threshold.pixel is optional)")
+    if settings.threshold.method == "balanced" and settings.threshold.synthetic_images == 0:
+        raise ConfigError("threshold.method balanced needs threshold.synthetic_images > 0: the threshold is "
+                          "placed between the good images' scores and those of synthetic defects")
     if resolve_layers:
         _resolve_layers(settings.model)
     return settings

@@ -46,7 +46,7 @@ from hamacho.setting_fields import (  # noqa: F401 - re-exported: settings users
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 DATA_FORMATS = ("auto", "mvtec", "folder", "filelist")
-THRESHOLD_METHODS = ("auto", "f1", "fpr", "sigma", "percentile", "manual")
+THRESHOLD_METHODS = ("auto", "f1", "fpr", "balanced", "sigma", "percentile", "manual")
 
 
 def max_num_workers() -> int:
@@ -185,17 +185,32 @@ class ThresholdSettings:
 
     method: str = setting(
         "auto", choices=THRESHOLD_METHODS,
-        help="auto: f1 with defective calibration images, else fpr. f1: the score with the best F1 on the "
-             "labelled calibration images (the cut midway between the lowest NG score and the highest score below "
-             "it); with masks, the pixel threshold likewise over their pixels. fpr: the good-image rule, the score "
-             "that calls target_fpr of good parts NG by a robust log-normal fit (median, MAD) of the good "
-             "calibration images' scores, with the expected false-alarm rate and its uncertainty reported. sigma: "
-             "mean + sigma * std of the good calibration images' scores. percentile: that percentile of them. "
-             "manual: the raw values image (and pixel) below.")
+        help="auto: fpr without defective calibration images; with fewer than few_defects of them, the f1 cut "
+             "kept between the good-image rule at max_fpr (floor) and at target_fpr (ceiling); with more, f1. f1: "
+             "the score with the best F1 on the labelled calibration images (the cut midway between the lowest NG "
+             "score and the highest score below it); with masks, the pixel threshold likewise over their pixels. "
+             "fpr: the good-image rule, the score that calls target_fpr of good parts NG by a robust log-normal "
+             "fit (median, MAD) of the good calibration images' scores, with the expected false-alarm rate and its "
+             "uncertainty reported. balanced: the cut with the best balanced accuracy between the good calibration "
+             "images' scores and those of synthetic defects (the real defective calibration images when there are "
+             "any), kept between the good-image rule at max_fpr (floor) and at target_fpr (ceiling); needs "
+             "synthetic_images > 0. sigma: mean + sigma * "
+             "std of the good calibration images' scores. percentile: that percentile of them. manual: the raw "
+             "values image (and pixel) below.")
     target_fpr: float = setting(
         0.01, above=0.0, check=lambda value: None if value < 0.5 else "must be below 0.5",
         help="The false-alarm rate accepted by the good-image rule (method fpr, and auto without defective "
              "images): the share of good parts it expects to call NG, e.g. 0.01.")
+    max_fpr: float = setting(
+        0.1, above=0.0, check=lambda value: None if value < 0.5 else "must be below 0.5",
+        help="The most false alarms a threshold moved by defect scores may cost (method balanced, and auto with "
+             "fewer than few_defects defective images): it is never placed below the good-image rule's threshold "
+             "at this rate (nor above the one at target_fpr).")
+    few_defects: int = setting(
+        20, at_least=0,
+        help="Method auto: with fewer defective calibration images than this (but some), the F1 cut is bounded "
+             "by the good-image rule (see method); with this many or more, the F1 cut alone. 0: the F1 cut alone "
+             "whenever there are defective images.")
     folds: int = setting(
         5, at_least=0, check=lambda value: None if value != 1 else "must be 0 (off) or at least 2",
         help="Good-image rule (models that can take images out of their fit: PaDiM): the training images are "
@@ -205,7 +220,8 @@ class ThresholdSettings:
         30, at_least=0,
         help="Without defective calibration images: this many held-out good images each get a synthetic cut-paste "
              "patch, scratch and blotch, and the share scored NG is reported as an estimate of recall (labelled "
-             "synthetic). 0: off.")
+             "synthetic); method balanced also places the threshold on other synthetic defects of the same images. "
+             "0: off.")
     sigma: float = setting(6.0, above=0.0,
                            help="Method sigma: the k of mean + k * std (the original Hamacho's no-bad mode: 6).")
     percentile: float = setting(99.0, above=0.0, at_most=100.0, help="Method percentile: 0 < p <= 100.")

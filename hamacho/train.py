@@ -25,7 +25,7 @@ from hamacho.data.splits import SPLITS_FILENAME, hold_out_labelled, make_splits,
 from hamacho.errors import DatasetError, summarize
 from hamacho.files import atomic_write_text, check_writable_dir, write_json
 from hamacho.model_file import MODEL_FILENAME, save_model_file
-from hamacho.post.threshold import resolved_method
+from hamacho.post.threshold import GOOD_IMAGE_RULES, resolved_method
 from hamacho.predictor import Predictor
 from hamacho.progress import RunControl
 from hamacho.report.pictures import PictureWriter
@@ -36,7 +36,7 @@ from hamacho.results.collector import ResultsCollector
 from hamacho.results.held_out import held_out_summary
 from hamacho.results.out_of_fold import out_of_fold_scores
 from hamacho.results.summary import RunSummary
-from hamacho.results.synthetic_recall import synthetic_recall, synthetic_recall_text
+from hamacho.results.synthetic_recall import synthetic_recall, synthetic_recall_text, synthetic_scores
 from hamacho.results.types import ImageResult
 from hamacho.settings import Settings
 
@@ -132,7 +132,9 @@ def run_training(settings: Settings, control: RunControl | None = None,
                      framing)
     # The good-image rule: every training image also calibrates, scored out of fold (hamacho.results.out_of_fold).
     rule = settings.threshold
-    good_rule = resolved_method(rule.method, any(s.label == 1 for s in splits.calibration)) == "fpr"
+    defects = sum(1 for s in splits.calibration if s.label == 1)
+    chosen_rule = resolved_method(rule.method, defects, rule.few_defects)
+    good_rule = chosen_rule in GOOD_IMAGE_RULES
     fold_source = model.fold_source() if good_rule and 2 <= rule.folds <= len(splits.train) else None
     with control.phase("fit", unit="steps") as phase:
         model.to(resolve_device(settings.trainer.accelerator)).fit(phase)
@@ -141,11 +143,20 @@ def run_training(settings: Settings, control: RunControl | None = None,
     again = repeated_paths(splits)
     cache = DecodeCache(again) if again else None  # test images also used for calibration: decoded once
     out_of_fold_steps = 2 * len(splits.train) if fold_source is not None else 0
+    placing = None
+    if chosen_rule == "balanced" and not defects:
+        # method balanced without real defects: synthetic ones (another seed than the recall estimate's) place it
+        goods = sum(1 for s in splits.calibration if s.label == 0)
+        with control.phase("synthetic defects", total=min(goods, rule.synthetic_images)) as phase:
+            placing = synthetic_scores(predictor, splits.calibration, rule.synthetic_images, seed + 1, phase.advance)
     with control.phase("calibration", total=len(splits.calibration) + out_of_fold_steps) as phase:
         calibration = CalibrationCollector(settings.threshold)
+        if placing is not None:
+            calibration.add_synthetic_scores(placing)
         for scored in predictor.score_samples(splits.calibration, cache=cache):
             calibration.add(scored)
             phase.advance(len(scored))
+            del scored  # frame-sized arrays: not kept while the next batch is scored, nor after the pass
         if fold_source is not None:
             calibration.add_good_scores(out_of_fold_scores(model, fold_source, splits.train, settings, framing,
                                                            valid_area, phase))
@@ -154,11 +165,12 @@ def run_training(settings: Settings, control: RunControl | None = None,
         for note in calibration.notes:
             log(f"note: {note}")
         notes += calibration.notes
-        threshold_info = {"method": settings.threshold.method, "image": calibration.thresholds.image_source,
+        threshold_info = {"method": settings.threshold.method, "rule": calibration.thresholds.rule,
+                          "image": calibration.thresholds.image_source,
                           "pixel": calibration.thresholds.pixel_source, **calibration.thresholds.details}
 
     synthetic = None
-    if not any(s.label == 1 for s in splits.calibration) and settings.threshold.synthetic_images:
+    if not defects and settings.threshold.synthetic_images:
         # good images only: what the threshold would catch, estimated on synthetic defects (labelled so)
         goods = sum(1 for s in splits.calibration if s.label == 0)
         with control.phase("synthetic defects", total=min(goods, settings.threshold.synthetic_images)) as phase:
@@ -178,6 +190,7 @@ def run_training(settings: Settings, control: RunControl | None = None,
             collector.add(scored)
             pictures.add(scored)
             phase.advance(len(scored))
+            del scored  # only the picture writer keeps a batch's frame-sized arrays while the next is scored
         pictures.finish()
         collector.finish()
 

@@ -123,6 +123,48 @@ def test_good_only_dataset_uses_the_fallback_and_flags_no_good_image(cli, tmp_pa
     assert "note: synthetic defects: the threshold flags about" in result.err
 
 
+def test_balanced_threshold_weighs_synthetic_defects_against_good_images(cli, tmp_path):
+    root = make_dataset(tmp_path / "goods", n_train=10, n_good=6, n_defect=0)
+    auto_dir, _ = _train(cli, root, tmp_path / "auto")
+    run_dir, result = _train(cli, root, tmp_path / "r", "padim", "threshold.method=balanced")
+    how = json.loads((run_dir / "metrics.json").read_text())["thresholds"]
+    # 6 held-out good images and the 10 fitted ones out of fold; one defect of each kind on each held-out image
+    assert how["method"] == how["rule"] == "balanced"
+    assert how["image"].startswith("balanced: the cut with the best balanced accuracy between the scores of 16 good "
+                                   "image(s) and 18 synthetic defect(s)")
+    assert how["good_images"] == 16 and how["defect_scores"] == 18 and how["max_fpr"] == 0.1
+    assert 0 < how["expected_fpr"] <= 0.1 + 1e-9 and 0.5 <= how["balanced_accuracy"] <= 1
+    # kept between the good-image rule at max_fpr and at target_fpr: never above what auto sets
+    auto = json.loads((auto_dir / "metrics.json").read_text())
+    threshold = json.loads((run_dir / "metrics.json").read_text())["calibration"]["image_threshold"]
+    assert threshold <= auto["calibration"]["image_threshold"] * (1 + 1e-6) and auto["thresholds"]["rule"] == "fpr"
+    assert "image" in result.out and "balanced: the cut with the best balanced accuracy" in result.out
+    assert "note: threshold.method balanced: the threshold weighs 18 synthetic defect(s)" in result.err
+
+
+def test_balanced_without_synthetic_images_is_refused_in_one_line(cli, tmp_path):
+    root = make_dataset(tmp_path / "goods", n_train=6, n_good=2, n_defect=0)
+    result = cli("train", "--model", "padim", "--dataset-root", root, "--result-path", tmp_path / "r", *FAST,
+                 "threshold.method=balanced", "threshold.synthetic_images=0")
+    assert result.exit_code == 1 and "Traceback" not in result.err
+    assert result.err.strip() == ("Error: threshold.method balanced needs threshold.synthetic_images > 0: the "
+                                  "threshold is placed between the good images' scores and those of synthetic defects")
+    assert not (tmp_path / "r").exists()
+
+
+def test_auto_with_few_defective_images_bounds_the_f1_cut_and_says_so(cli, dataset, tmp_path):
+    run_dir, result = _train(cli, dataset, tmp_path / "r")
+    how = json.loads((run_dir / "metrics.json").read_text())["thresholds"]
+    # 3 defective calibration images, fewer than threshold.few_defects (20); 3 good + 8 fitted out of fold
+    assert how["method"] == "auto" and how["rule"] == "f1-bounded" and how["good_images"] == 11
+    assert how["image"].startswith("F1 on 3 defective calibration image(s) (fewer than 20) bounded by the good-image "
+                                   "rule on 11 good image(s)")
+    assert how["pixel"].startswith("F1-optimal on") and "labelled pixels" in how["pixel"]
+    assert "(auto chose f1-bounded: F1 on 3 defective" in result.out
+    plain, _ = _train(cli, dataset, tmp_path / "plain", "padim", "threshold.few_defects=0")
+    assert json.loads((plain / "metrics.json").read_text())["thresholds"]["rule"] == "f1"
+
+
 def test_train_good_only_holds_out_images(cli, tmp_path):
     root = make_dataset(tmp_path / "trainonly", n_train=10, n_good=0, n_defect=0)
     run_dir, result = _train(cli, root, tmp_path / "r")

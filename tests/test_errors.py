@@ -297,7 +297,9 @@ def _train_and_stop(tmp_path: Path, phase: str, sig: int = signal.SIGINT, model:
 def test_ctrl_c_in_any_phase_of_training_leaves_no_model_file(tmp_path, phase):
     code, out_text, err, out = _train_and_stop(tmp_path, phase)
     assert code == 130, err
-    assert err.strip().splitlines() == [f"Interrupted during {phase}; no model file was written."], err
+    lines = err.strip().splitlines()  # notes on the calibration may come first (2 defective images: few)
+    assert lines[-1] == f"Interrupted during {phase}; no model file was written.", err
+    assert all(line.startswith("note: ") for line in lines[:-1]), err  # no traceback, no other error
     assert out_text == ""
     assert not list(out.rglob("model.pt")) and not list(out.rglob("*.tmp")) and not list(out.rglob(".*"))
 

@@ -262,7 +262,11 @@ def test_image_labels_only_end_to_end(cli, tmp_path):
     assert metrics["pixel_AUROC"] is None and metrics["pixel_F1"] is None and metrics["pixel_AUPRO"] is None
     assert re.search(r"^pixel_AUROC +n/a$", result.out, re.MULTILINE)
     assert "(the image threshold)" in result.out
-    assert summary["thresholds"]["image"].startswith("F1-optimal on 6 labelled calibration images (2 good, 4 def")
+    # 4 defective images, fewer than threshold.few_defects: auto bounds the F1 cut by the good-image rule, on the
+    # 2 held-out good images and the 7 fitted ones scored out of fold
+    assert summary["thresholds"]["rule"] == "f1-bounded"
+    assert summary["thresholds"]["image"].startswith("F1 on 4 defective calibration image(s) (fewer than 20) bounded "
+                                                     "by the good-image rule on 9 good image(s)")
     assert summary["thresholds"]["pixel"] == "the image threshold"
     calibration = summary["calibration"]
     assert calibration["pixel_threshold"] == calibration["image_threshold"]
@@ -271,7 +275,7 @@ def test_image_labels_only_end_to_end(cli, tmp_path):
     assert {"scratch/0", "dent/0"} <= rows.keys() and len(rows) == 6
     assert all((run_dir / "images" / f"{name}.png").is_file() for name in rows)
     report = (run_dir / "report.html").read_text(encoding="utf-8")
-    assert 'id="no-pixel-metrics"' in report and "F1-optimal on 6 labelled" in report
+    assert 'id="no-pixel-metrics"' in report and "F1 on 4 defective calibration image(s)" in report
     # The model scores new images through inference like any other; a pixel is NG where its image would be.
     out = tmp_path / "inf"
     result = cli("inference", "--model-path", run_dir / "model.pt", "--image-path", root / "bad", "--save-path", out,

@@ -136,8 +136,11 @@ def test_methods_ignore_defective_scores_except_f1():
     assert sigma.image_threshold == pytest.approx(5 + 2 * math.sqrt(32 / 7))
     percentile = calibrate(scores, labels, None, None, ThresholdSettings(method="percentile", percentile=50.0))
     assert percentile.image_threshold == pytest.approx(4.5)
-    auto = calibrate(scores, labels, None, None, ThresholdSettings())
+    auto = calibrate(scores, labels, None, None, ThresholdSettings(few_defects=2))  # 2 defects: not few
     assert auto.image_threshold == pytest.approx((9.0 + 20.0) / 2) and auto.image_source.startswith("F1-optimal")
+    # fewer than threshold.few_defects (20): the F1 cut 14.5 is lowered to the good-image rule (tests/test_balanced.py)
+    few = calibrate(scores, labels, None, None, ThresholdSettings())
+    assert few.rule == "f1-bounded" and few.image_threshold == calibrate(GOOD, labels[:8], None, None).image_threshold
     masks = (np.array([0.1, 0.8]), np.array([0, 1]))
     # With masks, only f1 sets its own pixel threshold; sigma keeps the image one.
     assert calibrate(scores, labels, *masks, ThresholdSettings(method="sigma")).pixel_from_image

@@ -27,7 +27,7 @@ is the most false alarms to expect, and over draws of the ``n`` images that rate
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 
 import numpy as np
@@ -75,8 +75,8 @@ class GoodImageThreshold:
 
     def describe(self) -> str:
         """How the threshold was set, in one line."""
-        rates = (f"expected false alarms {_percent(self.expected_fpr)} (95% range {_percent(self.fpr_low)}-"
-                 f"{_percent(self.fpr_high)})")
+        rates = (f"expected false alarms {percent_text(self.expected_fpr)} (95% range {percent_text(self.fpr_low)}-"
+                 f"{percent_text(self.fpr_high)})")
         if not self.fitted:
             return (f"good-image rule: too few good images ({self.images}) to fit their spread, so max(mean + 3 std, "
                     f"highest + 1%) of their scores; {rates.replace('expected false alarms', 'false alarms at most')}")
@@ -86,17 +86,17 @@ class GoodImageThreshold:
 
     def notes(self) -> list[str]:
         """What a user should know about this threshold."""
-        aim = f", at an accepted false-alarm rate of {_percent(self.target_fpr)} (threshold.target_fpr)"
+        aim = f", at an accepted false-alarm rate of {percent_text(self.target_fpr)} (threshold.target_fpr)"
         notes = [f"no defective calibration images: the threshold comes from {self.images} good image(s) alone"
                  + (aim if self.fitted else "")]
         if not self.fitted:
             notes.append(f"only {self.images} good image(s) set the threshold, too few to aim at "
-                         f"{_percent(self.target_fpr)} false alarms: expect at most {_percent(self.expected_fpr)} "
-                         f"(95% range {_percent(self.fpr_low)}-{_percent(self.fpr_high)}); with "
+                         f"{percent_text(self.target_fpr)} false alarms: expect at most {percent_text(self.expected_fpr)} "
+                         f"(95% range {percent_text(self.fpr_low)}-{percent_text(self.fpr_high)}); with "
                          f"{MIN_FIT_IMAGES} or more the threshold is set at threshold.target_fpr")
         elif self.images < FEW_IMAGES:
             notes.append(f"only {self.images} good image(s) set the threshold: its false-alarm rate is uncertain "
-                         f"(95% range {_percent(self.fpr_low)}-{_percent(self.fpr_high)}); more good images "
+                         f"(95% range {percent_text(self.fpr_low)}-{percent_text(self.fpr_high)}); more good images "
                          f"narrow it")
         return notes
 
@@ -135,14 +135,66 @@ def fit_good_images(good_scores: np.ndarray, target_fpr: float) -> GoodImageThre
     logs = np.log(np.maximum(scores, np.finfo(np.float64).tiny))
     location = float(np.median(logs))
     scale = max(MAD_TO_SD * _mad_correction(n) * float(np.median(np.abs(logs - location))), SCALE_FLOOR)
-    z = _NORMAL.inv_cdf(1.0 - target_fpr)
-    bound = t_quantile(1.0 - target_fpr, max(n - 1, 1)) * math.sqrt(1.0 + MEDIAN_VARIANCE / n)
-    threshold = float(math.exp(location + bound * scale))
-    spread = 1.96 * math.sqrt((MEDIAN_VARIANCE + MAD_SCALE_VARIANCE * z * z) / scores.size)
+    threshold = float(math.exp(location + _bound(target_fpr, n) * scale))
+    low, high = rate_range(target_fpr, n)
     return GoodImageThreshold(
         threshold=threshold, images=int(scores.size), target_fpr=float(target_fpr), location=location, scale=scale,
-        fpr_low=1.0 - _NORMAL.cdf(z + spread), fpr_high=1.0 - _NORMAL.cdf(z - spread),
-        above=int(np.count_nonzero(scores >= threshold)), expected_fpr=float(target_fpr))
+        fpr_low=low, fpr_high=high, above=int(np.count_nonzero(scores >= threshold)), expected_fpr=float(target_fpr))
+
+
+def rate_at(fit: GoodImageThreshold, threshold: float, good_scores: np.ndarray) -> GoodImageThreshold:
+    """The same fit read at another threshold: the false-alarm rate to expect there and its 95 % range.
+
+    With a fitted spread, the rate is the ``target_fpr`` whose prediction bound (see the module docstring) is
+    ``threshold``, found by bisection, and its range is computed as for a bound set at that rate. Without one
+    (fewer than five images), it is distribution-free: ``(k + 1) / (n + 1)`` with ``k`` of the ``n`` good
+    scores at or above ``threshold`` (``1 / (n + 1)`` above the highest, as for the rule itself).
+
+    Args:
+        fit: A fit from :func:`fit_good_images` on ``good_scores``.
+        threshold: Any raw threshold.
+        good_scores: The good scores of the fit (to count those at or above ``threshold``).
+
+    Returns:
+        A copy of ``fit`` with ``threshold``, ``above`` and the expected rate and range at ``threshold``
+        (``target_fpr`` stays the rate asked for).
+    """
+    scores = np.asarray(good_scores, dtype=np.float64).ravel()
+    above = int(np.count_nonzero(scores[np.isfinite(scores)] >= threshold))
+    n = fit.images
+    if not fit.fitted:
+        expected = (above + 1) / (n + 1)
+        return replace(fit, threshold=float(threshold), above=above, expected_fpr=expected,
+                       fpr_low=min(fit.fpr_low, expected), fpr_high=max(fit.fpr_high, expected))
+    position = (math.log(max(threshold, np.finfo(np.float64).tiny)) - fit.location) / fit.scale
+    expected = _rate_for_bound(position, n)
+    low, high = rate_range(expected, n)
+    return replace(fit, threshold=float(threshold), above=above, expected_fpr=expected, fpr_low=low, fpr_high=high)
+
+
+def rate_range(rate: float, n: int) -> tuple[float, float]:
+    """95 % range of the false-alarm rate of a bound set at ``rate`` from ``n`` images (module docstring)."""
+    z = _NORMAL.inv_cdf(min(max(1.0 - rate, 1e-12), 1.0 - 1e-12))
+    spread = 1.96 * math.sqrt((MEDIAN_VARIANCE + MAD_SCALE_VARIANCE * z * z) / n)
+    return 1.0 - _NORMAL.cdf(z + spread), 1.0 - _NORMAL.cdf(z - spread)
+
+
+def _bound(rate: float, n: int) -> float:
+    """Position of the prediction bound at false-alarm rate ``rate`` from ``n`` images, in units of the scale."""
+    return t_quantile(1.0 - rate, max(n - 1, 1)) * math.sqrt(1.0 + MEDIAN_VARIANCE / n)
+
+
+def _rate_for_bound(position: float, n: int) -> float:
+    """The rate whose bound (:func:`_bound`) lies at ``position``: bisection, the bound falling as the rate rises."""
+    if position <= 0.0:
+        return 1.0 - _rate_for_bound(-position, n) if position < 0.0 else 0.5
+    low, high = 1e-12, 0.5  # rates; the bound is 0 at 0.5
+    if _bound(low, n) <= position:
+        return low
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if _bound(middle, n) > position else (low, middle)
+    return (low + high) / 2
 
 
 # Croux and Rousseeuw (1992): factors that make the MAD unbiased for small normal samples (n = 2..9).
@@ -164,7 +216,7 @@ def t_quantile(p: float, df: int) -> float:
     return z + sum(term / df ** (power + 1) for power, term in enumerate(terms))
 
 
-def _percent(value: float) -> str:
+def percent_text(value: float) -> str:
     """0.0123 -> '1.2%', 0.00031 -> '0.031%', below 0.01 %: '<0.01%'."""
     percent = 100.0 * value
     if percent < 0.01:

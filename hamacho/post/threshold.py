@@ -5,8 +5,13 @@
   its uncertainty (:mod:`hamacho.post.good_images`);
 * ``sigma``: mean + k standard deviations of the good calibration images' scores;
 * ``percentile``: a percentile of the good calibration images' scores;
+* ``balanced``: the cut with the best balanced accuracy between the good scores and defect scores (synthetic
+  defects without defective calibration images, else the real ones), kept between the good-image rule at
+  ``max_fpr`` (floor) and at ``target_fpr`` (ceiling) (:mod:`hamacho.post.balanced`);
 * ``manual``: raw values given by the user;
-* ``auto`` (the default): ``f1`` when defective calibration images exist, else ``fpr``.
+* ``auto`` (the default): ``fpr`` without defective calibration images; ``f1-bounded`` (the F1 cut kept
+  between the good-image bounds at ``max_fpr`` and ``target_fpr``) with fewer than ``few_defects`` of them
+  and at least five good calibration images (fewer cannot bound it); ``f1`` otherwise.
 
 Whatever the method, the normalization maps the threshold to 0.5.
 """
@@ -18,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hamacho.post import sweep
-from hamacho.post.good_images import fit_good_images
+from hamacho.post.balanced import BoundedThreshold, balanced_threshold, few_defects_threshold
+from hamacho.post.good_images import MIN_FIT_IMAGES, fit_good_images
 from hamacho.settings import ThresholdSettings
 
 
@@ -53,12 +59,24 @@ def sigma_threshold(good_scores: np.ndarray, sigma: float) -> float:
     return float(scores.mean()) + sigma * std
 
 
-def resolved_method(method: str, has_defects: bool) -> str:
-    """The method that sets the image threshold: ``auto`` is ``f1`` with defective calibration images, else
-    ``fpr`` (the good-image rule); other methods are themselves."""
+GOOD_IMAGE_RULES = ("fpr", "balanced", "f1-bounded")  # rules that use the good-image fit (out-of-fold scores help)
+
+
+def resolved_method(method: str, defects: int, few_defects: int = 20) -> str:
+    """The rule that sets the image threshold: ``auto`` is ``fpr`` (the good-image rule) without defective
+    calibration images, ``f1-bounded`` with fewer than ``few_defects`` of them, else ``f1``; other methods are
+    themselves.
+
+    Args:
+        method: ``threshold.method``.
+        defects: Defective calibration images (a bool counts as 0 or 1).
+        few_defects: ``threshold.few_defects``; 0 or 1: ``f1`` with any defective image.
+    """
     if method != "auto":
         return method
-    return "f1" if has_defects else "fpr"
+    if not defects:
+        return "fpr"
+    return "f1-bounded" if defects < few_defects else "f1"
 
 
 @dataclass
@@ -74,7 +92,8 @@ class Thresholds:
             normalized like the image scores, so a pixel is NG exactly when it alone would make its image NG).
         notes: Remarks for the user.
         details: Figures of the good-image rule (images, target and expected false-alarm rates), when it
-            set the image threshold.
+            set or bounded the image threshold.
+        rule: The rule that set the image threshold (what ``auto`` resolved to: ``fpr``, ``f1-bounded``, ``f1``).
     """
 
     image_threshold: float
@@ -84,6 +103,7 @@ class Thresholds:
     pixel_from_image: bool
     notes: list[str] = field(default_factory=list)
     details: dict[str, float | int] = field(default_factory=dict)
+    rule: str = ""
 
 
 def calibrate(
@@ -92,11 +112,12 @@ def calibrate(
     pixel_scores: np.ndarray | None,
     pixel_labels: np.ndarray | None,
     rule: ThresholdSettings | None = None,
+    synthetic_scores: np.ndarray | None = None,
 ) -> Thresholds:
     """Image and pixel thresholds from labelled calibration scores, by ``rule.method``.
 
-    The pixel threshold is F1-optimal over the labelled pixels when the method is F1 and masks with
-    defects exist; manual when given; otherwise it is the image threshold.
+    The pixel threshold is F1-optimal over the labelled pixels when the rule is ``f1`` or ``f1-bounded`` and
+    masks with defects exist; manual when given; otherwise it is the image threshold.
 
     Args:
         image_scores: Raw scores of labelled images (N,).
@@ -104,10 +125,11 @@ def calibrate(
         pixel_scores: Map values of images with pixel labels, or None.
         pixel_labels: Matching 0/1 pixel labels, or None.
         rule: The method and its parameters (default: auto).
+        synthetic_scores: Raw scores of synthetic defects (method balanced without defective images).
 
     Raises:
-        ValueError: Without calibration scores, for f1 without defective images, for sigma or percentile
-            without good images, or for manual without an image threshold.
+        ValueError: Without calibration scores, for f1 without defective images, for balanced without defect
+            scores, for a rule of good images without good images, or for manual without an image threshold.
     """
     rule = rule or ThresholdSettings()
     image_scores, labels = np.asarray(image_scores), np.asarray(labels)
@@ -115,11 +137,16 @@ def calibrate(
         raise ValueError("no calibration scores")
     goods = image_scores[labels == 0]
     defects = int(np.count_nonzero(labels == 1))
-    method = resolved_method(rule.method, bool(defects))
-    if method in ("fpr", "sigma", "percentile") and goods.size == 0:
+    method = resolved_method(rule.method, defects, rule.few_defects)
+    notes: list[str] = []
+    unbounded = ""
+    if method == "f1-bounded" and goods.size < MIN_FIT_IMAGES:
+        method = "f1"  # too few good images to fit a spread: nothing to bound the F1 cut with
+        unbounded = (f"only {goods.size} good calibration image(s), too few for the good-image rule to bound the F1 "
+                     f"cut on {defects} defective image(s) (it needs {MIN_FIT_IMAGES}): the F1 cut alone")
+    if method in ("fpr", "sigma", "percentile", *GOOD_IMAGE_RULES) and goods.size == 0:
         raise ValueError(f"threshold method {method} needs good calibration images")
     counted = f"the scores of {goods.size} good calibration image(s)"
-    notes: list[str] = []
     details: dict[str, float | int] = {}
     if method == "f1":
         if not defects:
@@ -131,6 +158,24 @@ def calibrate(
         fit = fit_good_images(goods, rule.target_fpr)
         image, source, details = fit.threshold, fit.describe(), fit.as_dict()
         notes += fit.notes() if not defects else []
+    elif method == "f1-bounded":
+        bounded = few_defects_threshold(goods, image_scores[labels == 1], rule.target_fpr, rule.max_fpr)
+        image, source, details = bounded.threshold, _few_defects_source(bounded, rule.few_defects), bounded.as_dict()
+        notes.append(f"only {defects} defective calibration image(s) (fewer than threshold.few_defects "
+                     f"{rule.few_defects}): an F1 cut on so few overfits, so the good-image rule bounds it")
+    elif method == "balanced":
+        real = image_scores[labels == 1]
+        found = real if defects else np.asarray([] if synthetic_scores is None else synthetic_scores)
+        if not np.isfinite(np.asarray(found, dtype=np.float64)).any():
+            raise ValueError("threshold.method balanced needs defect scores: synthetic defects "
+                             "(threshold.synthetic_images > 0) or defective calibration images")
+        bounded = balanced_threshold(goods, found, rule.target_fpr, rule.max_fpr)
+        kind = "defective calibration image(s)" if defects else "synthetic defect(s)"
+        image, source, details = bounded.threshold, _balanced_source(bounded, goods.size, kind), bounded.as_dict()
+        if not defects:
+            notes.append(f"threshold.method balanced: the threshold weighs {bounded.defects} synthetic defect(s) "
+                         f"against {goods.size} good image(s); synthetic defects stand in for real ones, so the "
+                         f"recall they show is an estimate")
     elif method == "sigma":
         image = sigma_threshold(goods, rule.sigma)
         source = f"mean + {rule.sigma:g} std of {counted}"
@@ -144,12 +189,31 @@ def calibrate(
     else:
         raise ValueError(f"unknown threshold method {rule.method!r}")
     if method == "manual" and rule.pixel is not None:
-        return Thresholds(image, float(rule.pixel), source, "manual (threshold.pixel)", False, notes, details)
+        return Thresholds(image, float(rule.pixel), source, "manual (threshold.pixel)", False, notes, details,
+                          method)
     has_pixels = pixel_scores is not None and pixel_labels is not None and bool(np.any(pixel_labels))
-    if method == "f1" and has_pixels:
+    if method in ("f1", "f1-bounded") and has_pixels:
+        notes += [unbounded] if unbounded else []
         pixels = np.asarray(pixel_scores).size
         return Thresholds(image, f1_threshold(pixel_scores, pixel_labels), source,
-                          f"F1-optimal on {pixels:,} labelled pixels", False, notes, details)
-    if method == "f1":
+                          f"F1-optimal on {pixels:,} labelled pixels", False, notes, details, method)
+    if method in ("f1", "f1-bounded"):
         notes.append("no masks: the pixel threshold equals the image threshold")
-    return Thresholds(image, image, source, "the image threshold", True, notes, details)
+    notes += [unbounded] if unbounded else []
+    return Thresholds(image, image, source, "the image threshold", True, notes, details, method)
+
+
+def _balanced_source(bounded: BoundedThreshold, goods: int, kind: str) -> str:
+    """How method balanced set the threshold, in one line."""
+    why = bounded.why()
+    split = (f"{100 * bounded.split.good_ok:.0f}% of good images OK, {100 * bounded.split.defects_ng:.0f}% of "
+             f"defects NG")
+    return (f"balanced: the cut with the best balanced accuracy between the scores of {goods} good image(s) and "
+            f"{bounded.defects} {kind}{f', {why}' if why else ''} ({split}); {bounded.rates()}")
+
+
+def _few_defects_source(bounded: BoundedThreshold, few_defects: int) -> str:
+    """How auto set the threshold with few defective images, in one line."""
+    why = bounded.why() or "the F1 cut, within the good-image bounds"
+    return (f"F1 on {bounded.defects} defective calibration image(s) (fewer than {few_defects}) bounded by the "
+            f"good-image rule on {bounded.rate.images} good image(s): {why}; {bounded.rates()}")

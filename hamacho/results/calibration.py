@@ -28,6 +28,7 @@ class CalibrationCollector:
         self._map_min = float("inf")
         self._map_max = float("-inf")
         self._defect_pixels = False
+        self._synthetic: np.ndarray | None = None
 
     def add(self, scored: ScoredBatch) -> None:
         """Take the readable labelled images of one scored batch (inspected pixels only)."""
@@ -65,6 +66,10 @@ class CalibrationCollector:
             self._scores.append(scores)
             self._labels.append(np.zeros(scores.size, dtype=np.int64))
 
+    def add_synthetic_scores(self, scores: np.ndarray) -> None:
+        """Take raw scores of synthetic defects (method balanced places the threshold between them and the goods)."""
+        self._synthetic = np.asarray(scores, dtype=np.float64)
+
     @property
     def notes(self) -> list[str]:
         """Remarks on how the thresholds were set (empty before :meth:`finish`)."""
@@ -87,7 +92,7 @@ class CalibrationCollector:
         pixel_scores = np.concatenate(self._pixel_scores) if self._defect_pixels else None
         pixel_labels = np.concatenate(self._pixel_labels) if self._defect_pixels else None
         try:
-            self.thresholds = calibrate(scores, labels, pixel_scores, pixel_labels, self.rule)
+            self.thresholds = calibrate(scores, labels, pixel_scores, pixel_labels, self.rule, self._synthetic)
         except ValueError as exc:
             raise DatasetError(str(exc)) from exc
         low, high = float(scores.min()), float(scores.max())

@@ -3,7 +3,7 @@ defects (:mod:`hamacho.data.synthetic`), reported as such wherever it is shown."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,49 @@ from hamacho.data.decoding import ImageReadError, read_image
 from hamacho.data.discovery import Sample
 from hamacho.data.synthetic import KIND_NAMES, KINDS, synthetic_defect
 from hamacho.predictor import Predictor
+
+
+def synthetic_defect_sets(samples: Sequence[Sample], limit: int, seed: int) -> Iterator[list[np.ndarray]]:
+    """One synthetic defect of each kind (in ``KINDS`` order) per good image, on up to ``limit`` of them.
+
+    Args:
+        samples: Candidate images; the good ones (label 0) are used, a seeded choice of ``limit`` of them.
+        limit: Most good images to use.
+        seed: Seed of the choice and of the defects.
+
+    Yields:
+        The defects of one readable good image (unreadable or tiny images are skipped).
+    """
+    goods = [s for s in samples if s.label == 0]
+    if limit <= 0 or not goods:
+        return
+    rng = np.random.default_rng(seed)
+    chosen = [goods[i] for i in sorted(rng.choice(len(goods), size=min(limit, len(goods)), replace=False))]
+    for number, sample in enumerate(chosen):
+        try:
+            image = read_image(sample.path)
+        except ImageReadError:
+            continue
+        if min(image.shape[:2]) < 16:
+            continue
+        yield [synthetic_defect(image, kind, seed * 1_000_003 + number * len(KINDS) + k)
+               for k, kind in enumerate(KINDS)]
+
+
+def synthetic_scores(predictor: Predictor, samples: Sequence[Sample], limit: int, seed: int,
+                     step: Callable[[int], None] = lambda _n: None) -> np.ndarray:
+    """Raw scores of synthetic defects (:func:`synthetic_defect_sets`), before any threshold: what method
+    balanced places the threshold against. Unreadable results are left out.
+
+    Returns:
+        The raw scores, every kind together (empty without good images).
+    """
+    found: list[float] = []
+    for defects in synthetic_defect_sets(samples, limit, seed):
+        found += [p.raw_score for p in predictor.predict(defects) if not p.error]
+        step(1)
+    scores = np.asarray(found, dtype=np.float64)
+    return scores[np.isfinite(scores)]
 
 
 def synthetic_recall(predictor: Predictor, samples: Sequence[Sample], limit: int, seed: int,
@@ -29,21 +72,8 @@ def synthetic_recall(predictor: Predictor, samples: Sequence[Sample], limit: int
         ``{"images", "defects", "flagged", "by_kind": {kind: share}, "kinds"}`` (shares 0..1), or None without
         good images (or with ``limit`` 0).
     """
-    goods = [s for s in samples if s.label == 0]
-    if limit <= 0 or not goods:
-        return None
-    rng = np.random.default_rng(seed)
-    chosen = [goods[i] for i in sorted(rng.choice(len(goods), size=min(limit, len(goods)), replace=False))]
     flagged: dict[str, list[bool]] = {kind: [] for kind in KINDS}
-    for number, sample in enumerate(chosen):
-        try:
-            image = read_image(sample.path)
-        except ImageReadError:
-            continue
-        if min(image.shape[:2]) < 16:
-            continue
-        defects = [synthetic_defect(image, kind, seed * 1_000_003 + number * len(KINDS) + k)
-                   for k, kind in enumerate(KINDS)]
+    for defects in synthetic_defect_sets(samples, limit, seed):
         for kind, prediction in zip(KINDS, predictor.predict(defects)):
             flagged[kind].append(prediction.decision == "NG")
         step(1)

@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from hamacho.errors import ConfigError
-from hamacho.resources import wait_passively
 from hamacho.serve.service_config import LOOPBACK_HOSTS, ServiceConfig
 
 SERVE_PACKAGES = ("fastapi", "uvicorn", "sqlalchemy", "multipart")
@@ -30,11 +29,9 @@ def run_server(host: str, port: int, **options: Any) -> None:
         raise ConfigError(f"hamacho serve needs {', '.join(missing)}: pip install 'hamacho[serve]'")
     if host not in LOOPBACK_HOSTS and not options.get("token"):
         raise ConfigError(f"binding to {host} lets other machines in: give a token (--token or HAMACHO_TOKEN)")
-    # PyTorch's OpenMP threads spin while they wait; on a machine whose cores are also busy elsewhere (a
-    # training job beside predictions, other software on a line PC) a 2-thread forward then took 560 ms
-    # instead of 60 ms (PaDiM resnet18, 256 px, 2 cores; passive: 60 ms busy and idle alike). Set before
-    # torch is loaded; the training workers inherit it.
-    wait_passively()
+    # OpenMP waits passively (set when hamacho was imported, before torch; the training workers inherit it):
+    # spinning threads made a 2-thread forward take 560 ms instead of 60 ms beside a training job (PaDiM
+    # resnet18, 256 px, 2 cores).
     import uvicorn
 
     from hamacho.serve.app import create_app

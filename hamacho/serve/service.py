@@ -209,12 +209,14 @@ async def read_uploads(uploads: list[UploadFile], limit: int) -> tuple[list[tupl
 
 
 def thresholds_out(summary: RunSummary, version: int = 0, cuts: tuple[float, float] = (0.5, 0.5)) -> dict:
-    """``{"method", "version", "image": {"raw", "normalized", "source"}, "pixel": {...}, "false_alarms"}`` from a
-    model's summary and its current threshold version (number and normalized cuts; 0: the trained 0.5 and 0.5);
-    ``false_alarms`` (None unless the good-image rule set the threshold) holds the good images it used and the
-    expected false-alarm rate with its 95 % range (of the trained thresholds)."""
+    """``{"method", "rule", "version", "image": {"raw", "normalized", "source"}, "pixel": {...}, "false_alarms"}``
+    from a model's summary and its current threshold version (number and normalized cuts; 0: the trained 0.5 and
+    0.5); ``rule`` is what the method resolved to (``auto``: ``fpr``, ``f1-bounded`` or ``f1``; None for models
+    trained before it was recorded); ``false_alarms`` (None unless the good-image rule set or bounded the
+    threshold) holds the good images it used and the expected false-alarm rate with its 95 % range (of the
+    trained thresholds)."""
     calibration, given = summary.calibration, summary.thresholds
-    out: dict = {"method": given.get("method"), "version": version}
+    out: dict = {"method": given.get("method"), "rule": given.get("rule"), "version": version}
     for level, cut in zip(("image", "pixel"), cuts):
         trained = calibration.get(f"{level}_threshold")
         try:

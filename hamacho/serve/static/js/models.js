@@ -264,7 +264,7 @@ function thresholdsBlock(thresholds, synthetic) {
     return block;
   }
   const rows = [];
-  if (thresholds.method) rows.push(["Method", String(thresholds.method)]);
+  if (thresholds.method) rows.push(["Method", methodText(thresholds.method, thresholds.rule)]);
   if (thresholds.version) rows.push(["Version", `${thresholds.version}, saved on the Predict screen (training: 0.50)`]);
   for (const [key, label] of [["image", "Image (OK/NG)"], ["pixel", "Pixel (defect area)"]]) {
     const t = thresholds[key];
@@ -284,7 +284,7 @@ function thresholdsBlock(thresholds, synthetic) {
     rows.push([
       "Expected false alarms",
       `${percent(fa.expected_fpr)} of good parts`,
-      `95% range ${percent(fa.expected_fpr_low)}–${percent(fa.expected_fpr_high)}, from ${fa.good_images} good images (no defective images set the threshold).${few}`,
+      `95% range ${percent(fa.expected_fpr_low)}–${percent(fa.expected_fpr_high)}, from ${fa.good_images} good images (${FALSE_ALARM_SOURCE[thresholds.rule] || FALSE_ALARM_SOURCE.fpr}).${few}`,
     ]);
   }
   if (synthetic && isNumber(synthetic.flagged)) rows.push(syntheticRow(synthetic));
@@ -293,6 +293,18 @@ function thresholdsBlock(thresholds, synthetic) {
       h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, v, note ? h("span", { class: "help" }, note) : null))))),
   );
   return block;
+}
+
+/** How the expected false-alarm rate came about, by the rule that set the threshold. */
+const FALSE_ALARM_SOURCE = {
+  fpr: "no defective images set the threshold",
+  balanced: "the threshold weighs good images against defect scores, at most threshold.max_fpr false alarms",
+  "f1-bounded": "a few defective images moved the threshold within the good-image bounds",
+};
+
+/** "auto", or "auto (chose f1-bounded)" when the method resolved to another rule. */
+function methodText(method, rule) {
+  return rule && rule !== method ? `${method} (chose ${rule})` : String(method);
 }
 
 /** 0.0123 -> "1.2%", below 0.01 %: "<0.01%". */
