@@ -168,6 +168,7 @@ def score_locally(request: InferenceRequest, control: RunControl | None = None,
             collector.add(scored)
             pictures.add(scored)
             phase.advance(len(scored))
+            del scored  # only the picture writer keeps a batch's frame-sized arrays while the next is scored
         pictures.finish()
         collector.finish()
     write_results_csv(setup.output_dir / "results.csv", collector.rows)

@@ -202,16 +202,31 @@ class Predictor:
             image_threshold: Normalized cut of the OK/NG decision.
             pixel_threshold: Normalized cut of the predicted masks.
         """
+        valid = batch.valid
+        if valid.all() and self.framing.map_scores:
+            # Stitched or masked maps are fresh arrays of the framed runtime's own: kept as they are, rather than
+            # copied into NaN-filled stacks (two more frame-sized stacks per batch). A runtime's own outputs
+            # (plain framing) are copied below: some runtimes reuse their output buffers.
+            out = self.framed.run(batch.images, batch.inspected)
+            return self._decided(batch, out.raw_maps, out.raw_scores, out.maps, out.scores, image_threshold,
+                                 pixel_threshold)
         n = len(batch)
         raw_maps = np.full((n, *batch.images.shape[-2:]), np.nan, dtype=np.float32)
         raw_scores = np.full((n,), np.nan, dtype=np.float32)
         maps, scores = raw_maps.copy(), raw_scores.copy()
-        valid = batch.valid
         if valid.any():
             inspected = None if batch.inspected is None else batch.inspected[valid]
             out = self.framed.run(batch.images[valid], inspected)
             maps[valid], scores[valid], raw_maps[valid], raw_scores[valid] = (
                 out.maps, out.scores, out.raw_maps, out.raw_scores)
+        return self._decided(batch, raw_maps, raw_scores, maps, scores, image_threshold, pixel_threshold)
+
+    @staticmethod
+    def _decided(batch: Batch, raw_maps: np.ndarray, raw_scores: np.ndarray, maps: np.ndarray, scores: np.ndarray,
+                 image_threshold: float, pixel_threshold: float) -> ScoredBatch:
+        """The scored batch: float32 maps and scores with the decisions and masks at the cuts."""
+        raw_maps, raw_scores, maps, scores = (np.asarray(a, dtype=np.float32) for a in (raw_maps, raw_scores, maps,
+                                                                                         scores))
         pred_masks = decide(maps, pixel_threshold)
         if batch.inspected is not None:
             pred_masks &= batch.inspected

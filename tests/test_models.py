@@ -9,7 +9,7 @@ from torchvision.transforms.v2.functional import gaussian_blur
 from hamacho.models.anomaly_map import blur_matrix, gaussian_kernel_size
 from hamacho.models.backbone import build_feature_extractor
 from hamacho.models.bank_index import MemoryBankIndex
-from hamacho.models.coreset import greedy_coreset
+from hamacho.models.coreset import chunked_coreset, greedy_coreset
 from hamacho.models.gaussian import PositionGaussians
 from hamacho.models.knn import nearest_neighbors
 from hamacho.models.padim import PadimModel
@@ -94,6 +94,25 @@ def test_coreset_matches_plain_greedy_on_clustered_points():
     points = torch.cat([c + torch.randn(60, 32, generator=g) * 0.3 for c in centres])
     chosen = greedy_coreset(points, 150, seed=4)
     assert chosen.tolist() == _naive_greedy(points, 150, chosen[0].item())
+
+
+@pytest.mark.parametrize(("n", "count", "chunk"), [(1000, 100, 300), (1000, 7, 100), (1001, 1001, 250), (90, 9, 0)])
+def test_chunked_coreset_is_each_chunks_greedy_selection(n, count, chunk):
+    """Consecutive chunks of about ``chunk`` rows each keep their share (largest remainders, at least one
+    while centres last) by their own exact greedy selection, seeded seed + chunk number."""
+    points = torch.randn(n, 6, generator=torch.Generator().manual_seed(n + count))
+    chosen = chunked_coreset(points, count, seed=3, chunk=chunk).tolist()
+    assert len(chosen) == count and len(set(chosen)) == count
+    chunks = max(1, round(n / chunk)) if chunk else 1
+    bounds = [round(i * n / chunks) for i in range(chunks + 1)]
+    position = 0
+    for number, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        mine = [i for i in chosen if start <= i < end]
+        assert abs(len(mine) - (end - start) * count / n) < 1 + 1e-9  # its share, rounded either way
+        assert chosen[position : position + len(mine)] == mine  # chunk after chunk
+        position += len(mine)
+        if mine:
+            assert [i - start for i in mine] == greedy_coreset(points[start:end], len(mine), seed=3 + number).tolist()
 
 
 def test_coreset_covers_better_than_random():

@@ -53,3 +53,20 @@ def test_the_cli_waits_passively_unless_told_otherwise(given, expected):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
                             check=False)
     assert result.stdout.split()[-2:] == [expected, "False"], result.stderr  # set before any torch import
+
+
+@pytest.mark.parametrize(("first", "given", "expected"), [
+    ("hamacho", None, "PASSIVE"),  # a library user importing hamacho first gets passive waiting
+    ("hamacho", "ACTIVE", "ACTIVE"),  # their own setting wins
+    ("torch", None, "None"),  # torch first: OpenMP has read its settings, so hamacho changes nothing
+])
+def test_importing_the_library_waits_passively_before_torch(first, given, expected):
+    """The library's Predictor in a user's process is as fair to a busy core as the CLI (docs/api.md#threads)."""
+    code = f"import os, sys\nimport {first}\nimport hamacho\nprint(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == expected

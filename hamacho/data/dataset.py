@@ -22,6 +22,9 @@ from hamacho.data.framing import Framing
 from hamacho.data.resize import torch_loaded
 
 DECODE_CACHE_BYTES = 256 * 1024 * 1024  # decoded images kept for a second pass (about 1000 at 256 px)
+# Items larger than this are decoded again rather than kept: a tiled model's 1024 px frame and mask are 4 MB, and
+# keeping whole frames made a tiled run hold hundreds of MB that an untiled run of the same tiles does not.
+DECODE_CACHE_ITEM_BYTES = 2 * 1024 * 1024
 Source = Sample | np.ndarray  # an image file (with label and mask), or an array given by a program
 
 
@@ -32,23 +35,27 @@ class DecodeCache:
     Decoding a 900x900 PNG costs about as much as resnet18's forward pass on it, so the calibration pass
     keeps what it decoded (about 260 KB per image at 256 px) and the test pass takes it back: on MVTec
     bottle this takes 83 PNG decodes (about 1.4 s) off the test pass. Items are handed over once and
-    then dropped; images beyond the budget are simply decoded again.
+    then dropped; images beyond the budget, and items larger than ``item_bytes`` (the large frames of
+    tiled models, streamed rather than cached), are simply decoded again.
 
     Args:
         keep: Image files the later pass will read.
         budget_bytes: Most bytes of decoded items held.
+        item_bytes: Most bytes of one item kept.
     """
 
-    def __init__(self, keep: set[Path], budget_bytes: int = DECODE_CACHE_BYTES) -> None:
+    def __init__(self, keep: set[Path], budget_bytes: int = DECODE_CACHE_BYTES,
+                 item_bytes: int = DECODE_CACHE_ITEM_BYTES) -> None:
         self.keep = keep
         self.budget_bytes = budget_bytes
+        self.item_bytes = item_bytes
         self._items: dict[Path, Item] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
     def offer(self, path: Path, item: Item) -> None:
         """Keep an item for later if its image is wanted again and the budget allows."""
-        if path not in self.keep:
+        if path not in self.keep or item.nbytes() > self.item_bytes:
             return
         with self._lock:
             if path not in self._items and self._bytes + item.nbytes() <= self.budget_bytes:

@@ -25,6 +25,8 @@ dimensions). The selection is the plain algorithm's, up to near-ties within floa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -107,8 +109,47 @@ class _Cells:
         self.radius_sq[active] = radius
 
 
+def chunked_coreset(points: torch.Tensor, count: int, seed: int, chunk: int = 0,
+                    phase: Phase | None = None) -> torch.Tensor:
+    """Indices of ``count`` points: greedy k-center selection within consecutive chunks of ``chunk`` rows.
+
+    The exact greedy's cost grows with the points times the centres, both proportional to the training
+    images: quadratic (a 610-image set took 869 s). Here the rows (patches in image order) are cut into
+    chunks of about ``chunk`` rows, each chunk keeps its share of ``count`` by its own greedy selection, and
+    the bank is their union: every chunk costs the same, so the time grows linearly with the images. A
+    patch is still covered by a centre chosen among its own and neighbouring images' patches; the union
+    repeats common patterns across chunks, which costs no accuracy on bottle (docs/models.md#coreset).
+
+    Args:
+        points: (N, d) float points (projected features), in training order.
+        count: Number of points to choose, 1..N.
+        seed: Seed of the first centres (chunk i uses ``seed + i``).
+        chunk: Rows per chunk; 0 (or at least N): one greedy selection over every point.
+        phase: Told of the steps done (progress, stop requests).
+
+    Returns:
+        (count,) long tensor of distinct indices, chunk after chunk, each chunk's in selection order.
+    """
+    phase = phase or null_phase()
+    n = points.shape[0]
+    if not 1 <= count <= n:
+        raise ValueError(f"coreset size {count} must be between 1 and the number of points {n}")
+    chunks = max(1, round(n / chunk)) if chunk > 0 else 1
+    bounds = np.linspace(0, n, chunks + 1).round().astype(np.int64)
+    sizes = np.diff(bounds)
+    quota = np.maximum(1, np.floor(sizes * (count / n)).astype(np.int64))  # each chunk's share, at least 1
+    while quota.sum() > count:  # fewer centres than chunks: drop from the fullest shares
+        quota[int(quota.argmax())] -= 1
+    order = np.argsort(-(sizes * (count / n) - quota), kind="stable")  # largest remainders first
+    quota[order[: count - int(quota.sum())]] += 1
+    phase.set_total(count)
+    parts = [_greedy(points[start:end], int(size), seed + number, phase.advance) + start
+             for number, (start, end, size) in enumerate(zip(bounds[:-1], bounds[1:], quota)) if size > 0]
+    return torch.from_numpy(np.concatenate(parts))
+
+
 def greedy_coreset(points: torch.Tensor, count: int, seed: int, phase: Phase | None = None) -> torch.Tensor:
-    """Indices of ``count`` points chosen by greedy k-center selection.
+    """Indices of ``count`` points chosen by greedy k-center selection over all of them.
 
     Args:
         points: (N, d) float points (projected features).
@@ -120,10 +161,12 @@ def greedy_coreset(points: torch.Tensor, count: int, seed: int, phase: Phase | N
         (count,) long tensor of distinct indices, in selection order. Once every point is covered
         (duplicates only remain), the next unchosen indices are taken in order.
     """
-    phase = phase or null_phase()
+    return chunked_coreset(points, count, seed, 0, phase)
+
+
+def _greedy(points: torch.Tensor, count: int, seed: int, advance: Callable[[int], None]) -> np.ndarray:
+    """:func:`greedy_coreset`'s selection, telling ``advance`` of every step done (count in all)."""
     n = points.shape[0]
-    if not 1 <= count <= n:
-        raise ValueError(f"coreset size {count} must be between 1 and the number of points {n}")
     first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)))
     points = np.ascontiguousarray(points.detach().cpu().float().numpy())
     sq_norms = np.einsum("ij,ij->i", points, points)
@@ -139,11 +182,12 @@ def greedy_coreset(points: torch.Tensor, count: int, seed: int, phase: Phase | N
     min_sq = _squared_distances(points, points[first])
     min_sq[first] = 0
     cells = _Cells(count, min_sq)
-    phase.set_total(count)
-    phase.advance()
+    reported = 1
+    advance(1)
     for step in range(1, count):
         if step % STEPS_PER_REPORT == 0:
-            phase.advance(STEPS_PER_REPORT)
+            advance(step - reported)
+            reported = step
         new = cells.farthest(min_sq, step)
         if is_chosen[new]:  # every point is at distance 0 from a centre: only duplicates are left
             chosen[step:] = np.flatnonzero(~is_chosen)[: count - step]
@@ -178,5 +222,5 @@ def greedy_coreset(points: torch.Tensor, count: int, seed: int, phase: Phase | N
         cells.members.append(won_points)
         cells.radius_sq[step] = dist[closer].max() if won_points.size else 0.0
         cells.split(active, members, segment, won, min_sq)
-    phase.advance(count - phase.done)
-    return torch.from_numpy(chosen)
+    advance(count - reported)
+    return chosen

@@ -69,7 +69,7 @@ class AnomalyModule(pl.LightningModule):
         self.unreadable_training_files += [error for ok, error in zip(batch.valid.tolist(), batch.errors) if not ok]
         if not batch.valid.any():
             return
-        images = batch.images[batch.valid]
+        images = batch.images if batch.valid.all() else batch.images[batch.valid]  # no copy of whole frames
         with torch.no_grad():
             if self.framing is None or not self.framing.tiled:
                 self.model.update(torch.from_numpy(images).to(self.device))

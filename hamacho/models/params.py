@@ -73,6 +73,11 @@ class PatchcoreParams(ModelParams):
         help="Share of each batch's training patches kept (seeded) before the coreset. null: all of them, or "
              "with tiling 6 / tiles per image (at most 1): 25 tiles keep 0.24, which held training memory "
              "within 1.5x of a 256 px run (docs/benchmark.md).")
+    coreset_chunk: int = setting(
+        32768, at_least=0,
+        help="Training patches per greedy coreset selection (in image order; the bank is the union of the "
+             "chunks' selections), so fit time grows linearly with the images; 0: one selection over all "
+             "patches, whose time grows with their square (docs/models.md#coreset).")
 
     def for_tiles(self, tiles: int) -> PatchcoreParams:
         """``patch_sample: null`` resolved: keep every patch of up to 6 tiles' worth per image, so tiled

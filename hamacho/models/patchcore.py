@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hamacho.models.backbone import FeatureExtractor
 from hamacho.models.bank_index import MemoryBankIndex
 from hamacho.models.base import AnomalyModel
-from hamacho.models.coreset import greedy_coreset, random_projection
+from hamacho.models.coreset import chunked_coreset, random_projection
 from hamacho.models.knn import nearest_neighbors, nearest_neighbors_graph
 from hamacho.models.params import PatchcoreParams
 from hamacho.models.patch_store import PatchStore
@@ -33,6 +33,7 @@ class PatchcoreModel(AnomalyModel):
         search_pruning_dim: Principal components used to prune the exact nearest-neighbour search.
         patch_sample: Share of each batch's training patches kept (seeded) before the coreset; below 1 it
             bounds training memory and time where images give many patches (tiling).
+        coreset_chunk: Training patches per greedy coreset selection (0: one over all of them).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class PatchcoreModel(AnomalyModel):
         blur_sigma: float = 4.0,
         search_pruning_dim: int = 32,
         patch_sample: float = 1.0,
+        coreset_chunk: int = 0,
     ) -> None:
         super().__init__(feature_extractor, image_size, blur_sigma)
         self.seed = seed
@@ -61,6 +63,7 @@ class PatchcoreModel(AnomalyModel):
         self.index = MemoryBankIndex(self.embedding_dim, search_pruning_dim)
         self._store: PatchStore | None = None
         self.patch_sample = patch_sample
+        self.coreset_chunk = coreset_chunk
         self._batches = 0
 
     @property
@@ -112,7 +115,7 @@ class PatchcoreModel(AnomalyModel):
         if store is None or store.count == 0:
             raise RuntimeError("no training patches were added")
         count = max(1, math.ceil(self.coreset_ratio * store.count))
-        indices = greedy_coreset(store.projected(), count, self.seed, phase=phase)
+        indices = chunked_coreset(store.projected(), count, self.seed, self.coreset_chunk, phase=phase)
         self.index.build(store.gather(indices).to(self.index.bank.device))
         store.close()
         self._store = None
@@ -161,4 +164,5 @@ def build_patchcore(
         blur_sigma=params.blur_sigma,
         search_pruning_dim=params.search_pruning_dim,
         patch_sample=params.patch_sample or 1.0,
+        coreset_chunk=params.coreset_chunk,
     )

@@ -21,7 +21,7 @@ from hamacho.data.dataset import iter_batches
 from hamacho.data.discovery import Sample
 from hamacho.predictor import Predictor
 from hamacho.ray_engine.columns import to_columns
-from hamacho.resources import peak_rss_mb, wait_passively
+from hamacho.resources import peak_rss_mb
 
 
 def batch_runs(indices: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
@@ -53,7 +53,6 @@ class BlockScorer:
 
     def __init__(self, model_path: str, batch_size: int, image_cut: float, pixel_cut: float, arrays: bool,
                  device: str = "cpu") -> None:
-        wait_passively()  # before torch loads, as the CLI does
         self.predictor = Predictor.load(model_path, device=device, batch_size=batch_size)
         self.batch_size = batch_size
         self.image_cut = image_cut

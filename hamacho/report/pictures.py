@@ -20,6 +20,16 @@ from hamacho.settings import VisualizationSettings
 
 # Batches whose pictures may wait for the writer thread before the next batch waits for it.
 PENDING_BATCHES = 2
+# And the most bytes of scored batches waiting beyond one: a tiled model's batch of 8 frames of 1024 px is about
+# 100 MB, so its pictures are written one batch behind the scoring, not two.
+PENDING_BYTES = 64 * 1024 * 1024
+
+
+def scored_bytes(scored: ScoredBatch) -> int:
+    """Bytes of the arrays a scored batch holds (frames, masks, maps)."""
+    batch = scored.batch
+    arrays = (batch.images, batch.masks, batch.inspected, scored.raw_maps, scored.maps, scored.pred_masks)
+    return sum(a.nbytes for a in arrays if a is not None)
 
 
 class PictureWriter:
@@ -29,7 +39,8 @@ class PictureWriter:
     next batch (OpenCV releases the GIL): on MVTec bottle's 83 test images this takes the 0.9 s of
     picture writing off the test pass's critical path. At most :data:`PENDING_BATCHES` batches wait,
     :meth:`finish` returns only when every picture is on disk, and a failed write fails the run. Every
-    file is written atomically, so an interrupted run leaves whole pictures or none. Use it as a context
+    file is written atomically, so an interrupted run leaves whole pictures or none. Beyond one waiting batch,
+    at most :data:`PENDING_BYTES` of batches wait (large frames: one). Use it as a context
     manager: leaving early (an error, a stop request) drops the queued pictures and waits for the one
     being written.
 
@@ -49,7 +60,7 @@ class PictureWriter:
         self.written = 0
         self._show_gt = any(s.mask_path is not None for s in self.samples)
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: deque[Future[int]] = deque()
+        self._pending: deque[tuple[Future[int], int]] = deque()
 
     @property
     def active(self) -> bool:
@@ -66,22 +77,24 @@ class PictureWriter:
         """Hand one batch to the writer thread, first waiting while too many batches are queued."""
         if not self.active:
             return
-        while len(self._pending) >= PENDING_BATCHES:
-            self.written += self._pending.popleft().result()
+        size = scored_bytes(scored)
+        while self._pending and (len(self._pending) >= PENDING_BATCHES
+                                 or sum(n for _, n in self._pending) + size > PENDING_BYTES):
+            self.written += self._pending.popleft()[0].result()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hamacho-pictures")
-        self._pending.append(self._pool.submit(self._write, scored))
+        self._pending.append((self._pool.submit(self._write, scored), size))
 
     def finish(self) -> None:
         """Wait for every queued picture (raising the first failure) and stop the writer thread."""
         try:
             while self._pending:
-                self.written += self._pending.popleft().result()
+                self.written += self._pending.popleft()[0].result()
         finally:
             self._stop()
 
     def _stop(self) -> None:
-        for future in self._pending:
+        for future, _ in self._pending:
             future.cancel()
         self._pending.clear()
         if self._pool is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import zlib
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -71,6 +72,59 @@ class Example:
 
 
 Key = tuple[float, float]
+_PACKED_FIELDS = ("image", "norm_map", "pred_mask", "gt_mask", "inspected")
+PACK_MIN_BYTES = 1024 * 1024  # examples of frames above about 512 px are packed while they wait
+
+
+@dataclass(frozen=True)
+class Packed:
+    """An array kept zlib-compressed (level 1) while it waits for the report: a tiled model's example (frame
+    pictures of 768 px) is 4 MB raw and about a third of that packed; unpacked, it is the same to the bit."""
+
+    data: bytes
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> Packed:
+        """Pack an array."""
+        array = np.ascontiguousarray(array)
+        return cls(zlib.compress(array.tobytes(), 1), array.shape, array.dtype.str)
+
+    def unpack(self) -> np.ndarray:
+        """The array, writable."""
+        return np.frombuffer(zlib.decompress(self.data), dtype=self.dtype).reshape(self.shape).copy()
+
+
+@dataclass(frozen=True)
+class PackedExample:
+    """An :class:`Example` whose arrays wait packed (:class:`Packed`; None stays None)."""
+
+    name: str
+    label: str
+    normalized_score: float
+    decision: str
+    arrays: dict[str, Packed | None]
+
+    def unpack(self) -> Example:
+        """The example, with its arrays as they were."""
+        arrays = {key: None if value is None else value.unpack() for key, value in self.arrays.items()}
+        return Example(self.name, self.label, self.normalized_score, self.decision, **arrays)  # type: ignore[arg-type]
+
+
+def pack(example: Example, min_bytes: int = PACK_MIN_BYTES) -> Example | PackedExample:
+    """The example with its arrays packed when they hold at least ``min_bytes``; smaller ones are kept as they are
+    (packing would cost more time than it saves memory)."""
+    arrays = {name: getattr(example, name) for name in _PACKED_FIELDS}
+    if sum(a.nbytes for a in arrays.values() if a is not None) < min_bytes:
+        return example
+    return PackedExample(example.name, example.label, example.normalized_score, example.decision,
+                         {name: None if a is None else Packed.of(a) for name, a in arrays.items()})
+
+
+def unpack(example: Example | PackedExample) -> Example:
+    """An example as :func:`pack` took it."""
+    return example.unpack() if isinstance(example, PackedExample) else example
 
 
 def rank_keys(label: str, unclipped: float, cut: float, decision: str) -> dict[str, Key]:
@@ -95,7 +149,7 @@ def rank_keys(label: str, unclipped: float, cut: float, decision: str) -> dict[s
 
 
 class ExampleTracker:
-    """Keeps the top ``n`` candidates of each group (see module docstring).
+    """Keeps the top ``n`` candidates of each group (see module docstring), packed (:func:`pack`) until asked for.
 
     Args:
         n: Examples per group (0 keeps nothing).
@@ -103,7 +157,7 @@ class ExampleTracker:
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self._heaps: dict[str, list[tuple[Key, int, Example]]] = {group: [] for group in GROUPS}
+        self._heaps: dict[str, list[tuple[Key, int, Example | PackedExample]]] = {group: [] for group in GROUPS}
         self._counter = itertools.count()  # stable tie-break: earlier images win
 
     def wants(self, keys: dict[str, Key]) -> bool:
@@ -116,9 +170,10 @@ class ExampleTracker:
         """Add the example to every group where it ranks among the top ``n``."""
         if self.n <= 0:
             return
+        packed = pack(example)
         for group, key in keys.items():
             heap = self._heaps[group]
-            entry = (key, -next(self._counter), example)
+            entry = (key, -next(self._counter), packed)
             if len(heap) < self.n:
                 heapq.heappush(heap, entry)
             elif key > heap[0][0]:
@@ -126,7 +181,7 @@ class ExampleTracker:
 
     def group(self, name: str) -> list[Example]:
         """The group's examples, first-ranked first."""
-        return [entry[2] for entry in sorted(self._heaps[name], key=lambda e: (e[0], e[1]), reverse=True)]
+        return [unpack(entry[2]) for entry in sorted(self._heaps[name], key=lambda e: (e[0], e[1]), reverse=True)]
 
     def best(self, exclude: Collection[str] = ()) -> list[Example]:
         """Best ``n`` labelled examples: defective and good in turn, clearest first.

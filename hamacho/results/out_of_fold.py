@@ -37,7 +37,7 @@ def _input_batches(samples: Sequence[Sample], framing: Framing, batch_size: int,
     import torch
 
     for batch in iter_batches(samples, framing, batch_size):
-        images = batch.images[batch.valid]
+        images = batch.images if batch.valid.all() else batch.images[batch.valid]  # no copy of whole frames
         if not len(images):
             continue
         if not framing.tiled:
@@ -74,4 +74,6 @@ def out_of_fold_scores(model: Any, source: Any, samples: Sequence[Sample], setti
         for scored in predictor.score_samples(chosen):
             scores.append(scored.raw_scores[scored.batch.valid].astype(np.float64))
             phase.advance(len(scored))
+            del scored  # frame-sized maps: not kept while the next batch is scored
+        del fold_model, predictor  # one fold's model at a time: freed before the next one is made
     return np.concatenate(scores) if scores else np.zeros(0)

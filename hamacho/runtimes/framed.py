@@ -41,6 +41,10 @@ class FramedRuntime:
     def run(self, images: np.ndarray, inspected: np.ndarray | None = None) -> RuntimeOutput:
         """Maps at the frame size (0 where not inspected) and image scores, raw and normalized.
 
+        Frame-sized work is done in place and one frame at a time (the same arithmetic, so the same values
+        to the bit as whole-stack operations): a batch holds its raw and its normalized maps, not the
+        stack-sized temporaries of masking and normalizing.
+
         Args:
             images: uint8 (B, 3, H, W) frames.
             inspected: bool (B, H, W), the inspected pixels; None for all.
@@ -50,24 +54,29 @@ class FramedRuntime:
             out = self.runtime.run(images)
             if not framing.map_scores:
                 return out
-            raw_maps = out.raw_maps
+            raw_maps = np.array(out.raw_maps)  # our own copy (the runtime's dtype): masked in place below
         else:
             raw_maps = self.stitched_raw_maps(images)
-        if inspected is not None:
-            raw_maps = np.where(inspected, raw_maps, np.float32(0.0))
-            masked = np.where(inspected, raw_maps, -np.inf).reshape(len(raw_maps), -1).max(axis=1)
-            raw_scores = np.where(np.isfinite(masked), masked, 0.0).astype(np.float32)
-        else:
-            raw_scores = raw_maps.reshape(len(raw_maps), -1).max(axis=1)
+        raw_scores = np.zeros(len(raw_maps), dtype=raw_maps.dtype if inspected is None else np.float32)
+        for i, raw in enumerate(raw_maps):
+            if inspected is None:
+                raw_scores[i] = raw.max()
+                continue
+            raw[~inspected[i]] = 0.0
+            if inspected[i].any():
+                raw_scores[i] = raw[inspected[i]].max()
         cal = self.runtime.calibration
-        maps = normalize(raw_maps, cal["pixel_threshold"], cal["pixel_min"], cal["pixel_max"]).astype(np.float32)
-        if inspected is not None:
-            maps[~inspected] = 0.0
+        maps = np.empty(raw_maps.shape, dtype=np.float32)
+        for i, raw in enumerate(raw_maps):
+            maps[i] = normalize(raw, cal["pixel_threshold"], cal["pixel_min"], cal["pixel_max"])
+            if inspected is not None:
+                maps[i][~inspected[i]] = 0.0
         scores = normalize(raw_scores, cal["image_threshold"], cal["image_min"], cal["image_max"]).astype(np.float32)
         return RuntimeOutput(maps, scores, raw_maps.astype(np.float32, copy=False), raw_scores)
 
     def stitched_raw_maps(self, images: np.ndarray) -> np.ndarray:
-        """Raw maps (B, H, W) of frames scored tile by tile, overlaps averaged."""
+        """Raw maps (B, H, W) of frames scored tile by tile, overlaps averaged (stitched into one
+        preallocated stack, tiles cut one batch at a time)."""
         tile = self.framing.input_size
         sums = np.zeros((images.shape[0], *self.framing.frame), dtype=np.float32)
         for tiles, where in iter_tiles(images, self._origins, tile, self.batch_size):

@@ -37,6 +37,9 @@ class OnnxRuntime(ExportedRuntime):
         # of 375 MiB, at the same speed.
         options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
         options.enable_mem_pattern = False
+        # ONNX Runtime's own thread pool spins while it waits, like OpenMP's by default: on a line PC whose other
+        # work keeps a core busy that halves the throughput (benchmarks/busy_core.py, docs/benchmark.md#busy-machine).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._run_options = ort.RunOptions()
         self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.session = ort.InferenceSession(str(folder / metadata["graph"]), options, providers=providers)
