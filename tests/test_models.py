@@ -1,5 +1,6 @@
 """Model building blocks: blur, Gaussians, coreset, nearest neighbours, batch independence."""
 
+import itertools
 import math
 
 import pytest
@@ -106,7 +107,7 @@ def test_chunked_coreset_is_each_chunks_greedy_selection(n, count, chunk):
     chunks = max(1, round(n / chunk)) if chunk else 1
     bounds = [round(i * n / chunks) for i in range(chunks + 1)]
     position = 0
-    for number, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for number, (start, end) in enumerate(itertools.pairwise(bounds)):
         mine = [i for i in chosen if start <= i < end]
         assert abs(len(mine) - (end - start) * count / n) < 1 + 1e-9  # its share, rounded either way
         assert chosen[position : position + len(mine)] == mine  # chunk after chunk
