@@ -63,9 +63,15 @@ def paste_defect(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) 
     mask[shape > 0] = 255
 
 
-def build_dataset(out: Path, side: int, n_train: int, n_good: int, n_defect: int, seed: int) -> Path:
-    """The high-resolution set in MVTec layout under ``out/bottle_hr`` (reused when already built)."""
-    root = out / f"bottle_hr_{side}_{n_train}_{n_good}_{n_defect}_{seed}"
+def build_dataset(out: Path, side: int | tuple[int, int], n_train: int, n_good: int, n_defect: int,
+                  seed: int) -> Path:
+    """The high-resolution set in MVTec layout under ``out/bottle_hr`` (reused when already built).
+
+    ``side``: square frames of that side, or (width, height) frames (e.g. a 2448x2048 camera's).
+    """
+    width, height = (side, side) if isinstance(side, int) else side
+    name = str(side) if isinstance(side, int) else f"{width}x{height}"
+    root = out / f"bottle_hr_{name}_{n_train}_{n_good}_{n_defect}_{seed}"
     if (root / "done").is_file():
         return root
     shutil.rmtree(root, ignore_errors=True)
@@ -76,7 +82,7 @@ def build_dataset(out: Path, side: int, n_train: int, n_good: int, n_defect: int
     good = sorted((BOTTLE / "test" / "good").glob("*.png"))[:n_good]
 
     def upscaled(path: Path) -> np.ndarray:
-        return cv2.resize(cv2.imread(str(path)), (side, side), interpolation=cv2.INTER_CUBIC)
+        return cv2.resize(cv2.imread(str(path)), (width, height), interpolation=cv2.INTER_CUBIC)
 
     def write(path: Path, image: np.ndarray) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +93,7 @@ def build_dataset(out: Path, side: int, n_train: int, n_good: int, n_defect: int
     for i, path in enumerate(good):
         write(root / "test" / "good" / f"{i:03d}.png", upscaled(path))
     for i, path in enumerate(spare):
-        image, mask = upscaled(path), np.zeros((side, side), dtype=np.uint8)
+        image, mask = upscaled(path), np.zeros((height, width), dtype=np.uint8)
         for _ in range(int(rng.integers(1, 3))):
             paste_defect(image, mask, rng)
         write(root / "test" / "small" / f"{i:03d}.png", image)

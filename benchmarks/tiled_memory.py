@@ -24,57 +24,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.highres import BOTTLE, WEIGHTS, paste_defect
+from benchmarks.highres import BOTTLE, WEIGHTS, build_dataset
 
 CONFIGS = {
     "plain": ["dataset.image_size=256"],
     "tiled": ["dataset.tiling.tile_size=256", "dataset.tiling.stride=256", "dataset.tiling.resize=1024"],
 }
 MODEL_OVERRIDES = {"padim": [], "patchcore": ["model.coreset_ratio=0.01"]}
-
-
-def build_dataset(out: Path, width: int, height: int, n_train: int, n_good: int, n_defect: int, seed: int) -> Path:
-    """The set in MVTec layout under ``out`` (reused when already built); returns its root."""
-    root = out / f"bottle_{width}x{height}_{n_train}_{n_good}_{n_defect}_{seed}"
-    if (root / "done").is_file():
-        return root
-    shutil.rmtree(root, ignore_errors=True)
-    rng = np.random.default_rng(seed)
-    train = sorted((BOTTLE / "train" / "good").glob("*.png"))
-    order = rng.permutation(len(train))
-    fit = [train[i] for i in order[:n_train]]
-    spare = [train[i] for i in order[n_train : n_train + n_defect]]
-    good = sorted((BOTTLE / "test" / "good").glob("*.png"))[:n_good]
-
-    def upscaled(path: Path) -> np.ndarray:
-        return cv2.resize(cv2.imread(str(path)), (width, height), interpolation=cv2.INTER_CUBIC)
-
-    def write(path: Path, image: np.ndarray) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-
-    for i, path in enumerate(fit):
-        write(root / "train" / "good" / f"{i:03d}.png", upscaled(path))
-    for i, path in enumerate(good):
-        write(root / "test" / "good" / f"{i:03d}.png", upscaled(path))
-    for i, path in enumerate(spare):
-        image, mask = upscaled(path), np.zeros((height, width), dtype=np.uint8)
-        for _ in range(int(rng.integers(1, 3))):
-            paste_defect(image, mask, rng)
-        write(root / "test" / "small" / f"{i:03d}.png", image)
-        write(root / "ground_truth" / "small" / f"{i:03d}_mask.png", mask)
-    (root / "done").write_text("ok\n")
-    return root
 
 
 def run_child(command: list[str]) -> tuple[float, float]:
@@ -145,7 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     if not Path(args.weights).is_file() or not BOTTLE.is_dir():
         sys.exit(f"needs {BOTTLE} and the mobilenet_v2 weights ({args.weights})")
-    data = build_dataset(args.out, args.width, args.height, args.train, args.good, args.defective, args.seed)
+    data = build_dataset(args.out, (args.width, args.height), args.train, args.good, args.defective, args.seed)
     rows = []
     for model in args.models:
         for config in args.configs:
