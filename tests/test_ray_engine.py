@@ -198,3 +198,36 @@ def test_a_file_list_is_an_input_of_the_local_engine_too(tmp_path):
     (tmp_path / "list.txt").write_text(f"# archive\n{good[0]}\n\n{bad[0]}\n")
     samples, _ = discover_inference_inputs(tmp_path / "list.txt")
     assert [(s.label, s.defect_type) for s in samples] == [(None, "unknown"), (None, "unknown")]
+
+
+class _FlakyRay:
+    """``ray.init`` failing ``failures`` times the way Ray Client's per-session server does as it dies."""
+
+    def __init__(self, failures: int, message: str = "Initialization failure from server:\n") -> None:
+        self.failures, self.message, self.calls, self.shutdowns = failures, message, 0, 0
+
+    def init(self, **kwargs) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionAbortedError(self.message)
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+@pytest.mark.parametrize(("address", "failures", "message", "calls", "raised"), [
+    ("ray://127.0.0.1:10001", 2, "Initialization failure from server:\n", 3, False),  # tried again: joined
+    ("ray://127.0.0.1:10001", 3, "Initialization failure from server:\n", 3, True),  # at most 3 attempts
+    ("127.0.0.1:6379", 1, "Initialization failure from server:\n", 1, True),  # not Ray Client: no retry
+    ("ray://127.0.0.1:10001", 1, "Permission denied: bad token", 1, True),  # another failure: no retry
+])
+def test_ray_client_sessions_that_die_as_they_start_are_tried_again(address, failures, message, calls, raised):
+    from hamacho.ray_engine.connection import _init
+
+    ray = _FlakyRay(failures, message)
+    if raised:
+        with pytest.raises(ConnectionAbortedError):
+            _init(ray, address, {})
+    else:
+        _init(ray, address, {})
+    assert ray.calls == calls and ray.shutdowns == calls - 1

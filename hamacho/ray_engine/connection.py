@@ -20,6 +20,7 @@ from typing import Any
 from hamacho.data.decoding import _quiet_stderr  # the process's one switch of file descriptor 2
 from hamacho.errors import HamachoError, first_line
 
+CLIENT_ATTEMPTS = 3  # Ray Client's per-session server sometimes dies as it starts (below)
 INSTALL_HINT = "pip install 'hamacho[ray]'"
 REACH_SECONDS = 5.0  # a TCP connection to the head's port, before Ray is asked (it would retry for minutes)
 PROBE_SECONDS = 180.0  # the nodes' answer to "can you read these files" (a busy node starts a worker first)
@@ -148,7 +149,7 @@ def ray_session(address: str | None) -> Iterator[None]:
     sigterm = signal.getsignal(signal.SIGTERM) if main else None
     try:
         with _environment(environment), _quiet_stderr:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR, **start)
+            _init(ray, address, start)
     except Exception as exc:  # ConnectionError, RuntimeError, version or token mismatches: all one line
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise RayEngineError(f"cannot start or join {where}: {first_line(exc)}") from exc
@@ -277,3 +278,20 @@ def ray_failure(exc: BaseException, note: str) -> HamachoError:
     told = next((cause for cause in causes if str(cause).strip()), causes[-1])
     return RayEngineError(f"the Ray pipeline failed: {type(told).__name__}: {first_line(ANSI.sub('', str(told)))} "
                           f"({note})")
+
+
+
+def _init(ray: Any, address: str | None, start: dict[str, Any]) -> None:
+    """``ray.init``; through Ray Client, tried up to :data:`CLIENT_ATTEMPTS` times when the head's per-session
+    server dies as it starts ("Initialization failure from server": ray-project/ray#63202, a gRPC race when the
+    client proxy forks it, a few percent of connections; seen in this project's CI). Nothing has run on the
+    cluster before a connection succeeds, so trying again is safe."""
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR, **start)
+            return
+        except Exception as exc:  # ConnectionAbortedError, or a RuntimeError around it
+            transient = "Initialization failure from server" in f"{exc} {exc.__cause__ or ''}"
+            if not (address or "").startswith("ray://") or not transient or attempt == CLIENT_ATTEMPTS:
+                raise
+            ray.shutdown()
