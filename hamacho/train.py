@@ -143,10 +143,10 @@ def run_training(settings: Settings, control: RunControl | None = None,
     again = repeated_paths(splits)
     cache = DecodeCache(again) if again else None  # test images also used for calibration: decoded once
     out_of_fold_steps = 2 * len(splits.train) if fold_source is not None else 0
+    goods = sum(1 for s in splits.calibration if s.label == 0)  # synthetic defects go on (some of) these
     placing = None
     if chosen_rule == "balanced" and not defects:
         # method balanced without real defects: synthetic ones (another seed than the recall estimate's) place it
-        goods = sum(1 for s in splits.calibration if s.label == 0)
         with control.phase("synthetic defects", total=min(goods, rule.synthetic_images)) as phase:
             placing = synthetic_scores(predictor, splits.calibration, rule.synthetic_images, seed + 1, phase.advance)
     with control.phase("calibration", total=len(splits.calibration) + out_of_fold_steps) as phase:
@@ -172,7 +172,6 @@ def run_training(settings: Settings, control: RunControl | None = None,
     synthetic = None
     if not defects and settings.threshold.synthetic_images:
         # good images only: what the threshold would catch, estimated on synthetic defects (labelled so)
-        goods = sum(1 for s in splits.calibration if s.label == 0)
         with control.phase("synthetic defects", total=min(goods, settings.threshold.synthetic_images)) as phase:
             synthetic = synthetic_recall(predictor, splits.calibration, settings.threshold.synthetic_images, seed,
                                          phase.advance)
