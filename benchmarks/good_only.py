@@ -84,12 +84,21 @@ def product_on_unseen(model: str, args: argparse.Namespace, folds: int) -> dict:
     defect_scores = np.array([p.raw_score for p in predictor.predict(defects)])
     t = result.calibration["image_threshold"]
     fpr, recall = float((good_scores >= t).mean()), float((defect_scores >= t).mean())
-    return {"model": model, "method": args.method, "folds": folds,
+    # anomalib's rule without defects on the same model: the highest held-out (validation) good score, NG
+    # strictly above; the held-out images are the run's calibration images, scored in its test pass
+    held = np.array([r.raw_score for r in result.rows if r.decision], dtype=np.float64)
+    peer_fpr = float(flagged("anomalib", good_scores, held.max()).mean())
+    peer_recall = float(flagged("anomalib", defect_scores, held.max()).mean())
+    return {"model": model, "method": args.method, "folds": folds, "train_images": args.train_images,
+            "seed": args.seed, "image_auroc": image_auroc(good_scores, defect_scores),
+            "anomalib_rule": {"held_out": int(held.size), "fpr": peer_fpr, "recall": peer_recall,
+                              "balanced_accuracy": (1 - peer_fpr + peer_recall) / 2},
             "good_images": result.summary.thresholds.get("good_images"),
             "expected_fpr_high": result.summary.thresholds.get("expected_fpr_high"), "fpr": fpr, "recall": recall,
             "balanced_accuracy": (1 - fpr + recall) / 2,
             "best_balanced_accuracy": best_balanced_accuracy(good_scores, defect_scores),
-            "calibration_seconds": result.timings["calibration_seconds"], "peak_rss_mb": result.timings["peak_rss_mb"],
+            "calibration_seconds": result.timings["calibration_seconds"], "fit_seconds": result.timings["fit_seconds"],
+            "peak_rss_mb": result.timings["peak_rss_mb"],
             # the product's estimate of recall from synthetic defects on its held-out good images, beside the
             # recall measured on the category's real defects
             "synthetic_recall": (result.summary.synthetic_recall or {}).get("flagged"),
@@ -159,6 +168,12 @@ def measure(model: str, args: argparse.Namespace) -> dict:
             "scores": {"held_out": held.tolist(), "test_good": test_good.tolist(), "defects": defect_scores.tolist()}}
 
 
+def image_auroc(goods: np.ndarray, defects: np.ndarray) -> float:
+    """Raw-score image AUROC (ties count half): how well the model separates, whatever the threshold."""
+    above = (defects[:, None] > goods[None, :]).mean() + 0.5 * (defects[:, None] == goods[None, :]).mean()
+    return float(above)
+
+
 def best_balanced_accuracy(goods: np.ndarray, defects: np.ndarray) -> float:
     """The best balanced accuracy any single threshold reaches on these scores (NG at or above)."""
     cuts = np.unique(np.concatenate([goods, defects]))
@@ -195,10 +210,45 @@ def table(report: dict, peer: Path | None) -> str:
     return "\n".join(lines)
 
 
+def run_line(run: dict) -> str:
+    """One unseen run, as a progress line."""
+    return (f"{run['model']} n={run['train_images'] or 'all'} seed={run['seed']} folds={run['folds']}: "
+            f"AUROC {run['image_auroc']:.3f} FPR {run['fpr']:.3f} recall {run['recall']:.3f} "
+            f"balanced {run['balanced_accuracy']:.3f} / best {run['best_balanced_accuracy']:.3f}; anomalib's rule "
+            f"FPR {run['anomalib_rule']['fpr']:.3f} recall {run['anomalib_rule']['recall']:.3f}")
+
+
+def unseen_table(runs: list[dict]) -> str:
+    """Markdown: per model, calibration and train-image count, the mean over seeds (worst seed for the ratios)
+    of the product's automatic threshold beside anomalib's highest-held-out-score rule on the same model."""
+    header = ("| model | train images | calibration | seeds | image AUROC | good images | FPR on test/good | recall | "
+              "synthetic recall (estimate) | balanced acc. | / best (worst seed) | anomalib's rule: FPR | recall | "
+              "/ best (worst seed) | calibration s |")
+    lines = [header, "|" + "---|" * 15]
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["model"], run["method"], run["train_images"] or 0, run["folds"]), []).append(run)
+    for (model, _method, size, folds), group in groups.items():
+        def mean(key: str, rows: list[dict] = group) -> float:
+            return float(np.mean([r[key] for r in rows]))
+        ratio = [r["balanced_accuracy"] / r["best_balanced_accuracy"] for r in group]
+        peer = [r["anomalib_rule"] for r in group]
+        peer_ratio = [p["balanced_accuracy"] / r["best_balanced_accuracy"] for p, r in zip(peer, group)]
+        synthetic = [r["synthetic_recall"] for r in group if r["synthetic_recall"] is not None]
+        lines.append(
+            f"| {model} | {size or 'all'} | {'held-out + out-of-fold' if folds else 'held-out only'} | {len(group)} | "
+            f"{mean('image_auroc'):.3f} | {mean('good_images'):.0f} | {mean('fpr'):.3f} | {mean('recall'):.3f} | "
+            f"{np.mean(synthetic) if synthetic else float('nan'):.3f} | {mean('balanced_accuracy'):.3f} | "
+            f"{np.mean(ratio):.2f} ({min(ratio):.2f}) | {np.mean([p['fpr'] for p in peer]):.3f} | "
+            f"{np.mean([p['recall'] for p in peer]):.3f} | {np.mean(peer_ratio):.2f} ({min(peer_ratio):.2f}) | "
+            f"{mean('calibration_seconds'):.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", required=True, help="Category folder in MVTec AD layout.")
+    parser.add_argument("--dataset", help="Category folder in MVTec AD layout.")
     parser.add_argument("--models", nargs="+", default=["padim", "patchcore"])
     parser.add_argument("--backbone", default="mobilenet_v2")
     parser.add_argument("--weights", required=True, help="Backbone weights file (or none).")
@@ -214,21 +264,38 @@ def main(argv: list[str] | None = None) -> int:
                         help="With --unseen: threshold.method of the product's run [auto].")
     parser.add_argument("--train-images", type=int, default=None,
                         help="Train on a seeded sample of this many train/good images [all].")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="With --unseen: train-image counts to run (0: all) [--train-images].")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="With --unseen: seeds to run [--seed].")
+    parser.add_argument("--small-defects", action="store_true",
+                        help="Run on bottle (--dataset, or ../shared's) upscaled to 1024 px with benchmarks/highres.py's "
+                             "small synthetic defects (169 train, 20 good and 40 defective test images; built once "
+                             "under --out).")
     parser.add_argument("--peer", nargs="*", default=[], help="result.json of peer good-only runs, per model.")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if not args.dataset and not args.small_defects:
+        parser.error("give --dataset or --small-defects")
+    if args.small_defects:  # bottle with highres.py's small synthetic defects (a hard set), built once
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import highres
+
+        highres.BOTTLE = Path(args.dataset or highres.BOTTLE).resolve()  # --dataset: the bottle to start from
+        if not (highres.BOTTLE / "train" / "good").is_dir():
+            parser.error(f"--small-defects needs MVTec bottle at {highres.BOTTLE} (give it as --dataset)")
+        args.dataset = str(highres.build_dataset(Path(args.out), 1024, 169, 20, 40, seed=0))
     if args.unseen:
-        runs = [product_on_unseen(model, args, folds) for model in args.models for folds in args.folds]
-        print("| model | method | calibration | good images | FPR on test/good | recall | synthetic recall (estimate) | "
-              "balanced acc. | best | calibration s |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        for run in runs:
-            how = "held-out + out-of-fold" if run["folds"] else "held-out only"
-            synthetic = "n/a" if run["synthetic_recall"] is None else f"{run['synthetic_recall']:.3f}"
-            print(f"| {run['model']} | {run['method']} | {how} | {run['good_images']} | {run['fpr']:.3f} | {run['recall']:.3f} | "
-                  f"{synthetic} | {run['balanced_accuracy']:.3f} | {run['best_balanced_accuracy']:.3f} | "
-                  f"{run['calibration_seconds']:.1f} |")
-        Path(args.out, "good_only_unseen.json").write_text(json.dumps(runs, indent=2))
+        runs = []
+        for size in args.sizes or [args.train_images]:
+            for seed in args.seeds or [args.seed]:
+                for model in args.models:
+                    for folds in args.folds:
+                        run_args = argparse.Namespace(**{**vars(args), "train_images": size or None, "seed": seed,
+                                                         "out": str(Path(args.out) / f"n{size}-s{seed}")})
+                        runs.append(product_on_unseen(model, run_args, folds))
+                        print(run_line(runs[-1]), file=sys.stderr, flush=True)
+                        Path(args.out, "good_only_unseen.json").write_text(json.dumps(runs, indent=2))
+        print(unseen_table(runs))
         return 0
     reports = [measure(model, args) for model in args.models]
     peers = dict(zip(args.models, [Path(p) for p in args.peer])) if args.peer else {}
