@@ -264,13 +264,14 @@ def test_interrupted_model_save_keeps_the_previous_file(trained, tmp_path, monke
 TRAIN_PHASES = ["loading", "feature extraction", "fit", "calibration", "test", "report", "saving"]
 
 
-def _train_and_stop(tmp_path: Path, phase: str, sig: int = signal.SIGINT, model: str = "padim"):
-    """Start `hamacho train`, wait until it pauses inside ``phase`` (tests/seams/hamacho_pause_hook.py), then signal it.
+def _start_paused(tmp_path: Path, phase: str, model: str = "padim",
+                  root: Path | None = None) -> tuple[subprocess.Popen, Path, Path]:
+    """Start `hamacho train` on ``root`` (made in ``tmp_path`` when None) that pauses inside ``phase``
+    (tests/seams/hamacho_pause_hook.py) until stopped.
 
-    The hook makes the run announce itself in a marker file and wait for the stop request, so the signal
-    always arrives inside the chosen phase, however busy the machine is.
+    Returns the process, the marker file the run writes when it pauses there, and its result folder.
     """
-    root = tmp_path / "parts"
+    root = root or tmp_path / "parts"
     if not root.exists():
         make_dataset(root, n_train=12, n_good=2, n_defect=2, size=64)
     out = tmp_path / "out"
@@ -280,7 +281,15 @@ def _train_and_stop(tmp_path: Path, phase: str, sig: int = signal.SIGINT, model:
            str(out), "--image-size", "64", "--backbone", "resnet18", "--backbone-weights", "none", "--batch-size",
            "4", "--quiet"]
     env = {**os.environ, **pause_env(phase, marker)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env), marker, out
+
+
+def _stop_when_paused(proc: subprocess.Popen, marker: Path, phase: str, sig: int = signal.SIGINT) -> tuple[int, str, str]:
+    """Wait until the run pauses inside ``phase``, then signal it; its exit code, stdout and stderr.
+
+    The hook makes the run announce itself in a marker file and wait for the stop request, so the signal
+    always arrives inside the chosen phase, however busy the machine is.
+    """
     deadline = time.monotonic() + 600
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -290,12 +299,39 @@ def _train_and_stop(tmp_path: Path, phase: str, sig: int = signal.SIGINT, model:
     assert marker.read_text().strip() == phase
     proc.send_signal(sig)
     out_text, err = proc.communicate(timeout=600)
-    return proc.returncode, out_text, err, out
+    return proc.returncode, out_text, err
+
+
+def _train_and_stop(tmp_path: Path, phase: str, sig: int = signal.SIGINT, model: str = "padim"):
+    """Start `hamacho train`, wait until it pauses inside ``phase``, then signal it."""
+    proc, marker, out = _start_paused(tmp_path, phase, model)
+    return (*_stop_when_paused(proc, marker, phase, sig), out)
+
+
+@pytest.fixture(scope="module")
+def stopped_in_each_phase(tmp_path_factory) -> dict[str, tuple[int, str, str, Path]]:
+    """One run stopped with Ctrl-C in each training phase. The runs start together (each waits in its phase
+    until stopped, so starting them at once races nothing) and share the cores pytest leaves idle."""
+    base = tmp_path_factory.mktemp("phases")
+    make_dataset(base / "parts", n_train=12, n_good=2, n_defect=2, size=64)
+    started = {}
+    for phase in TRAIN_PHASES:
+        folder = base / phase.replace(" ", "_")
+        folder.mkdir()
+        started[phase] = _start_paused(folder, phase, root=base / "parts")
+    try:
+        return {phase: (*_stop_when_paused(proc, marker, phase), out)
+                for phase, (proc, marker, out) in started.items()}
+    finally:
+        for proc, _, _ in started.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 @pytest.mark.parametrize("phase", TRAIN_PHASES)
-def test_ctrl_c_in_any_phase_of_training_leaves_no_model_file(tmp_path, phase):
-    code, out_text, err, out = _train_and_stop(tmp_path, phase)
+def test_ctrl_c_in_any_phase_of_training_leaves_no_model_file(stopped_in_each_phase, phase):
+    code, out_text, err, out = stopped_in_each_phase[phase]
     assert code == 130, err
     lines = err.strip().splitlines()  # notes on the calibration may come first (2 defective images: few)
     assert lines[-1] == f"Interrupted during {phase}; no model file was written.", err
