@@ -54,6 +54,15 @@ def test_a_job_of_good_images_only_trains_and_its_model_predicts(tmp_path, datab
         assert (synthetic["images"], synthetic["defects"]) == (2, 6) and 0 <= synthetic["flagged"] <= 1
         assert synthetic["flagged"] == pytest.approx(sum(synthetic["by_kind"].values()) / 3)
         assert client.get(model["report_url"]).status_code == 200
+        # the same model folder imported from the server's disk keeps its card's findings (metrics.json's)
+        stored = [folder for folder in (config.data_dir / "models").iterdir() if folder.is_dir()]
+        assert len(stored) == 1 and (stored[0] / "metrics.json").is_file()
+        shutil.copytree(stored[0], tmp_path / "import" / "copy")
+        copy = client.post(f"{API}/models/import-path", json={"path": str(tmp_path / "import" / "copy"),
+                                                               "tag": "copied"})
+        assert copy.status_code == 201, copy.text
+        assert copy.json()["synthetic_recall"] == synthetic
+        assert copy.json()["thresholds"]["false_alarms"] == alarms
         response = client.post(f"{API}/models/first-model/predict", files=[
             ("files", (p.name, p.read_bytes(), "image/png")) for p in (files["bad"][0], unseen)])
         assert response.status_code == 200, response.text

@@ -97,9 +97,15 @@ def checked_import(data_dir: Path, staged: Path, device: str) -> tuple[Path, dic
     metrics = staged / "metrics.json"
     if metrics.is_file():
         try:
-            values["summary"].metrics = json.loads(metrics.read_text()).get("metrics")
-        except (ValueError, AttributeError):
-            pass
+            found = json.loads(metrics.read_text())
+        except ValueError:
+            found = None
+        if isinstance(found, dict):  # the run's findings the model file does not hold, for the model card
+            summary = values["summary"]
+            summary.metrics = found.get("metrics") if isinstance(found.get("metrics"), dict) else None
+            for key in ("held_out", "synthetic_recall"):
+                if isinstance(found.get(key), dict):
+                    setattr(summary, key, found[key])
     name = new_name()
     (data_dir / "models").mkdir(exist_ok=True)
     staged.rename(data_dir / "models" / name)
