@@ -17,6 +17,11 @@ Peak RSS is the child's ``ru_maxrss`` (``os.wait4``). PatchCore runs with ``mode
 
 Prints a Markdown table (plain and tiled peak RSS per model and command, their ratio) and writes
 ``tiled_memory.json`` to ``--out``.
+
+``--masked 15 60 120`` measures instead ``hamacho inference`` on labelled sets of that many masked frames
+(bottle's good test images, up to 20, and defective copies of training images), with the models trained on the
+default set; ``--exact`` runs it with exact pixel metrics whatever the number of pixels (the code before
+:mod:`hamacho.post.streamed`), for a before/after comparison. Writes ``tiled_memory_masked.json``.
 """
 
 from __future__ import annotations
@@ -55,6 +60,43 @@ def run_child(command: list[str]) -> tuple[float, float]:
     if child.returncode != 0:
         sys.exit(f"failed ({child.returncode}): {' '.join(command)}\n{output[-3000:]}")
     return usage.ru_maxrss / 1024, time.perf_counter() - start
+
+
+def hamacho_command(exact: bool = False) -> list[str]:
+    """The CLI as a child runs it; ``exact``: with no pixel budget (pixel metrics kept exact at any size)."""
+    if not exact:
+        return [sys.executable, "-m", "hamacho"]
+    code = ("import sys; import hamacho.post.streamed as s; s.EXACT_PIXELS = 1 << 62; "
+            "from hamacho.cli import main; sys.argv[0] = 'hamacho'; main()")
+    return [sys.executable, "-c", code]
+
+
+def measure_masked(out: Path, model: str, config: str, frames: int, seed: int, size: tuple[int, int],
+                   exact: bool) -> dict:
+    """``hamacho inference`` of an already trained configuration on ``frames`` masked frames."""
+    good = min(20, frames // 2)
+    data = build_dataset(out / "masked", size, 0, good, frames - good, seed)
+    model_path = next((out / "results" / f"{model}_{config}" / model).glob("*/model.pt"))
+    infer = [*hamacho_command(exact), "inference", "--model-path", str(model_path), "--image-path", str(data),
+             "--save-path", str(out / "masked_results" / f"{model}_{config}_{frames}_{exact}"), "--quiet"]
+    mb, seconds = run_child(infer)
+    return {"model": model, "config": config, "frames": frames, "exact": exact, "inference_mb": mb,
+            "inference_s": seconds}
+
+
+def masked_table(rows: list[dict]) -> str:
+    """Peak RSS of inference on masked frames, plain against tiled, exact (before) and as shipped."""
+    lines = ["| model | masked frames | plain MiB | tiled MiB | ratio | tiled, exact metrics MiB | ratio |",
+             "|---|---|---|---|---|---|---|"]
+    by_key = {(r["model"], r["config"], r["frames"], r["exact"]): r["inference_mb"] for r in rows}
+    for model, frames in dict.fromkeys((r["model"], r["frames"]) for r in rows):
+        plain, tiled = by_key.get((model, "plain", frames, False)), by_key.get((model, "tiled", frames, False))
+        before = by_key.get((model, "tiled", frames, True))
+        if plain is None or tiled is None:
+            continue
+        old = f"{before:.0f} | {before / plain:.2f}x" if before else "- | -"
+        lines.append(f"| {model} | {frames} | {plain:.0f} | {tiled:.0f} | {tiled / plain:.2f}x | {old} |")
+    return "\n".join(lines)
 
 
 def measure(data: Path, out: Path, model: str, config: str, weights: str) -> dict:
@@ -104,9 +146,23 @@ def main() -> None:
     parser.add_argument("--good", type=int, default=15, help="good test images")
     parser.add_argument("--defective", type=int, default=15, help="defective test images")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--masked", type=int, nargs="*", default=[], help="masked frame counts (inference only)")
+    parser.add_argument("--exact", action="store_true", help="with --masked: also with exact pixel metrics")
     args = parser.parse_args()
     if not Path(args.weights).is_file() or not BOTTLE.is_dir():
         sys.exit(f"needs {BOTTLE} and the mobilenet_v2 weights ({args.weights})")
+    if args.masked:
+        rows = []
+        for frames in args.masked:
+            for model in args.models:
+                for config in args.configs:
+                    for exact in (False, True) if args.exact and config == "tiled" else (False,):
+                        rows.append(measure_masked(args.out, model, config, frames, args.seed,
+                                                   (args.width, args.height), exact))
+                        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        (args.out / "tiled_memory_masked.json").write_text(json.dumps(rows, indent=2) + "\n")
+        print(masked_table(rows))
+        return
     data = build_dataset(args.out, (args.width, args.height), args.train, args.good, args.defective, args.seed)
     rows = []
     for model in args.models:

@@ -123,16 +123,33 @@ def binary_curves(
     if scores.size == 0 or bool(labels.all()) or not bool(labels.any()):
         return None
     counts = sweep(scores, labels) if counts is None else counts
+    return sweep_curves(counts, operating_point(predicted, labels) if predicted is not None else None, max_points)
+
+
+def sweep_curves(counts: Sweep, point: OperatingPoint | None = None, max_points: int = CURVE_POINTS) -> Curves | None:
+    """The curves of :func:`binary_curves` from a sweep's counts alone (e.g. a streamed histogram's).
+
+    Returns:
+        The curves, or None when only one class is present.
+    """
+    if counts.positives == 0 or counts.negatives == 0:
+        return None
     tps, fps = _thin(counts.tps, counts.fps, max_points)
     tps, fps = tps.astype(np.float64), fps.astype(np.float64)
     tpr = tps / counts.positives
     fpr, tpr_roc = downsample_curve(fps / counts.negatives, tpr, max_points)
     recall, precision = downsample_curve(tpr, tps / (tps + fps), max_points)
-    point = operating_point(predicted, labels) if predicted is not None else None
     return Curves(
         fpr=np.r_[0.0, fpr], tpr=np.r_[0.0, tpr_roc], recall=np.r_[recall[::-1], 0.0],
         precision=np.r_[precision[::-1], 1.0], operating_point=point,
     )
+
+
+def pick_sample(defects: int, goods: int, size: int) -> tuple[int, int]:
+    """How many defective and good pixels a sample of at most ``size`` takes: half each where possible,
+    all of a class with fewer than its half and the other class filling the rest."""
+    n_defect = min(defects, max(size // 2, size - goods))
+    return n_defect, min(goods, size - n_defect)
 
 
 def sample_pixels(scores: np.ndarray, labels: np.ndarray, size: int, seed: int = 0) -> PixelSample:
@@ -156,9 +173,7 @@ def sample_pixels(scores: np.ndarray, labels: np.ndarray, size: int, seed: int =
     total = int(scores_np.size)
     rng = np.random.default_rng(seed)
     defect_idx = np.flatnonzero(labels_np)
-    good_count = total - defect_idx.size
-    n_defect = min(defect_idx.size, max(size // 2, size - good_count))
-    n_good = min(good_count, size - n_defect)
+    n_defect, n_good = pick_sample(defect_idx.size, total - defect_idx.size, size)
     chosen_defect = rng.choice(defect_idx, n_defect, replace=False) if n_defect < defect_idx.size else defect_idx
     good_idx = np.flatnonzero(~labels_np)
     chosen_good = rng.choice(good_idx, n_good, replace=False) if n_good < good_idx.size else good_idx

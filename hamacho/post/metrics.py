@@ -162,10 +162,30 @@ def aupro(
     # Each defect pixel adds 1 / (its region's size * number of regions) to PRO once it is NG.
     cumulative = np.r_[0.0, np.cumsum(np.concatenate(inverse_sizes)[ordered_regions[hits]] / regions)]
     del ordered_regions, hits
-    # Thresholds up to the limit, and the first one beyond it (for the interpolation).
-    stop = min(int(np.searchsorted(counts.fps, fpr_limit * n_background, side="right")) + 1, counts.fps.size)
-    pro = np.r_[0.0, cumulative[counts.tps[:stop]]]
-    fpr = np.r_[0.0, counts.fps[:stop] / n_background]
+    stop = _stop(counts.fps, n_background, fpr_limit)
+    return pro_area(counts.fps[:stop], cumulative[counts.tps[:stop]], n_background, fpr_limit)
+
+
+def _stop(fps: np.ndarray, negatives: int, fpr_limit: float) -> int:
+    """Thresholds up to the limit, and the first one beyond it (for the interpolation)."""
+    return min(int(np.searchsorted(fps, fpr_limit * negatives, side="right")) + 1, fps.size)
+
+
+def pro_area(fps: np.ndarray, pro: np.ndarray, negatives: int, fpr_limit: float = 0.3) -> float:
+    """Normalised area under PRO(FPR) from 0 to ``fpr_limit`` (trapezoids from (0, 0), interpolated at the limit).
+
+    Args:
+        fps: Defect-free items at or above each threshold, highest threshold first (a sweep's ``fps``).
+        pro: Per-region overlap at the same thresholds.
+        negatives: Number of defect-free items.
+        fpr_limit: Upper end of the integration range, in (0, 1].
+
+    Returns:
+        The area divided by ``fpr_limit``, in [0, 1].
+    """
+    stop = _stop(fps, negatives, fpr_limit)
+    pro = np.r_[0.0, pro[:stop]]
+    fpr = np.r_[0.0, fps[:stop] / negatives]
     if fpr_limit < fpr[-1]:
         cut = int(np.searchsorted(fpr, fpr_limit, side="right"))
         pro_at_limit = np.interp(fpr_limit, fpr[cut - 1 : cut + 1], pro[cut - 1 : cut + 1])

@@ -6,7 +6,9 @@ by about 400 MB (float64 copies, ``unique`` and its own sort) on this project's 
 argsort (quicksort, vectorised) takes 0.19 s there and is shared by the pixel AUROC, the pixel F1
 threshold and AUPRO; the sweep itself is one integer cumulative sum. Image metrics use it too, because
 inference with an exported model runs without torch (a line PC installs no torch); the tests check this
-module against torchmetrics, ties included.
+module against torchmetrics, ties included. Past a budget of labelled pixels (6 million) the collectors
+stop keeping pixels and count them into score bins instead (:mod:`hamacho.post.streamed`): no sort, and a
+sweep over at most 65,536 bins.
 """
 
 from __future__ import annotations
@@ -117,13 +119,15 @@ def auroc(counts: Sweep) -> float | None:
     return float(np.clip(doubled / 2 / positives / negatives, 0.0, 1.0))
 
 
-def best_f1_cut(counts: Sweep) -> float:
+def best_f1_cut(counts: Sweep, midpoint: bool = True) -> float:
     """The threshold with the highest F1 (NG means score >= threshold), as a midpoint between scores.
 
     The F1-optimal cut lies between the lowest score called NG and the next lower score; any value in
     that gap gives the same decisions and F1, and the midpoint is returned so that a score at the cut
     is not flipped by float noise and unseen items get the widest margin. Among equal F1 values the
     lowest cut wins. Without a lower score the cut itself is returned. F1 is evaluated chunk by chunk.
+    With ``midpoint=False`` the cut itself is returned (a binned sweep's thresholds are bin edges, the
+    lowest score of their bin: :mod:`hamacho.post.streamed`).
 
     Raises:
         ValueError: Without any defective item (F1 is undefined).
@@ -138,4 +142,4 @@ def best_f1_cut(counts: Sweep) -> float:
         if f1[last] >= best_f1:
             best, best_f1 = start + last, float(f1[last])
     cut = float(counts.thresholds[best])
-    return (cut + float(counts.thresholds[best + 1])) / 2 if best + 1 < counts.tps.size else cut
+    return (cut + float(counts.thresholds[best + 1])) / 2 if midpoint and best + 1 < counts.tps.size else cut

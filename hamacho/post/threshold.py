@@ -113,6 +113,7 @@ def calibrate(
     pixel_labels: np.ndarray | None,
     rule: ThresholdSettings | None = None,
     synthetic_scores: np.ndarray | None = None,
+    pixel_counts: sweep.Sweep | None = None,
 ) -> Thresholds:
     """Image and pixel thresholds from labelled calibration scores, by ``rule.method``.
 
@@ -126,6 +127,8 @@ def calibrate(
         pixel_labels: Matching 0/1 pixel labels, or None.
         rule: The method and its parameters (default: auto).
         synthetic_scores: Raw scores of synthetic defects (method balanced without defective images).
+        pixel_counts: The labelled pixels counted into score bins instead of ``pixel_scores`` and
+            ``pixel_labels`` (:mod:`hamacho.post.streamed`, for many masked images): the F1 cut is a bin edge.
 
     Raises:
         ValueError: Without calibration scores, for f1 without defective images, for balanced without defect
@@ -192,6 +195,11 @@ def calibrate(
         return Thresholds(image, float(rule.pixel), source, "manual (threshold.pixel)", False, notes, details,
                           method)
     has_pixels = pixel_scores is not None and pixel_labels is not None and bool(np.any(pixel_labels))
+    if method in ("f1", "f1-bounded") and pixel_counts is not None and pixel_counts.positives:
+        notes += [unbounded] if unbounded else []
+        pixels = pixel_counts.positives + pixel_counts.negatives
+        return Thresholds(image, sweep.best_f1_cut(pixel_counts, midpoint=False), source,
+                          f"F1-optimal on {pixels:,} labelled pixels (in score bins)", False, notes, details, method)
     if method in ("f1", "f1-bounded") and has_pixels:
         notes += [unbounded] if unbounded else []
         pixels = np.asarray(pixel_scores).size

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from hamacho.errors import DatasetError
+from hamacho.post import streamed
 from hamacho.post.metrics import metric_grid
+from hamacho.post.streamed import StreamedPixels
 from hamacho.post.threshold import Thresholds, calibrate
 from hamacho.predictor import ScoredBatch
 from hamacho.settings import ThresholdSettings
@@ -14,11 +16,16 @@ from hamacho.settings import ThresholdSettings
 class CalibrationCollector:
     """Collects raw scores and labelled pixels, then computes the calibration.
 
+    Labelled pixels are kept (for an exact F1 cut) up to ``pixel_budget``; past it they are counted into
+    score bins (:mod:`hamacho.post.streamed`) spanning the pixels held then, widened by a quarter of their span
+    on each side (later values outside clip to the end bins), and the pixel F1 cut is a bin edge.
+
     Args:
         rule: How the thresholds are set (``threshold`` section of the configuration).
+        pixel_budget: Labelled metric-grid pixels kept as they are.
     """
 
-    def __init__(self, rule: ThresholdSettings | None = None) -> None:
+    def __init__(self, rule: ThresholdSettings | None = None, pixel_budget: int | None = None) -> None:
         self.rule = rule or ThresholdSettings()
         self.thresholds: Thresholds | None = None
         self._scores: list[np.ndarray] = []
@@ -29,6 +36,9 @@ class CalibrationCollector:
         self._map_max = float("-inf")
         self._defect_pixels = False
         self._synthetic: np.ndarray | None = None
+        self.pixel_budget = streamed.EXACT_PIXELS if pixel_budget is None else pixel_budget
+        self._held_pixels = 0
+        self._streamed: StreamedPixels | None = None
 
     def add(self, scored: ScoredBatch) -> None:
         """Take the readable labelled images of one scored batch (inspected pixels only)."""
@@ -50,9 +60,25 @@ class CalibrationCollector:
             small_maps, small_masks, small_area = metric_grid(maps[with_mask], batch.masks[keep][with_mask], area)
             pixels = small_maps.ravel() if small_area is None else small_maps[small_area]
             labels = small_masks.ravel() if small_area is None else small_masks[small_area]
-            self._pixel_scores.append(pixels)
-            self._pixel_labels.append(labels.astype(np.uint8))
             self._defect_pixels |= bool(labels.any())
+            if self._streamed is not None:
+                self._streamed.count(pixels, labels)
+            else:
+                self._pixel_scores.append(pixels)
+                self._pixel_labels.append(labels.astype(np.uint8))
+                self._held_pixels += pixels.size
+                if self._held_pixels > self.pixel_budget:
+                    self._stream()
+
+    def _stream(self) -> None:
+        """Count the labelled pixels held so far into score bins, and every later one."""
+        low = min(float(np.nanmin(p)) for p in self._pixel_scores if p.size)
+        high = max(float(np.nanmax(p)) for p in self._pixel_scores if p.size)
+        margin = (high - low) / 4
+        self._streamed = StreamedPixels(low - margin, high + margin)
+        for pixels, labels in zip(self._pixel_scores, self._pixel_labels, strict=True):
+            self._streamed.count(pixels, labels)
+        self._pixel_scores, self._pixel_labels = [], []
 
     @property
     def count(self) -> int:
@@ -89,10 +115,14 @@ class CalibrationCollector:
         if not self._scores:
             raise DatasetError("none of the calibration images could be read, so no threshold can be set")
         scores, labels = np.concatenate(self._scores), np.concatenate(self._labels)
-        pixel_scores = np.concatenate(self._pixel_scores) if self._defect_pixels else None
-        pixel_labels = np.concatenate(self._pixel_labels) if self._defect_pixels else None
+        held = self._defect_pixels and self._streamed is None
+        pixel_scores = np.concatenate(self._pixel_scores) if held else None
+        pixel_labels = np.concatenate(self._pixel_labels) if held else None
+        counts = self._streamed.sweep() if self._streamed is not None and self._defect_pixels else None
+        self._pixel_scores, self._pixel_labels, self._streamed = [], [], None
         try:
-            self.thresholds = calibrate(scores, labels, pixel_scores, pixel_labels, self.rule, self._synthetic)
+            self.thresholds = calibrate(scores, labels, pixel_scores, pixel_labels, self.rule, self._synthetic,
+                                        pixel_counts=counts)
         except ValueError as exc:
             raise DatasetError(str(exc)) from exc
         low, high = float(scores.min()), float(scores.max())

@@ -8,8 +8,10 @@ import numpy as np
 
 from hamacho.data.decoding import to_uint8_image
 from hamacho.data.discovery import Sample
-from hamacho.post.curves import binary_curves, sample_pixels
+from hamacho.post import streamed
+from hamacho.post.curves import binary_curves, sample_pixels, sweep_curves
 from hamacho.post.metrics import image_metrics, metric_grid, pixel_metrics
+from hamacho.post.streamed import StreamedPixels
 from hamacho.post.sweep import Sweep, as_numpy, descending_order, sweep
 from hamacho.predictor import ScoredBatch
 from hamacho.results.examples import Example, ExampleTracker, picture_arrays, rank_keys
@@ -23,6 +25,10 @@ class ResultsCollector:
     and defective images are labelled) and pixel metrics (when masks exist). With ``report=True``,
     ``report_data`` also holds the report's example images, pixel sample and pixel curves.
 
+    Pixel metrics are exact (every labelled pixel of the metric grid kept, then one sort) up to ``pixel_budget``
+    labelled pixels; past it, the pixels kept so far and every later one are counted into score bins instead
+    (:mod:`hamacho.post.streamed`), so that memory stops growing with the number of masked images.
+
     Args:
         samples: The images being scored, in the order of the batches' ``indices``.
         calibration: The model's raw thresholds and min/max (to rank report examples).
@@ -32,6 +38,7 @@ class ResultsCollector:
         seed: Seed of the pixel sample.
         image_cut: Normalized image threshold in use (ranks the examples by their distance to it).
         pixel_cut: Normalized pixel threshold in use (predicted masks of shrunk metric grids).
+        pixel_budget: Labelled metric-grid pixels kept for exact pixel metrics (about 42 bytes each at the peak).
     """
 
     def __init__(
@@ -44,6 +51,7 @@ class ResultsCollector:
         seed: int = 0,
         image_cut: float = 0.5,
         pixel_cut: float = 0.5,
+        pixel_budget: int | None = None,
     ) -> None:
         self.samples = list(samples)
         self.calibration = calibration
@@ -62,6 +70,10 @@ class ResultsCollector:
         self._masks: list[np.ndarray] = []
         self._pred_masks: list[np.ndarray] = []
         self._inspected: list[np.ndarray] = []
+        self.pixel_budget = streamed.EXACT_PIXELS if pixel_budget is None else pixel_budget
+        self._held_pixels = 0
+        self._streamed: StreamedPixels | None = None
+        self._any_mask = False  # a defect pixel on the metric grid (else pixel metrics are undefined)
 
     def add(self, scored: ScoredBatch) -> None:
         """Take one scored batch: its rows, its labelled scores and pixels, its example candidates."""
@@ -94,11 +106,43 @@ class ResultsCollector:
                 predicted = scored.pred_masks[keep][with_mask]
                 if predicted.shape != masks.shape:  # shrunk: the cut applied to the shrunk normalized maps
                     predicted = metric_grid(scored.maps[keep][with_mask], masks, None)[0] >= self.pixel_cut
-                self._maps.append(maps)
-                self._masks.append(masks)
-                self._pred_masks.append(predicted if area is None else predicted & area)
-                if area is not None:
-                    self._inspected.append(area)
+                predicted = predicted if area is None else predicted & area
+                self._any_mask |= bool(masks.any())
+                if self._streamed is not None:
+                    self._streamed.add(maps, masks, predicted, area)
+                else:
+                    self._hold(maps, masks, predicted, area)
+
+    def _hold(self, maps: np.ndarray, masks: np.ndarray, predicted: np.ndarray, area: np.ndarray | None) -> None:
+        """Keep one batch's metric grids for the exact metrics; past the budget, stream from now on."""
+        self._maps.append(maps)
+        self._masks.append(masks)
+        self._pred_masks.append(predicted)
+        if area is not None:
+            self._inspected.append(area)
+        self._held_pixels += maps.size
+        if self._held_pixels > self.pixel_budget:
+            self._stream()
+
+    def _stream(self) -> None:
+        """Count the pixels held so far into score bins and stream every later batch there.
+
+        The bins span the model's calibration range of raw pixel scores widened to the pixels held (later
+        values outside clip to the end bins).
+        """
+        areas = self._inspected or [None] * len(self._maps)
+        low, high = self.calibration.get("pixel_min", np.inf), self.calibration.get("pixel_max", -np.inf)
+        for maps, area in zip(self._maps, areas, strict=True):
+            values = maps if area is None else maps[area]
+            if values.size:
+                low, high = min(low, float(np.nanmin(values))), max(high, float(np.nanmax(values)))
+        if not np.isfinite(low) or not np.isfinite(high):
+            low, high = 0.0, 1.0
+        self._streamed = StreamedPixels(low, high, sample_size=self.pixel_sample if self.report_data else 0,
+                                        seed=self.seed)
+        for maps, masks, predicted, area in zip(self._maps, self._masks, self._pred_masks, areas, strict=True):
+            self._streamed.add(maps, masks, predicted, area)
+        self._maps, self._masks, self._pred_masks, self._inspected = [], [], [], []
 
     def _offer_examples(self, scored: ScoredBatch, first_row: int) -> None:
         """Let the batch's readable images compete for the report's example groups (copies only winners)."""
@@ -136,6 +180,10 @@ class ResultsCollector:
         if self._scores:
             self.metrics.update(image_metrics(np.concatenate(self._scores), np.concatenate(self._labels),
                                               np.concatenate(self._decisions)))
+            if self._streamed is not None:
+                self._finish_streamed(self._streamed)
+                self._streamed = None
+                return
             masks = np.concatenate(self._masks) if self._masks else None
             if masks is None or not bool(masks.any()):  # image-level labels only: no pixel ground truth
                 self.metrics.update({name: None for name in PIXEL_METRICS})
@@ -151,6 +199,16 @@ class ResultsCollector:
                 if self.report_data is not None:
                     self._pixel_report_data(*flat, counts)
         self._maps, self._masks, self._pred_masks, self._inspected = [], [], [], []
+
+    def _finish_streamed(self, counts: StreamedPixels) -> None:
+        """Pixel metrics (and the report's pixel data) from the streamed bin counts."""
+        if not self._any_mask:  # image-level labels only: no pixel ground truth
+            self.metrics.update({name: None for name in PIXEL_METRICS})
+        else:
+            self.metrics.update(counts.metrics())
+            if self.report_data is not None:
+                self.report_data.pixel_curves = sweep_curves(counts.sweep(), counts.operating_point())
+                self.report_data.pixel_sample = counts.sample()
 
     def _pixel_report_data(
         self, maps: np.ndarray, masks: np.ndarray, pred_masks: np.ndarray, counts: Sweep
