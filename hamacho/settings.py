@@ -185,7 +185,8 @@ class ThresholdSettings:
 
     method: str = setting(
         "auto", choices=THRESHOLD_METHODS,
-        help="auto: fpr without defective calibration images; with fewer than few_defects of them, the f1 cut "
+        help="auto: balanced without defective calibration images (fpr when synthetic_images is 0 or fewer than 5 "
+             "good images calibrate); with fewer than few_defects of them, the f1 cut "
              "kept between the good-image rule at max_fpr (floor) and at target_fpr (ceiling); with more, f1. f1: "
              "the score with the best F1 on the labelled calibration images (the cut midway between the lowest NG "
              "score and the highest score below it); with masks, the pixel threshold likewise over their pixels. "
@@ -199,12 +200,13 @@ class ThresholdSettings:
              "values image (and pixel) below.")
     target_fpr: float = setting(
         0.01, above=0.0, check=lambda value: None if value < 0.5 else "must be below 0.5",
-        help="The false-alarm rate accepted by the good-image rule (method fpr, and auto without defective "
-             "images): the share of good parts it expects to call NG, e.g. 0.01.")
+        help="The false-alarm rate accepted by the good-image rule (method fpr): the share of good parts it "
+             "expects to call NG, e.g. 0.01; for balanced and f1-bounded (auto's rules with synthetic or few "
+             "defects), the highest threshold they may set.")
     max_fpr: float = setting(
         0.1, above=0.0, check=lambda value: None if value < 0.5 else "must be below 0.5",
-        help="The most false alarms a threshold moved by defect scores may cost (method balanced, and auto with "
-             "fewer than few_defects defective images): it is never placed below the good-image rule's threshold "
+        help="The most false alarms a threshold moved by defect scores may cost (method balanced, and auto "
+             "without defective images or with fewer than few_defects of them): it is never placed below the good-image rule's threshold "
              "at this rate (nor above the one at target_fpr).")
     few_defects: int = setting(
         20, at_least=0,

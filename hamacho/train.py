@@ -133,7 +133,9 @@ def run_training(settings: Settings, control: RunControl | None = None,
     # The good-image rule: every training image also calibrates, scored out of fold (hamacho.results.out_of_fold).
     rule = settings.threshold
     defects = sum(1 for s in splits.calibration if s.label == 1)
-    chosen_rule = resolved_method(rule.method, defects, rule.few_defects)
+    goods = sum(1 for s in splits.calibration if s.label == 0)  # synthetic defects go on (some of) these
+    chosen_rule = resolved_method(rule.method, defects, rule.few_defects,
+                                  synthetic=rule.synthetic_images > 0 and goods > 0)
     good_rule = chosen_rule in GOOD_IMAGE_RULES
     fold_source = model.fold_source() if good_rule and 2 <= rule.folds <= len(splits.train) else None
     with control.phase("fit", unit="steps") as phase:
@@ -143,10 +145,9 @@ def run_training(settings: Settings, control: RunControl | None = None,
     again = repeated_paths(splits)
     cache = DecodeCache(again) if again else None  # test images also used for calibration: decoded once
     out_of_fold_steps = 2 * len(splits.train) if fold_source is not None else 0
-    goods = sum(1 for s in splits.calibration if s.label == 0)  # synthetic defects go on (some of) these
     placing = None
     if chosen_rule == "balanced" and not defects:
-        # method balanced without real defects: synthetic ones (another seed than the recall estimate's) place it
+        # balanced (auto's rule without real defects) weighs synthetic ones (another seed than the recall estimate's)
         with control.phase("synthetic defects", total=min(goods, rule.synthetic_images)) as phase:
             placing = synthetic_scores(predictor, splits.calibration, rule.synthetic_images, seed + 1, phase.advance)
     with control.phase("calibration", total=len(splits.calibration) + out_of_fold_steps) as phase:

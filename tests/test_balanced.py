@@ -102,6 +102,28 @@ def test_few_defects_threshold_is_the_f1_cut_within_the_good_image_bounds():
 ])
 def test_resolved_method(method, defects, few, rule):
     assert resolved_method(method, defects, few) == rule
+    # scored synthetic defects make auto weigh them (balanced) where there are no real defects, and only there
+    assert resolved_method(method, defects, few, synthetic=True) == ("balanced" if rule == "fpr" and method == "auto"
+                                                                     else rule)
+
+
+def test_auto_with_synthetic_defects_and_no_real_ones_is_balanced_when_a_spread_can_be_fitted():
+    synthetic = np.linspace(22.0, 40.0, 90)
+    auto = calibrate(GOOD, _labels(60, 0), None, None, ThresholdSettings(), synthetic)
+    asked = calibrate(GOOD, _labels(60, 0), None, None, ThresholdSettings(method="balanced"), synthetic)
+    assert auto.rule == "balanced" and auto.image_threshold == asked.image_threshold
+    assert auto.image_source == asked.image_source and auto.details == asked.details
+    assert auto.notes[0].startswith("no defective calibration images: the threshold weighs 90 synthetic defect(s) "
+                                    "against 60 good image(s) (auto chose balanced); synthetic defects stand in")
+    few = calibrate(GOOD[:20], _labels(20, 0), None, None, ThresholdSettings(), synthetic)
+    low, high = few.details["expected_fpr_low"], few.details["expected_fpr_high"]
+    assert few.rule == "balanced" and few.notes[1].startswith("only 20 good image(s) set the threshold: its "
+                                                              "false-alarm rate is uncertain (95% range ")
+    assert 0 < low < few.details["expected_fpr"] < high
+    # fewer than 5 good images: no spread to bound the cut with, the good-image rule's fallback
+    tiny = calibrate(GOOD[:4], _labels(4, 0), None, None, ThresholdSettings(), synthetic)
+    assert tiny.rule == "fpr" and tiny.image_threshold == fit_good_images(GOOD[:4], 0.01).threshold
+    assert calibrate(GOOD, _labels(60, 0), None, None, ThresholdSettings()).rule == "fpr"  # none scored
 
 
 def test_calibrate_reports_the_rule_and_its_figures():

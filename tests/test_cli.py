@@ -103,6 +103,9 @@ def test_good_only_dataset_uses_the_fallback_and_flags_no_good_image(cli, tmp_pa
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert any("no defective calibration images" in n for n in summary["notes"])
     assert summary["images_fitted"] == 10
+    # auto weighs the good images against synthetic defects pasted on the held-out ones (another seed)
+    assert (summary["thresholds"]["method"], summary["thresholds"]["rule"]) == ("auto", "balanced")
+    assert summary["thresholds"]["defect_scores"] == 12 and summary["thresholds"]["good_images"] == 14
     # without defects, recall is estimated on synthetic ones (each kind on each of the 4 good calibration
     # images), and said to be synthetic; the same defects through the saved model give the same count
     found = summary["synthetic_recall"]
@@ -125,7 +128,8 @@ def test_good_only_dataset_uses_the_fallback_and_flags_no_good_image(cli, tmp_pa
 
 def test_balanced_threshold_weighs_synthetic_defects_against_good_images(cli, tmp_path):
     root = make_dataset(tmp_path / "goods", n_train=10, n_good=6, n_defect=0)
-    auto_dir, _ = _train(cli, root, tmp_path / "auto")
+    # without synthetic defects auto is the good-image rule at target_fpr: the highest threshold balanced may set
+    auto_dir, _ = _train(cli, root, tmp_path / "auto", "padim", "threshold.synthetic_images=0")
     run_dir, result = _train(cli, root, tmp_path / "r", "padim", "threshold.method=balanced")
     how = json.loads((run_dir / "metrics.json").read_text())["thresholds"]
     # 6 held-out good images and the 10 fitted ones out of fold; one defect of each kind on each held-out image
@@ -139,7 +143,8 @@ def test_balanced_threshold_weighs_synthetic_defects_against_good_images(cli, tm
     threshold = json.loads((run_dir / "metrics.json").read_text())["calibration"]["image_threshold"]
     assert threshold <= auto["calibration"]["image_threshold"] * (1 + 1e-6) and auto["thresholds"]["rule"] == "fpr"
     assert "image" in result.out and "balanced: the cut with the best balanced accuracy" in result.out
-    assert "note: threshold.method balanced: the threshold weighs 18 synthetic defect(s)" in result.err
+    assert ("note: no defective calibration images: the threshold weighs 18 synthetic defect(s) against 16 good "
+            "image(s) (threshold.method balanced)") in result.err
 
 
 def test_balanced_without_synthetic_images_is_refused_in_one_line(cli, tmp_path):

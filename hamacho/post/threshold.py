@@ -24,7 +24,7 @@ import numpy as np
 
 from hamacho.post import sweep
 from hamacho.post.balanced import BoundedThreshold, balanced_threshold, few_defects_threshold
-from hamacho.post.good_images import MIN_FIT_IMAGES, fit_good_images
+from hamacho.post.good_images import FEW_IMAGES, MIN_FIT_IMAGES, fit_good_images, percent_text
 from hamacho.settings import ThresholdSettings
 
 
@@ -62,20 +62,22 @@ def sigma_threshold(good_scores: np.ndarray, sigma: float) -> float:
 GOOD_IMAGE_RULES = ("fpr", "balanced", "f1-bounded")  # rules that use the good-image fit (out-of-fold scores help)
 
 
-def resolved_method(method: str, defects: int, few_defects: int = 20) -> str:
-    """The rule that sets the image threshold: ``auto`` is ``fpr`` (the good-image rule) without defective
-    calibration images, ``f1-bounded`` with fewer than ``few_defects`` of them, else ``f1``; other methods are
-    themselves.
+def resolved_method(method: str, defects: int, few_defects: int = 20, synthetic: bool = False) -> str:
+    """The rule that sets the image threshold: ``auto`` is ``balanced`` without defective calibration images
+    when synthetic defects are scored (``synthetic``), else ``fpr`` (the good-image rule); ``f1-bounded`` with
+    fewer than ``few_defects`` defective images, else ``f1``; other methods are themselves.
 
     Args:
         method: ``threshold.method``.
         defects: Defective calibration images (a bool counts as 0 or 1).
         few_defects: ``threshold.few_defects``; 0 or 1: ``f1`` with any defective image.
+        synthetic: Synthetic defects are (or will be) scored to place the threshold
+            (``threshold.synthetic_images`` > 0 and held-out good images to paste them on).
     """
     if method != "auto":
         return method
     if not defects:
-        return "fpr"
+        return "balanced" if synthetic else "fpr"
     return "f1-bounded" if defects < few_defects else "f1"
 
 
@@ -140,9 +142,12 @@ def calibrate(
         raise ValueError("no calibration scores")
     goods = image_scores[labels == 0]
     defects = int(np.count_nonzero(labels == 1))
-    method = resolved_method(rule.method, defects, rule.few_defects)
+    found_synthetic = synthetic_scores is not None and bool(np.isfinite(np.asarray(synthetic_scores, float)).any())
+    method = resolved_method(rule.method, defects, rule.few_defects, found_synthetic)
     notes: list[str] = []
     unbounded = ""
+    if method == "balanced" and rule.method == "auto" and goods.size < MIN_FIT_IMAGES:
+        method = "fpr"  # too few good images to fit a spread: no bounds to weigh synthetic defects within
     if method == "f1-bounded" and goods.size < MIN_FIT_IMAGES:
         method = "f1"  # too few good images to fit a spread: nothing to bound the F1 cut with
         unbounded = (f"only {goods.size} good calibration image(s), too few for the good-image rule to bound the F1 "
@@ -176,9 +181,15 @@ def calibrate(
         kind = "defective calibration image(s)" if defects else "synthetic defect(s)"
         image, source, details = bounded.threshold, _balanced_source(bounded, goods.size, kind), bounded.as_dict()
         if not defects:
-            notes.append(f"threshold.method balanced: the threshold weighs {bounded.defects} synthetic defect(s) "
-                         f"against {goods.size} good image(s); synthetic defects stand in for real ones, so the "
-                         f"recall they show is an estimate")
+            chose = "auto chose balanced" if rule.method == "auto" else "threshold.method balanced"
+            notes.append(f"no defective calibration images: the threshold weighs {bounded.defects} synthetic "
+                         f"defect(s) against {goods.size} good image(s) ({chose}); synthetic defects stand in for "
+                         f"real ones, so the recall they show is an estimate")
+            if goods.size < FEW_IMAGES:
+                rate = bounded.rate
+                notes.append(f"only {goods.size} good image(s) set the threshold: its false-alarm rate is uncertain "
+                             f"(95% range {percent_text(rate.fpr_low)}-{percent_text(rate.fpr_high)}); more good "
+                             f"images narrow it")
     elif method == "sigma":
         image = sigma_threshold(goods, rule.sigma)
         source = f"mean + {rule.sigma:g} std of {counted}"

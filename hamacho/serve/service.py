@@ -211,7 +211,7 @@ async def read_uploads(uploads: list[UploadFile], limit: int) -> tuple[list[tupl
 def thresholds_out(summary: RunSummary, version: int = 0, cuts: tuple[float, float] = (0.5, 0.5)) -> dict:
     """``{"method", "rule", "version", "image": {"raw", "normalized", "source"}, "pixel": {...}, "false_alarms"}``
     from a model's summary and its current threshold version (number and normalized cuts; 0: the trained 0.5 and
-    0.5); ``rule`` is what the method resolved to (``auto``: ``fpr``, ``f1-bounded`` or ``f1``; None for models
+    0.5); ``rule`` is what the method resolved to (``auto``: ``balanced``, ``fpr``, ``f1-bounded`` or ``f1``; None for models
     trained before it was recorded); ``false_alarms`` (None unless the good-image rule set or bounded the
     threshold) holds the good images it used and the expected false-alarm rate with its 95 % range (of the
     trained thresholds)."""
