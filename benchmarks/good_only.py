@@ -89,7 +89,8 @@ def product_on_unseen(model: str, args: argparse.Namespace, folds: int) -> dict:
     held = np.array([r.raw_score for r in result.rows if r.decision], dtype=np.float64)
     peer_fpr = float(flagged("anomalib", good_scores, held.max()).mean())
     peer_recall = float(flagged("anomalib", defect_scores, held.max()).mean())
-    return {"model": model, "method": args.method, "folds": folds, "train_images": args.train_images,
+    return {"model": model, "method": args.method, "rule": result.summary.thresholds.get("rule"), "folds": folds,
+            "train_images": args.train_images,
             "seed": args.seed, "image_auroc": image_auroc(good_scores, defect_scores),
             "anomalib_rule": {"held_out": int(held.size), "fpr": peer_fpr, "recall": peer_recall,
                               "balanced_accuracy": (1 - peer_fpr + peer_recall) / 2},
@@ -235,8 +236,11 @@ def unseen_table(runs: list[dict]) -> str:
         peer = [r["anomalib_rule"] for r in group]
         peer_ratio = [p["balanced_accuracy"] / r["best_balanced_accuracy"] for p, r in zip(peer, group)]
         synthetic = [r["synthetic_recall"] for r in group if r["synthetic_recall"] is not None]
+        # PatchCore calibrates on held-out images whatever threshold.folds says: told by the counts
+        calibration = ("held-out + out-of-fold" if folds and all(r["good_images"] > r["anomalib_rule"]["held_out"]
+                                                                 for r in group) else "held-out only")
         lines.append(
-            f"| {model} | {size or 'all'} | {'held-out + out-of-fold' if folds else 'held-out only'} | {len(group)} | "
+            f"| {model} | {size or 'all'} | {calibration} | {len(group)} | "
             f"{mean('image_auroc'):.3f} | {mean('good_images'):.0f} | {mean('fpr'):.3f} | {mean('recall'):.3f} | "
             f"{np.mean(synthetic) if synthetic else float('nan'):.3f} | {mean('balanced_accuracy'):.3f} | "
             f"{np.mean(ratio):.2f} ({min(ratio):.2f}) | {np.mean([p['fpr'] for p in peer]):.3f} | "
