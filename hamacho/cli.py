@@ -88,7 +88,8 @@ def train(model_name: str | None, config_file: str | None, quiet: bool, override
     cal = result.calibration
     how = result.summary.thresholds
     chose = f"{how['method']} chose {how['rule']}: " if how.get("rule") and how["rule"] != how["method"] else ""
-    click.echo(f"Thresholds (raw score = normalized 0.5): image {cal['image_threshold']:.4g} ({chose}{how['image']}), "
+    image = how["image"].removeprefix(f"{how.get('rule')}: ") if chose else how["image"]  # the rule named once
+    click.echo(f"Thresholds (raw score = normalized 0.5): image {cal['image_threshold']:.4g} ({chose}{image}), "
                f"pixel {cal['pixel_threshold']:.4g} ({how['pixel']})")
     _echo_outcome(result, f"  (model file: {result.model_path.name})")
 

@@ -106,6 +106,7 @@ def test_good_only_dataset_uses_the_fallback_and_flags_no_good_image(cli, tmp_pa
     # auto weighs the good images against synthetic defects pasted on the held-out ones (another seed)
     assert (summary["thresholds"]["method"], summary["thresholds"]["rule"]) == ("auto", "balanced")
     assert summary["thresholds"]["defect_scores"] == 12 and summary["thresholds"]["good_images"] == 14
+    assert "(auto chose balanced: the cut with the best balanced accuracy between the scores of 14" in result.out
     # without defects, recall is estimated on synthetic ones (each kind on each of the 4 good calibration
     # images), and said to be synthetic; the same defects through the saved model give the same count
     found = summary["synthetic_recall"]
