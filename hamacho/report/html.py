@@ -223,8 +223,8 @@ def _metrics_section(metrics: dict[str, float | None], rows: Sequence[ImageResul
                   f"(dataset.holdout): {escape(held_out_text(held_out))}. Those figures are what to expect on new "
                   "parts; the table below covers every test image, the ones that set the threshold too.</p>")
     elif same_images:
-        caveat = ('<p class="info">The threshold was set on these same labelled test images (the cut with the '
-                  "best F1), so F1 and the confusion matrix are optimistic for new images; AUROC and AUPRO do "
+        caveat = ('<p class="info">The threshold was set on these same labelled test images (see '
+                  "Thresholds), so F1 and the confusion matrix are optimistic for new images; AUROC and AUPRO do "
                   "not depend on the threshold. Confirm on other labelled images with <code>hamacho inference"
                   "</code>.</p>")
     if all(metrics.get(name, 0) is None for name in PIXEL_METRICS):
