@@ -37,7 +37,7 @@ from hamacho.settings import ThresholdSettings
 from hamacho.train import run_training
 
 METHODS: dict[str, ThresholdSettings | str] = {
-    "auto (good-image rule, target_fpr 0.01)": ThresholdSettings(),
+    "fpr (good-image rule, target_fpr 0.01)": ThresholdSettings(method="fpr"),
     "fpr, target_fpr 0.05": ThresholdSettings(method="fpr", target_fpr=0.05),
     "previous auto: max(mean + 3 std, highest + 1%)": "previous",
     "sigma 3": ThresholdSettings(method="sigma", sigma=3.0),
