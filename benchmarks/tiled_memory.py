@@ -8,7 +8,8 @@ included: report and report pictures):
 
 - plain: ``dataset.image_size=256``;
 - tiled: ``dataset.tiling: {tile_size: 256, stride: 256, resize: 1024}``, 16 tiles of the same 256 px
-  model per frame.
+  model per frame;
+- tiled_every_patch (only when named in ``--configs``): tiled, PatchCore with ``model.patch_sample=1``.
 
 Peak RSS is the child's ``ru_maxrss`` (``os.wait4``). PatchCore runs with ``model.coreset_ratio=0.01``
 (fit time; the tiled run keeps ``patch_sample: null``, 6 tiles' worth of patches per image).
@@ -16,7 +17,9 @@ Peak RSS is the child's ``ru_maxrss`` (``os.wait4``). PatchCore runs with ``mode
     python benchmarks/tiled_memory.py --out /tmp/tiled_memory
 
 Prints a Markdown table (plain and tiled peak RSS per model and command, their ratio) and writes
-``tiled_memory.json`` to ``--out``.
+``tiled_memory.json`` to ``--out``. ``--train 150`` fits on 150 frames instead of 60; ``--train-only`` skips
+the inference runs; ``--data DIR`` builds (or reuses) the set there rather than in ``--out``, so that several
+``--out`` folders (before and after a change, e.g. ``PYTHONPATH=<copy of the old package>``) share one set.
 
 ``--masked 15 60 120`` measures instead ``hamacho inference`` on labelled sets of that many masked frames
 (bottle's good test images, up to 20, and defective copies of training images), with the models trained on the
@@ -40,7 +43,11 @@ from benchmarks.highres import BOTTLE, WEIGHTS, build_dataset
 CONFIGS = {
     "plain": ["dataset.image_size=256"],
     "tiled": ["dataset.tiling.tile_size=256", "dataset.tiling.stride=256", "dataset.tiling.resize=1024"],
+    # not run by default: PatchCore keeping every tile's patches (patch_sample 1)
+    "tiled_every_patch": ["dataset.tiling.tile_size=256", "dataset.tiling.stride=256", "dataset.tiling.resize=1024",
+                          "model.patch_sample=1"],
 }
+DEFAULT_CONFIGS = ["plain", "tiled"]
 MODEL_OVERRIDES = {"padim": [], "patchcore": ["model.coreset_ratio=0.01"]}
 
 
@@ -99,8 +106,8 @@ def masked_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def measure(data: Path, out: Path, model: str, config: str, weights: str) -> dict:
-    """Train then infer one configuration, each in a child process; their peak RSS and times."""
+def measure(data: Path, out: Path, model: str, config: str, weights: str, infer: bool = True) -> dict:
+    """Train then (``infer``) infer one configuration, each in a child process; their peak RSS and times."""
     results = out / "results" / f"{model}_{config}"
     hamacho = [sys.executable, "-m", "hamacho"]
     train = [*hamacho, "train", "--model", model, "--dataset-root", str(data), "--backbone", "mobilenet_v2",
@@ -108,26 +115,31 @@ def measure(data: Path, out: Path, model: str, config: str, weights: str) -> dic
              *MODEL_OVERRIDES[model]]
     train_mb, train_s = run_child(train)
     model_path = results / model / data.name / "model.pt"
-    infer = [*hamacho, "inference", "--model-path", str(model_path), "--image-path", str(data),
-             "--save-path", str(results / "inference"), "--quiet"]
-    infer_mb, infer_s = run_child(infer)
+    infer_mb = infer_s = None
+    if infer:
+        command = [*hamacho, "inference", "--model-path", str(model_path), "--image-path", str(data),
+                   "--save-path", str(results / "inference"), "--quiet"]
+        infer_mb, infer_s = run_child(command)
     metrics = json.loads((results / model / data.name / "metrics.json").read_text())["metrics"]
-    return {"model": model, "config": config, "train_mb": train_mb, "train_s": train_s, "inference_mb": infer_mb,
-            "inference_s": infer_s, "image_AUROC": metrics.get("image_AUROC"),
-            "pixel_AUROC": metrics.get("pixel_AUROC")}
+    train_images = len(list((data / "train" / "good").glob("*.png")))
+    return {"model": model, "config": config, "train_images": train_images, "train_mb": train_mb,
+            "train_s": train_s, "inference_mb": infer_mb, "inference_s": infer_s,
+            "image_AUROC": metrics.get("image_AUROC"), "pixel_AUROC": metrics.get("pixel_AUROC")}
 
 
 def table(rows: list[dict]) -> str:
     """Plain against tiled peak RSS per model and command, as Markdown."""
     lines = ["| model | command | plain 256 MiB | tiled 256 of 1024 MiB | ratio | plain s | tiled s |",
              "|---|---|---|---|---|---|---|"]
-    by_key = {(r["model"], r["config"]): r for r in rows}
+    by_key = {(r["model"], r["config"]): r for r in rows}  # the last row of each
     for model in dict.fromkeys(r["model"] for r in rows):
         plain, tiled = by_key.get((model, "plain")), by_key.get((model, "tiled"))
         if plain is None or tiled is None:
             continue
         for command in ("train", "inference"):
             a, b = plain[f"{command}_mb"], tiled[f"{command}_mb"]
+            if a is None or b is None:
+                continue
             lines.append(f"| {model} | {command} | {a:.0f} | {b:.0f} | {b / a:.2f}x | "
                          f"{plain[f'{command}_s']:.0f} | {tiled[f'{command}_s']:.0f} |")
     return "\n".join(lines)
@@ -139,13 +151,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--weights", default=str(WEIGHTS), help="mobilenet_v2 ImageNet state dict")
     parser.add_argument("--models", nargs="+", default=["padim", "patchcore"], choices=list(MODEL_OVERRIDES))
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=list(CONFIGS))
     parser.add_argument("--width", type=int, default=2448)
     parser.add_argument("--height", type=int, default=2048)
     parser.add_argument("--train", type=int, default=60, help="training images (of bottle's 209)")
     parser.add_argument("--good", type=int, default=15, help="good test images")
     parser.add_argument("--defective", type=int, default=15, help="defective test images")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=Path, help="where the set is built (default: --out)")
+    parser.add_argument("--train-only", action="store_true", help="measure hamacho train only")
     parser.add_argument("--masked", type=int, nargs="*", default=[], help="masked frame counts (inference only)")
     parser.add_argument("--exact", action="store_true", help="with --masked: also with exact pixel metrics")
     args = parser.parse_args()
@@ -163,16 +177,17 @@ def main() -> None:
         (args.out / "tiled_memory_masked.json").write_text(json.dumps(rows, indent=2) + "\n")
         print(masked_table(rows))
         return
-    data = build_dataset(args.out, (args.width, args.height), args.train, args.good, args.defective, args.seed)
+    data = build_dataset(args.data or args.out, (args.width, args.height), args.train, args.good, args.defective,
+                         args.seed)
     rows = []
     for model in args.models:
         for config in args.configs:
-            rows.append(measure(data, args.out, model, config, args.weights))
+            rows.append(measure(data, args.out, model, config, args.weights, not args.train_only))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     saved = args.out / "tiled_memory.json"
     kept = json.loads(saved.read_text()) if saved.is_file() else []
-    done = {(r["model"], r["config"]) for r in rows}
-    rows = [r for r in kept if (r["model"], r["config"]) not in done] + rows
+    done = {(r["model"], r["config"], r.get("train_images")) for r in rows}
+    rows = [r for r in kept if (r["model"], r["config"], r.get("train_images")) not in done] + rows
     saved.write_text(json.dumps(rows, indent=2) + "\n")
     print(table(rows))
 

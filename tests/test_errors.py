@@ -264,8 +264,8 @@ def test_interrupted_model_save_keeps_the_previous_file(trained, tmp_path, monke
 TRAIN_PHASES = ["loading", "feature extraction", "fit", "calibration", "test", "report", "saving"]
 
 
-def _start_paused(tmp_path: Path, phase: str, model: str = "padim",
-                  root: Path | None = None) -> tuple[subprocess.Popen, Path, Path]:
+def _start_paused(tmp_path: Path, phase: str, model: str = "padim", root: Path | None = None,
+                  overrides: tuple[str, ...] = ()) -> tuple[subprocess.Popen, Path, Path]:
     """Start `hamacho train` on ``root`` (made in ``tmp_path`` when None) that pauses inside ``phase``
     (tests/seams/hamacho_pause_hook.py) until stopped.
 
@@ -279,7 +279,7 @@ def _start_paused(tmp_path: Path, phase: str, model: str = "padim",
     marker.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "hamacho", "train", "--model", model, "--dataset-root", str(root), "--result-path",
            str(out), "--image-size", "64", "--backbone", "resnet18", "--backbone-weights", "none", "--batch-size",
-           "4", "--quiet"]
+           "4", "--quiet", *overrides]
     env = {**os.environ, **pause_env(phase, marker)}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env), marker, out
 
@@ -351,6 +351,19 @@ def test_interrupted_run_keeps_the_previous_model_file(tmp_path, cli):
     assert code == 130, err
     assert model.read_bytes() == before
     assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_ctrl_c_during_a_coreset_chunk_selected_in_feature_extraction(tmp_path):
+    """PatchCore selects each full coreset chunk during feature extraction: with chunks of 64 patches (one
+    64 px image), the first batch's update completes chunks, and the first step of the phase, where the run
+    pauses, is a step of that selection."""
+    proc, marker, out = _start_paused(tmp_path, "feature extraction", "patchcore",
+                                      overrides=("model.coreset_chunk=64",))
+    code, out_text, err = _stop_when_paused(proc, marker, "feature extraction")
+    assert code == 130, err
+    assert err.strip().splitlines() == ["Interrupted during feature extraction; no model file was written."]
+    assert out_text == ""
+    assert not list(out.rglob("model.pt"))
 
 
 def test_sigterm_stops_like_ctrl_c_with_its_own_exit_code(tmp_path):

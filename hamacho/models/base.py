@@ -11,6 +11,7 @@ ONNX, OpenVINO and TorchScript exports (PatchCore then searches its bank block b
 its pruned search; see :meth:`~hamacho.models.bank_index.MemoryBankIndex.search_graph`).
 
 A model subclass provides:
+    ``expect_updates(sizes)`` optional: the images of every coming ``update``, announced before the first;
     ``update(images)``        add a batch of (input-size, uint8) training images to what it memorises;
     ``fit(phase)``            turn what it memorised into its fitted state (Gaussians, memory bank);
     ``patch_scores(images)``  -> ``(scores (B, h, w), image_scores (B,) or None)`` raw, on the feature grid.
@@ -18,7 +19,7 @@ A model subclass provides:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -101,6 +102,11 @@ class AnomalyModel(nn.Module):
         """The input's side when square, else (height, width) (kept for callers of earlier versions)."""
         height, width = self.input_size
         return height if height == width else (height, width)
+
+    def expect_updates(self, images: Sequence[int], phase: Phase | None = None) -> None:
+        """Before the first :meth:`update`: the images of every coming one, in order, and their phase (progress,
+        stop requests). A hint: a model may use it to fit as the images come (PatchCore's coreset chunks); by
+        default it is ignored."""
 
     def update(self, images: torch.Tensor) -> None:
         """Add training images (B, 3, H, W) uint8 to what the model memorises."""

@@ -132,6 +132,28 @@ def chunked_coreset(points: torch.Tensor, count: int, seed: int, chunk: int = 0,
     """
     phase = phase or null_phase()
     n = points.shape[0]
+    bounds, quota = chunk_plan(n, count, chunk)
+    phase.set_total(count)
+    parts = [greedy_selection(points[start:end], int(size), seed + number, phase.advance) + start
+             for number, (start, end, size) in enumerate(zip(bounds[:-1], bounds[1:], quota)) if size > 0]
+    return torch.from_numpy(np.concatenate(parts))
+
+
+def chunk_plan(n: int, count: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`chunked_coreset`'s chunks of ``n`` rows and each one's share of ``count``.
+
+    Both depend on ``n`` and ``count`` only (not on the points), so a caller that knows ``n`` before the
+    points arrive can select each chunk as soon as it is complete (:mod:`hamacho.models.coreset_stream`).
+
+    Args:
+        n: Number of rows.
+        count: Number of points to choose, 1..n.
+        chunk: Rows per chunk; 0 (or at least n): one chunk.
+
+    Returns:
+        (chunks + 1,) row bounds (chunk i is rows ``bounds[i]:bounds[i + 1]``) and (chunks,) shares: largest
+        remainders of ``count`` in proportion to the sizes, at least one while centres last.
+    """
     if not 1 <= count <= n:
         raise ValueError(f"coreset size {count} must be between 1 and the number of points {n}")
     chunks = max(1, round(n / chunk)) if chunk > 0 else 1
@@ -142,10 +164,7 @@ def chunked_coreset(points: torch.Tensor, count: int, seed: int, chunk: int = 0,
         quota[int(quota.argmax())] -= 1
     order = np.argsort(-(sizes * (count / n) - quota), kind="stable")  # largest remainders first
     quota[order[: count - int(quota.sum())]] += 1
-    phase.set_total(count)
-    parts = [_greedy(points[start:end], int(size), seed + number, phase.advance) + start
-             for number, (start, end, size) in enumerate(zip(bounds[:-1], bounds[1:], quota)) if size > 0]
-    return torch.from_numpy(np.concatenate(parts))
+    return bounds, quota
 
 
 def greedy_coreset(points: torch.Tensor, count: int, seed: int, phase: Phase | None = None) -> torch.Tensor:
@@ -164,8 +183,9 @@ def greedy_coreset(points: torch.Tensor, count: int, seed: int, phase: Phase | N
     return chunked_coreset(points, count, seed, 0, phase)
 
 
-def _greedy(points: torch.Tensor, count: int, seed: int, advance: Callable[[int], None]) -> np.ndarray:
-    """:func:`greedy_coreset`'s selection, telling ``advance`` of every step done (count in all)."""
+def greedy_selection(points: torch.Tensor, count: int, seed: int, advance: Callable[[int], None]) -> np.ndarray:
+    """:func:`greedy_coreset`'s selection as an int64 array, telling ``advance`` of every step done (count in
+    all; it may raise to stop the selection)."""
     n = points.shape[0]
     first = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)))
     points = np.ascontiguousarray(points.detach().cpu().float().numpy())

@@ -2,8 +2,10 @@
 
 Lightning places the model on the accelerator (``trainer.accelerator: auto`` uses a GPU when there is
 one) and feeds it batches; the wrapper hands each batch's readable images to ``model.update`` and counts
-them in the run's phase (progress bar, stop requests). Fitting the statistics (``model.fit``) and all
-scoring happen outside Lightning, through the model's own forward (:mod:`hamacho.predictor`).
+them in the run's phase (progress bar, stop requests). Before the pass, the model is told the images (or
+tiles) of every update to come (``model.expect_updates``: PatchCore selects its coreset chunks as they
+fill). Fitting the statistics (``model.fit``) and all scoring happen outside Lightning, through the
+model's own forward (:mod:`hamacho.predictor`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,20 @@ class AnomalyModule(pl.LightningModule):
         self.unreadable_training_files: list[str] = []
         self.automatic_optimization = False
 
+    def update_sizes(self, images: int, batch_size: int) -> list[int]:
+        """Images (or tiles) of each ``model.update`` that :meth:`training_step` makes of ``images`` readable
+        images in batches of ``batch_size`` (in loader order)."""
+        tiles = len(self.framing.origins()) if self.framing is not None and self.framing.tiled else 0
+        sizes = []
+        for start in range(0, images, batch_size):
+            frames = min(batch_size, images - start)
+            if not tiles:
+                sizes.append(frames)
+                continue
+            count = frames * tiles  # iter_tiles: the batch's tiles, tile_batch at a time
+            sizes += [min(self.tile_batch, count - first) for first in range(0, count, self.tile_batch)]
+        return sizes
+
     def configure_optimizers(self) -> None:
         """No optimiser: the models are fitted statistically, in one pass."""
         return
@@ -113,4 +129,6 @@ def fit_features(model: AnomalyModel, samples: Sequence[Source], batch_size: int
         framing = framing or Framing.plain(model.input_size)
         loader = DataLoader(AnomalyDataset(samples, framing), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers, collate_fn=collate)
-        trainer.fit(AnomalyModule(model, phase, framing, batch_size), train_dataloaders=loader)
+        module = AnomalyModule(model, phase, framing, batch_size)
+        model.expect_updates(module.update_sizes(len(samples), batch_size), phase)
+        trainer.fit(module, train_dataloaders=loader)

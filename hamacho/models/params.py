@@ -62,8 +62,9 @@ class PatchcoreParams(ModelParams):
         9, at_least=1, help="Memory-bank neighbours used to re-weight the image score (paper, eq. 7).")
     memory_budget_mb: int = setting(
         4096, at_least=1,
-        help="Most RAM for training patch embeddings; beyond it they are kept in a temporary file and only the "
-             "projected copies stay in memory (no accuracy loss).")
+        help="Most RAM for the training patch embeddings held at once (with coreset_chunk: one chunk's, as each "
+             "full chunk is reduced to its coreset during feature extraction); beyond it they are kept in a "
+             "temporary file and only the projected copies stay in memory (no accuracy loss).")
     search_pruning_dim: int = setting(
         32, at_least=0,
         help="Principal components of the memory bank used to skip hopeless rows in the exact "
@@ -76,8 +77,10 @@ class PatchcoreParams(ModelParams):
     coreset_chunk: int = setting(
         32768, at_least=0,
         help="Training patches per greedy coreset selection (in image order; the bank is the union of the "
-             "chunks' selections), so fit time grows linearly with the images; 0: one selection over all "
-             "patches, whose time grows with their square (docs/models.md#coreset).")
+             "chunks' selections), so fit time grows linearly with the images; each chunk is selected as soon "
+             "as its patches are extracted, so training memory holds one chunk plus the bank, whatever the "
+             "images. 0: one selection over all patches, all held, whose time grows with their square "
+             "(docs/models.md#coreset).")
 
     def for_tiles(self, tiles: int) -> PatchcoreParams:
         """``patch_sample: null`` resolved: keep every patch of up to 6 tiles' worth per image, so tiled

@@ -6,6 +6,8 @@ patches the coreset keeps. So the projections always stay in memory, and the ful
 memory only while they fit in the budget: beyond it they go to a temporary file, from which the
 chosen rows are read back at the end. The memory bank is then identical to the in-memory one (no
 effect on accuracy); the cost is disk space and sequential writes.
+
+With the chunked coreset a store holds one chunk's patches only (:mod:`hamacho.models.coreset_stream`).
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ class PatchStore:
         """True once full embeddings are kept on disk."""
         return self._file is not None
 
-    def add(self, patches: torch.Tensor) -> None:
-        """Append (n, D) embeddings."""
+    def add(self, patches: torch.Tensor, projected: torch.Tensor | None = None) -> None:
+        """Append (n, D) embeddings; ``projected``: their (n, p) projections when already computed."""
         patches = patches.detach().float().cpu().contiguous()
         if self.projection is not None:
-            self._projected.append(patches @ self.projection)
+            self._projected.append(patches @ self.projection if projected is None else projected)
             if not self.spilled and (self.count + patches.shape[0]) * self.dim * 4 > self.budget_bytes:
                 self._spill()
         if self.spilled:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -10,10 +11,10 @@ import torch.nn.functional as F
 from hamacho.models.backbone import FeatureExtractor
 from hamacho.models.bank_index import MemoryBankIndex
 from hamacho.models.base import AnomalyModel
-from hamacho.models.coreset import chunked_coreset, random_projection
+from hamacho.models.coreset import random_projection
+from hamacho.models.coreset_stream import CoresetStream
 from hamacho.models.knn import nearest_neighbors, nearest_neighbors_graph
 from hamacho.models.params import PatchcoreParams
-from hamacho.models.patch_store import PatchStore
 from hamacho.progress import Phase
 
 
@@ -28,7 +29,8 @@ class PatchcoreModel(AnomalyModel):
         coreset_projection_dim: Random projection size for coreset distances (0: full features).
         projection_dim: Channel count after adaptive average pooling over channels (None: keep all).
         num_neighbors: Memory-bank neighbours used to re-weight the image score.
-        memory_budget_mb: Most memory for full training embeddings before they go to a temporary file.
+        memory_budget_mb: Most memory for full training embeddings (of one coreset chunk, when the updates
+            were announced: :meth:`expect_updates`) before they go to a temporary file.
         blur_sigma: Sigma of the anomaly-map blur.
         search_pruning_dim: Principal components used to prune the exact nearest-neighbour search.
         patch_sample: Share of each batch's training patches kept (seeded) before the coreset; below 1 it
@@ -61,10 +63,12 @@ class PatchcoreModel(AnomalyModel):
         self.embedding_dim = self.projection_dim or total
         self.coreset_projection_dim = coreset_projection_dim
         self.index = MemoryBankIndex(self.embedding_dim, search_pruning_dim)
-        self._store: PatchStore | None = None
+        self._stream: CoresetStream | None = None
         self.patch_sample = patch_sample
         self.coreset_chunk = coreset_chunk
         self._batches = 0
+        self._announced: list[int] | None = None  # images of each coming update (expect_updates)
+        self._phase: Phase | None = None  # feature extraction's: stop requests while chunks are selected
 
     @property
     def memory_bank(self) -> torch.Tensor:
@@ -91,34 +95,54 @@ class PatchcoreModel(AnomalyModel):
         """(B, D, h, w) -> (B * h * w, D) contiguous rows."""
         return embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
 
+    def expect_updates(self, images: Sequence[int], phase: Phase | None = None) -> None:
+        """Announce the training: the images (or tiles) of every coming :meth:`update`, in order.
+
+        With ``coreset_chunk`` > 0 each chunk of patches is then reduced to its coreset selection as soon as
+        it is complete, during the updates, and its other patches dropped (:mod:`hamacho.models.coreset_stream`):
+        training memory no longer grows with the images, and the bank is the same.
+
+        Args:
+            images: Images of each update (what ``images.shape[0]`` will be).
+            phase: The updates' phase: a selection inside an update honours its stop requests (without
+                counting steps in it).
+        """
+        if self._stream is not None:
+            raise RuntimeError("updates must be announced before the first one")
+        self._announced, self._phase = list(images), phase
+
+    def _kept(self, patches: int) -> int:
+        """Patches an update of ``patches`` keeps (``patch_sample``)."""
+        return max(1, math.ceil(self.patch_sample * patches)) if self.patch_sample < 1.0 else patches
+
     def update(self, images: torch.Tensor) -> None:
-        """Add the training images' patches to the store."""
-        if self._store is None:
-            projection = (
-                random_projection(self.embedding_dim, self.coreset_projection_dim, self.seed).to(images.device)
-                if 0 < self.coreset_projection_dim < self.embedding_dim
-                else None
-            )
-            self._store = PatchStore(self.embedding_dim, projection, self.memory_budget_mb * 1024 * 1024)
-        patches = self._patches(self.embed(images))
+        """Add the training images' patches to the memory bank's selection."""
+        embedding = self.embed(images)
+        if self._stream is None:
+            projection = (random_projection(self.embedding_dim, self.coreset_projection_dim, self.seed)
+                          if 0 < self.coreset_projection_dim < self.embedding_dim else None)
+            self._stream = CoresetStream(self.embedding_dim, projection, self.memory_budget_mb * 1024 * 1024,
+                                         self.coreset_ratio, self.coreset_chunk, self.seed)
+            if self._announced is not None:  # rows of every update, now that the patches per image are known
+                per_image = embedding.shape[2] * embedding.shape[3]
+                self._stream.expect([self._kept(count * per_image) for count in self._announced])
+        patches = self._patches(embedding)
         if self.patch_sample < 1.0:  # a seeded share of each batch's patches, in their order
-            keep = max(1, math.ceil(self.patch_sample * patches.shape[0]))
+            keep = self._kept(patches.shape[0])
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self._batches)
             rows = torch.randperm(patches.shape[0], generator=generator)[:keep].sort().values
             patches = patches[rows.to(patches.device)]
         self._batches += 1
-        self._store.add(patches)
+        phase = self._phase
+        self._stream.add(patches, None if phase is None else lambda steps: phase.advance(0))
 
     def fit(self, phase: Phase | None = None) -> None:
-        """Choose the memory bank by greedy coreset selection."""
-        store = self._store
-        if store is None or store.count == 0:
+        """Choose the memory bank by greedy coreset selection (of the patches not selected yet)."""
+        stream = self._stream
+        if stream is None or stream.count == 0:
             raise RuntimeError("no training patches were added")
-        count = max(1, math.ceil(self.coreset_ratio * store.count))
-        indices = chunked_coreset(store.projected(), count, self.seed, self.coreset_chunk, phase=phase)
-        self.index.build(store.gather(indices).to(self.index.bank.device))
-        store.close()
-        self._store = None
+        self.index.build(stream.finish(phase).to(self.index.bank.device))
+        self._stream, self._announced, self._phase = None, None, None
 
     def patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Distances (B, h, w) of each patch to its nearest bank entry, and re-weighted image scores (B,)."""
