@@ -194,7 +194,7 @@ def run_training(settings: Settings, control: RunControl | None = None,
         pictures.finish()
         collector.finish()
 
-    timings = _timings(control.seconds, len(splits.test))
+    timings = _timings(control.seconds, len(splits.test), model.fit_seconds_in_updates)
     held_out_metrics = held_out_summary(collector.rows, {s.name for s in held_out})
     if held_out_metrics and held_out_metrics["warning"]:
         notes.append(held_out_metrics["warning"])
@@ -235,13 +235,16 @@ def run_training(settings: Settings, control: RunControl | None = None,
                        summary=summary, notes=notes, report_path=report_path)
 
 
-def _timings(seconds: dict[str, float], tested: int) -> dict[str, float]:
-    """Wall times of the phases, as metrics.json and the report show them."""
+def _timings(seconds: dict[str, float], tested: int, fitted_in_updates: float = 0.0) -> dict[str, float]:
+    """Wall times of the phases, as metrics.json and the report show them; ``fitted_in_updates`` seconds of the
+    feature-extraction phase were model fitting (PatchCore's coreset chunks) and count as such."""
     test = seconds.get("test", 0.0)
+    extraction = seconds.get("feature extraction", 0.0)
+    moved = min(fitted_in_updates, extraction)
     return {
-        "fit_seconds": seconds.get("feature extraction", 0.0) + seconds.get("fit", 0.0),
-        "feature_extraction_seconds": seconds.get("feature extraction", 0.0),
-        "model_fit_seconds": seconds.get("fit", 0.0),
+        "fit_seconds": extraction + seconds.get("fit", 0.0),
+        "feature_extraction_seconds": extraction - moved,
+        "model_fit_seconds": seconds.get("fit", 0.0) + moved,
         "calibration_seconds": seconds.get("calibration", 0.0),
         "test_seconds": test,
         "test_images_per_second": tested / test if tested and test > 0 else 0.0,

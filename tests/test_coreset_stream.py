@@ -125,6 +125,8 @@ def test_patchcore_bank_and_scores_are_the_same_streamed(tiled, patch_sample, bu
     streamed = _fit(_model(**kwargs), updates, announce=True)
     before = _fit(_model(**kwargs), updates, announce=False)
     assert streamed.streamed_chunks >= 1 and before.streamed_chunks == 0
+    # the chunks selected during the updates are fitting time, reported as such (hamacho.train._timings)
+    assert streamed.fit_seconds_in_updates > 0 and before.fit_seconds_in_updates == 0
     assert streamed.spilled == before.spilled == (budget_mb == 1)
     assert torch.equal(streamed.memory_bank, before.memory_bank)
     test = _images(3, 64)
@@ -147,3 +149,13 @@ def test_a_stop_during_a_chunk_selection_in_feature_extraction_stops_it_and_dele
         with pytest.raises(Interrupted, match="during feature extraction"):
             model.update(images)  # completes the first chunk: its selection sees the stop request
     assert not path.exists() and model._stream._bank == []
+
+
+def test_selection_time_during_extraction_counts_as_model_fit():
+    from hamacho.train import _timings
+
+    phases = {"feature extraction": 10.0, "fit": 1.0, "test": 2.0}
+    moved = _timings(phases, 4, 6.5)
+    assert (moved["feature_extraction_seconds"], moved["model_fit_seconds"], moved["fit_seconds"]) == (3.5, 7.5, 11.0)
+    assert _timings(phases, 4, 20.0)["feature_extraction_seconds"] == 0.0  # never below zero
+    assert _timings(phases, 4)["model_fit_seconds"] == 1.0

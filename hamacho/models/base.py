@@ -103,6 +103,10 @@ class AnomalyModel(nn.Module):
         height, width = self.input_size
         return height if height == width else (height, width)
 
+    #: Seconds of fitting done inside :meth:`update` (PatchCore's coreset chunks selected as the images
+    #: come), known after :meth:`fit`: timed as model fitting, not feature extraction.
+    fit_seconds_in_updates: float = 0.0
+
     def expect_updates(self, images: Sequence[int], phase: Phase | None = None) -> None:
         """Before the first :meth:`update`: the images of every coming one, in order, and their phase (progress,
         stop requests). A hint: a model may use it to fit as the images come (PatchCore's coreset chunks); by

@@ -23,6 +23,7 @@ an announcement, or with ``chunk`` 0 (one selection over every row), every row i
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -50,6 +51,7 @@ class CoresetStream:
         self.projection = None if projection is None else projection.detach().float().cpu()
         self.count = 0  # rows added
         self.selected_chunks = 0  # chunks already reduced to their selection
+        self.selection_seconds = 0.0  # spent selecting chunks during add() (fitting, timed apart from extraction)
         self._store = self._new_store()  # rows of the current chunk (of all rows, without streaming)
         self._start = 0  # first row of the current chunk
         self._bank: list[torch.Tensor] = []  # full embeddings chosen so far, chunk after chunk
@@ -148,9 +150,11 @@ class CoresetStream:
     def _select_chunk(self, advance: Callable[[int], None]) -> None:
         """Reduce the complete current chunk to its selection and start the next one."""
         quota = self._quota[self.selected_chunks]
+        started = time.perf_counter()
         if quota:
             local = greedy_selection(self._store.projected(), quota, self.seed + self.selected_chunks, advance)
             self._bank.append(self._store.gather(torch.from_numpy(local)))
+        self.selection_seconds += time.perf_counter() - started
         self._store.close()
         self._store = self._new_store()
         self.selected_chunks += 1

@@ -142,6 +142,7 @@ class PatchcoreModel(AnomalyModel):
         if stream is None or stream.count == 0:
             raise RuntimeError("no training patches were added")
         self.index.build(stream.finish(phase).to(self.index.bank.device))
+        self.fit_seconds_in_updates = stream.selection_seconds
         self._stream, self._announced, self._phase = None, None, None
 
     def patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
