@@ -276,6 +276,33 @@ def test_pruned_bank_search_is_exact(structure, pruning_dim):
         assert torch.allclose(distances.double(), reference.values, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("policy", ["PASSIVE", "ACTIVE", None])
+def test_the_pruned_search_runs_on_one_thread_only_when_threads_wait_passively(monkeypatch, policy):
+    from hamacho.models import bank_index
+
+    g = torch.Generator().manual_seed(3)
+    index = MemoryBankIndex(24, 4)
+    index.build(torch.randn(300, 24, generator=g))
+    queries = torch.randn(40, 24, generator=g)
+    seen = []
+    chunk = bank_index.MemoryBankIndex._search_chunk
+    monkeypatch.setattr(bank_index.MemoryBankIndex, "_search_chunk",
+                        lambda self, *a: seen.append(torch.get_num_threads()) or chunk(self, *a))
+    if policy is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _, indices = index.search(queries)
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1 if policy == "PASSIVE" else 2}
+    assert torch.equal(indices, torch.cdist(queries.double(), index.bank.double()).min(dim=1).indices)
+
+
 def test_bank_index_state_round_trip():
     bank = torch.randn(200, 12, generator=torch.Generator().manual_seed(2))
     index = MemoryBankIndex(12, 4)
