@@ -144,11 +144,11 @@ def aupro(
     inverse_sizes = [np.zeros(1)]
     regions = 0
     for index, mask in enumerate(masks_np):
-        count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-        if count > 1:
+        labels, inverse = defect_regions(mask)
+        if inverse.size:
             region_ids[index] = np.where(labels > 0, labels + regions, 0)
-            inverse_sizes.append(1.0 / np.bincount(labels.ravel(), minlength=count)[1:])
-            regions += count - 1
+            inverse_sizes.append(inverse)
+            regions += inverse.size
     flat_regions = region_ids.ravel() if keep is None else region_ids.ravel()[keep]
     n_background = int(scores.size - np.count_nonzero(flat_regions))
     if regions == 0 or n_background == 0:
@@ -164,6 +164,16 @@ def aupro(
     del ordered_regions, hits
     stop = _stop(counts.fps, n_background, fpr_limit)
     return pro_area(counts.fps[:stop], cumulative[counts.tps[:stop]], n_background, fpr_limit)
+
+
+def defect_regions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUPRO's defect regions of one bool mask (H, W): the connected regions (8-connectivity).
+
+    Returns:
+        int32 labels (H, W), 0 where defect-free and 1..R on the regions, and (R,) 1 / each region's size.
+    """
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    return labels, 1.0 / np.bincount(labels.ravel(), minlength=count)[1:]
 
 
 def _stop(fps: np.ndarray, negatives: int, fpr_limit: float) -> int:

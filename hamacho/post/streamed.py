@@ -22,11 +22,10 @@ inference with an exported model does not install; so this is numpy, like the re
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from hamacho.post.curves import OperatingPoint, PixelSample, pick_sample
-from hamacho.post.metrics import pro_area
+from hamacho.post.metrics import defect_regions, pro_area
 from hamacho.post.sweep import Sweep, auroc
 
 EXACT_PIXELS = 6_000_000  # labelled metric-grid pixels kept for exact metrics (about 250 MB at their peak)
@@ -112,14 +111,13 @@ class StreamedPixels:
             good = ~truth if keep is None else keep & ~truth
             good_scores = maps[index][good]
             self.good += np.bincount(self.codes(good_scores), minlength=self.bins)
-            count, labels = cv2.connectedComponents(truth.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+            labels, inverse_sizes = defect_regions(truth)
             defect_scores = maps[index][truth]
-            if count > 1:
+            if inverse_sizes.size:
                 codes = self.codes(defect_scores)
-                inverse_sizes = 1.0 / np.bincount(labels.ravel(), minlength=count)[1:]
                 self.defect += np.bincount(codes, minlength=self.bins)
                 self.pro += np.bincount(codes, weights=inverse_sizes[labels[truth] - 1], minlength=self.bins)
-                self.regions += count - 1
+                self.regions += inverse_sizes.size
             if self.reservoir is not None:
                 self.reservoir.offer(defect_scores, True)
                 self.reservoir.offer(good_scores, False)
@@ -140,18 +138,21 @@ class StreamedPixels:
         """Defect-free pixels counted."""
         return int(self.good.sum())
 
+    def _filled(self) -> np.ndarray:
+        """The non-empty bins, counted from the top (the sweep's thresholds, highest first)."""
+        return np.flatnonzero((self.good + self.defect)[::-1])
+
     def sweep(self) -> Sweep:
         """The sweep with each non-empty bin's lower edge as a threshold (highest first)."""
-        filled = np.flatnonzero((self.good + self.defect)[::-1])  # bins from the top, non-empty ones
+        filled = self._filled()
         tps, fps = np.cumsum(self.defect[::-1])[filled], np.cumsum(self.good[::-1])[filled]
         thresholds = self.low + (self.bins - 1 - filled) * self.width
         return Sweep(thresholds=thresholds, tps=tps, fps=fps)
 
     def operating_point(self) -> OperatingPoint:
         """TP/FP/TN/FN of the decisions in use."""
-        actual = self.positives
-        fp, fn = self.called - self.tp, actual - self.tp
-        return OperatingPoint(tp=self.tp, fp=fp, fn=fn, tn=actual + self.negatives - self.tp - fp - fn)
+        fp = self.called - self.tp
+        return OperatingPoint(tp=self.tp, fp=fp, fn=self.positives - self.tp, tn=self.negatives - fp)
 
     def metrics(self, fpr_limit: float = 0.3) -> dict[str, float | None]:
         """``pixel_AUROC``, ``pixel_F1`` (of the decisions, exact) and ``pixel_AUPRO``; None where undefined."""
@@ -160,8 +161,7 @@ class StreamedPixels:
         f1 = 2 * self.tp / (self.called + actual) if self.called + actual else None
         aupro = None
         if self.regions and self.negatives:
-            filled = np.flatnonzero((self.good + self.defect)[::-1])
-            pro = np.cumsum(self.pro[::-1])[filled] / self.regions
+            pro = np.cumsum(self.pro[::-1])[self._filled()] / self.regions
             aupro = pro_area(counts.fps, pro, self.negatives, fpr_limit)
         return {"pixel_AUROC": auroc(counts), "pixel_F1": f1, "pixel_AUPRO": aupro}
 
