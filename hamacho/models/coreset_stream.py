@@ -124,12 +124,8 @@ class CoresetStream:
         rest = self.count - self._start
         try:
             if self.streaming and self.count == self._bounds[-1]:  # as announced: the last chunk is left
-                quota = self._quota[self.selected_chunks]
-                phase.set_total(quota)
-                if quota:
-                    local = greedy_selection(self._store.projected(), quota, self.seed + self.selected_chunks,
-                                             phase.advance)
-                    self._bank.append(self._store.gather(torch.from_numpy(local)))
+                phase.set_total(self._quota[self.selected_chunks])
+                self._select_current(phase.advance)
             elif rest:  # every row (no streaming), or those from the chunk where the rows departed from the plan
                 count = max(1, math.ceil(self.ratio * rest))
                 indices = chunked_coreset(self._store.projected(), count, self.seed + self.selected_chunks,
@@ -147,13 +143,17 @@ class CoresetStream:
         self._bank = []
         self._announced = None
 
-    def _select_chunk(self, advance: Callable[[int], None]) -> None:
-        """Reduce the complete current chunk to its selection and start the next one."""
+    def _select_current(self, advance: Callable[[int], None]) -> None:
+        """Add the current chunk's selection (its planned share of the bank) to the bank."""
         quota = self._quota[self.selected_chunks]
-        started = time.perf_counter()
         if quota:
             local = greedy_selection(self._store.projected(), quota, self.seed + self.selected_chunks, advance)
             self._bank.append(self._store.gather(torch.from_numpy(local)))
+
+    def _select_chunk(self, advance: Callable[[int], None]) -> None:
+        """Reduce the complete current chunk to its selection and start the next one."""
+        started = time.perf_counter()
+        self._select_current(advance)
         self.selection_seconds += time.perf_counter() - started
         self._store.close()
         self._store = self._new_store()
