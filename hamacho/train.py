@@ -134,10 +134,12 @@ def run_training(settings: Settings, control: RunControl | None = None,
     rule = settings.threshold
     defects = sum(1 for s in splits.calibration if s.label == 1)
     goods = sum(1 for s in splits.calibration if s.label == 0)  # synthetic defects go on (some of) these
-    chosen_rule = resolved_method(rule.method, defects, rule.few_defects,
-                                  synthetic=rule.synthetic_images > 0 and goods > 0)
-    good_rule = chosen_rule in GOOD_IMAGE_RULES
+    # balanced or fpr, a rule of good images either way: whether the training images are scored out of fold
+    good_rule = resolved_method(rule.method, defects, rule.few_defects) in GOOD_IMAGE_RULES
     fold_source = model.fold_source() if good_rule and 2 <= rule.folds <= len(splits.train) else None
+    calibrating = goods + (len(splits.train) if fold_source is not None else 0)  # good scores calibrate() gets
+    chosen_rule = resolved_method(rule.method, defects, rule.few_defects,
+                                  synthetic=rule.synthetic_images > 0 and goods > 0, goods=calibrating)
     with control.phase("fit", unit="steps") as phase:
         model.to(resolve_device(settings.trainer.accelerator)).fit(phase)
 

@@ -103,8 +103,10 @@ def test_few_defects_threshold_is_the_f1_cut_within_the_good_image_bounds():
 def test_resolved_method(method, defects, few, rule):
     assert resolved_method(method, defects, few) == rule
     # scored synthetic defects make auto weigh them (balanced) where there are no real defects, and only there
-    assert resolved_method(method, defects, few, synthetic=True) == ("balanced" if rule == "fpr" and method == "auto"
-                                                                     else rule)
+    assert resolved_method(method, defects, few, synthetic=True, goods=60) == (
+        "balanced" if rule == "fpr" and method == "auto" else rule)
+    # fewer than 5 good calibration scores cannot fit the spread that bounds balanced: the good-image rule
+    assert resolved_method(method, defects, few, synthetic=True, goods=4) == rule
 
 
 def test_auto_with_synthetic_defects_and_no_real_ones_is_balanced_when_a_spread_can_be_fitted():

@@ -62,10 +62,11 @@ def sigma_threshold(good_scores: np.ndarray, sigma: float) -> float:
 GOOD_IMAGE_RULES = ("fpr", "balanced", "f1-bounded")  # rules that use the good-image fit (out-of-fold scores help)
 
 
-def resolved_method(method: str, defects: int, few_defects: int = 20, synthetic: bool = False) -> str:
+def resolved_method(method: str, defects: int, few_defects: int = 20, synthetic: bool = False, goods: int = 0) -> str:
     """The rule that sets the image threshold: ``auto`` is ``balanced`` without defective calibration images
-    when synthetic defects are scored (``synthetic``), else ``fpr`` (the good-image rule); ``f1-bounded`` with
-    fewer than ``few_defects`` defective images, else ``f1``; other methods are themselves.
+    when synthetic defects are scored (``synthetic``) and at least 5 good images calibrate (fewer cannot fit
+    the spread that bounds it), else ``fpr`` (the good-image rule); ``f1-bounded`` with fewer than
+    ``few_defects`` defective images, else ``f1``; other methods are themselves.
 
     Args:
         method: ``threshold.method``.
@@ -73,11 +74,12 @@ def resolved_method(method: str, defects: int, few_defects: int = 20, synthetic:
         few_defects: ``threshold.few_defects``; 0 or 1: ``f1`` with any defective image.
         synthetic: Synthetic defects are (or will be) scored to place the threshold
             (``threshold.synthetic_images`` > 0 and held-out good images to paste them on).
+        goods: Good calibration scores (held-out images and out-of-fold ones) there are, or will be.
     """
     if method != "auto":
         return method
     if not defects:
-        return "balanced" if synthetic else "fpr"
+        return "balanced" if synthetic and goods >= MIN_FIT_IMAGES else "fpr"
     return "f1-bounded" if defects < few_defects else "f1"
 
 
@@ -143,11 +145,9 @@ def calibrate(
     goods = image_scores[labels == 0]
     defects = int(np.count_nonzero(labels == 1))
     found_synthetic = synthetic_scores is not None and bool(np.isfinite(np.asarray(synthetic_scores, float)).any())
-    method = resolved_method(rule.method, defects, rule.few_defects, found_synthetic)
+    method = resolved_method(rule.method, defects, rule.few_defects, found_synthetic, goods.size)
     notes: list[str] = []
     unbounded = ""
-    if method == "balanced" and rule.method == "auto" and goods.size < MIN_FIT_IMAGES:
-        method = "fpr"  # too few good images to fit a spread: no bounds to weigh synthetic defects within
     if method == "f1-bounded" and goods.size < MIN_FIT_IMAGES:
         method = "f1"  # too few good images to fit a spread: nothing to bound the F1 cut with
         unbounded = (f"only {goods.size} good calibration image(s), too few for the good-image rule to bound the F1 "
